@@ -1,0 +1,151 @@
+"""The CloudEvent type used everywhere in the loom, and its form inside Temporal payloads.
+
+``Event`` is a small immutable value: the four required CloudEvents attributes, the optional
+ones, the extensions and the data. It converts to and from the ``cloudevents`` SDK's
+``CloudEvent`` (``to_sdk`` / ``from_sdk``) and to and from a JSON-able dict
+(``to_payload`` / ``from_payload``), which is what routed signals and updates carry into
+workflows. The payload form follows the CloudEvents JSON format: attributes at the top level,
+``data`` for JSON data and ``data_base64`` for bytes.
+
+This module is imported inside Temporal's workflow sandbox: keep it free of I/O and
+non-deterministic calls.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+REQUIRED_ATTRIBUTES = ("id", "source", "type", "specversion")
+OPTIONAL_ATTRIBUTES = ("datacontenttype", "dataschema", "subject", "time")
+CORE_ATTRIBUTES = frozenset(REQUIRED_ATTRIBUTES + OPTIONAL_ATTRIBUTES)
+
+#: Extension naming the Kafka key of an event (CloudEvents Kafka binding, partitioning ext.).
+PARTITION_KEY = "partitionkey"
+#: Extension naming the workflow that emitted a command and awaits replies (request-reply).
+CORRELATION = "loomcorrelation"
+#: W3C trace context extension (CloudEvents distributed tracing extension).
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A CloudEvent (spec 1.0).
+
+    Attributes:
+        id: Identifies the event; ``(source, id)`` is unique per distinct event.
+        source: Identifies the context in which the event happened (URI-reference).
+        type: The event type, e.g. ``order.placed``.
+        data: JSON value (dict, list, str, number, bool, None) or ``bytes``.
+        subject: The subject of the event in the context of the source.
+        time: When the event happened.
+        datacontenttype: Media type of ``data`` (``application/json`` when omitted for JSON).
+        dataschema: URI of the schema ``data`` adheres to.
+        extensions: Extension attributes (lower-case alphanumeric names).
+        specversion: Always ``"1.0"``.
+    """
+
+    id: str
+    source: str
+    type: str
+    data: Any = None
+    subject: str | None = None
+    time: datetime | None = None
+    datacontenttype: str | None = None
+    dataschema: str | None = None
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+    specversion: str = "1.0"
+
+    @property
+    def key(self) -> str:
+        """Identity of the event for deduplication: ``source`` and ``id``."""
+        return f"{self.source}\x1f{self.id}"
+
+    @property
+    def partitionkey(self) -> str | None:
+        """The ``partitionkey`` extension (Kafka key), if any."""
+        value = self.extensions.get(PARTITION_KEY)
+        return None if value is None else str(value)
+
+    def attribute(self, name: str) -> Any:
+        """Return a core or extension attribute by its CloudEvents name (None when absent)."""
+        if name in CORE_ATTRIBUTES:
+            return getattr(self, name)
+        return self.extensions.get(name)
+
+    def attributes(self) -> dict[str, Any]:
+        """All attributes that are set (core and extensions), without ``data``."""
+        attrs: dict[str, Any] = {}
+        for name in REQUIRED_ATTRIBUTES + OPTIONAL_ATTRIBUTES:
+            value = getattr(self, name)
+            if value is not None:
+                attrs[name] = value
+        attrs.update(self.extensions)
+        return attrs
+
+    # --- payload form (inside Temporal) ------------------------------------------------------
+
+    def to_payload(self) -> dict[str, Any]:
+        """JSON-able dict in CloudEvents JSON format, carried by routed signals and updates."""
+        out: dict[str, Any] = {}
+        for name, value in self.attributes().items():
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+        if isinstance(self.data, bytes | bytearray):
+            out["data_base64"] = base64.b64encode(bytes(self.data)).decode("ascii")
+        elif self.data is not None:
+            out["data"] = self.data
+        return out
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Event:
+        """Inverse of :meth:`to_payload`."""
+        values = dict(payload)
+        data: Any = values.pop("data", None)
+        if "data_base64" in values:
+            data = base64.b64decode(values.pop("data_base64"))
+        time = values.pop("time", None)
+        if isinstance(time, str):
+            time = datetime.fromisoformat(time.replace("Z", "+00:00"))
+        core = {name: values.pop(name) for name in list(values) if name in CORE_ATTRIBUTES}
+        return cls(
+            id=str(core.pop("id")),
+            source=str(core.pop("source")),
+            type=str(core.pop("type")),
+            specversion=str(core.pop("specversion", "1.0")),
+            data=data,
+            time=time,
+            subject=core.get("subject"),
+            datacontenttype=core.get("datacontenttype"),
+            dataschema=core.get("dataschema"),
+            extensions=values,
+        )
+
+    # --- the cloudevents SDK ------------------------------------------------------------------
+
+    def to_sdk(self) -> Any:
+        """Return the ``cloudevents`` SDK (2.x) ``CloudEvent`` with the same attributes and data."""
+        from cloudevents.core.v1.event import CloudEvent
+
+        return CloudEvent(attributes=self.attributes(), data=self.data)
+
+    @classmethod
+    def from_sdk(cls, event: Any) -> Event:
+        """Build from a ``cloudevents`` SDK (2.x) ``CloudEvent``."""
+        attrs = dict(event.get_attributes())
+        core = {name: attrs.pop(name) for name in list(attrs) if name in CORE_ATTRIBUTES}
+        return cls(
+            id=str(core["id"]),
+            source=str(core["source"]),
+            type=str(core["type"]),
+            specversion=str(core.get("specversion", "1.0")),
+            data=event.get_data(),
+            subject=core.get("subject"),
+            time=core.get("time"),
+            datacontenttype=core.get("datacontenttype"),
+            dataschema=core.get("dataschema"),
+            extensions=attrs,
+        )

@@ -1,0 +1,112 @@
+"""The loom's exceptions: one root, a class-level ``retriable`` flag, setup vs runtime errors.
+
+The dispatcher decides between retry and dead-letter from the class (``retriable``), never from
+string matching. Each runtime error carries a short ``reason`` slug that ends up in the
+``loom-error-reason`` dead-letter header and in the ``reason`` label of metrics.
+"""
+
+from __future__ import annotations
+
+
+class LoomError(Exception):
+    """Root of every error the loom raises."""
+
+    retriable: bool = False
+    reason: str = "error"
+
+
+class SetupError(LoomError):
+    """A configuration or declaration is wrong; raised at start-up, never at the first event."""
+
+    reason = "setup"
+
+
+class RouteDefinitionError(SetupError):
+    """A route is declared wrongly (bad template, missing workflow, conflicting options)."""
+
+    reason = "route-definition"
+
+
+class SettingsError(SetupError):
+    """A setting is missing or invalid; the message names the setting."""
+
+    reason = "settings"
+
+
+class EmbeddedServerError(SetupError):
+    """An embedded server (Temporal dev server, Kafka-compatible broker) could not start."""
+
+    reason = "embedded-server"
+
+
+# --- runtime: bad input (never retried, dead-lettered) -------------------------------------
+
+
+class BadInputError(LoomError):
+    """The record can never be processed as it is: it goes to the dead-letter topic."""
+
+    reason = "bad-input"
+
+
+class DecodeError(BadInputError):
+    """The Kafka record is not a valid CloudEvent (bytes, headers, attributes)."""
+
+    reason = "decode"
+
+
+class DataValidationError(BadInputError):
+    """The event's ``data`` does not validate against the route's pydantic model."""
+
+    reason = "data-validation"
+
+
+class UnmatchedEventError(BadInputError):
+    """No route matches the event and the unmatched policy is dead-letter."""
+
+    reason = "unmatched"
+
+
+class TemplateError(BadInputError):
+    """A workflow-id (or other) template names a field that the event does not have."""
+
+    reason = "template"
+
+
+class PayloadTooLargeError(BadInputError):
+    """The payload exceeds Temporal's blob size limit (2 MB by default)."""
+
+    reason = "payload-too-large"
+
+
+# --- runtime: Temporal outcomes ------------------------------------------------------------
+
+
+class TemporalCallError(LoomError):
+    """A Temporal call failed."""
+
+    reason = "temporal"
+
+
+class TransientTemporalError(TemporalCallError):
+    """Unavailable, deadline exceeded, resource exhausted...: retried with backoff, never skipped."""
+
+    retriable = True
+    reason = "temporal-transient"
+
+
+class PermanentTemporalError(TemporalCallError):
+    """Invalid argument, permission denied, not found...: dead-lettered with its reason."""
+
+    reason = "temporal-permanent"
+
+
+class SignalLimitError(PermanentTemporalError):
+    """The workflow run refused a signal: the per-run signal cap was reached."""
+
+    reason = "signal-limit"
+
+
+class WorkflowNotFoundError(PermanentTemporalError):
+    """A signal-only route targeted a workflow that does not exist or is closed."""
+
+    reason = "workflow-not-found"
