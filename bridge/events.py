@@ -149,3 +149,8 @@ class Event:
             dataschema=core.get("dataschema"),
             extensions=attrs,
         )
+
+#: Default signal name of routed events; the workflow-side inbox listens on it.
+EVENT_SIGNAL = "loom_event"
+#: Default update name of routed events (update-with-start routes).
+EVENT_UPDATE = "loom_event_update"

@@ -1,0 +1,146 @@
+"""What a route does in Temporal: declarations (user-facing) and resolved invocations.
+
+A route carries one *action declaration* (``SignalWithStart``, ``StartWorkflow``, ``Signal``,
+``UpdateWithStart``). For each matching event the router resolves it into an ``Invocation``:
+a plain value with everything the Temporal call needs (ids, names, arguments, policies,
+the deterministic request id). The executor (``bridge.temporal_calls``) performs invocations.
+
+Values that come from the event are given as *templates* (``"order-{data.order_id}"``,
+``"{subject}"``, ``"{source}/{id}"``) or as callables ``(event, data) -> value`` where
+``data`` is the route's validated pydantic model instance (or the raw data without a model).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+from bridge.events import EVENT_SIGNAL, EVENT_UPDATE, Event
+
+#: A value computed from the event: a template string or ``(event, data) -> value``.
+Template = str | Callable[[Event, Any], Any]
+#: Arguments computed from the event: ``(event, data) -> sequence of arguments``.
+ArgsFn = Callable[[Event, Any], Sequence[Any]]
+#: A workflow given by type name, by its ``@workflow.defn`` class or by its run method.
+WorkflowRef = str | type | Callable[..., Any]
+#: A signal or update given by name or by the decorated handler method.
+HandlerRef = str | Callable[..., Any]
+
+
+class ActionKind(enum.StrEnum):
+    """The Temporal call an action makes."""
+
+    SIGNAL_WITH_START = "signal-with-start"
+    START = "start"
+    SIGNAL = "signal"
+    UPDATE_WITH_START = "update-with-start"
+
+
+class MissingWorkflowPolicy(enum.StrEnum):
+    """What a signal-only route does when its workflow is missing or closed."""
+
+    DEAD_LETTER = "dead-letter"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _WorkflowAction:
+    workflow_id: Template
+    memo: Mapping[str, Template] = field(default_factory=dict)
+    search_attributes: Mapping[str, Template] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignalWithStart(_WorkflowAction):
+    """Signal the workflow, starting it first if it is not running (the default action).
+
+    Defaults refuse a second run for a closed id (``REJECT_DUPLICATE``): a late or redelivered
+    event for a finished workflow is counted as a duplicate, never starts a new run.
+    """
+
+    workflow: WorkflowRef
+    task_queue: str
+    signal: HandlerRef = EVENT_SIGNAL
+    args: ArgsFn | None = None  # default: (event.to_payload(),)
+    start_args: ArgsFn | None = None  # default: ()
+    id_reuse_policy: WorkflowIDReusePolicy = WorkflowIDReusePolicy.REJECT_DUPLICATE
+    id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.USE_EXISTING
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartWorkflow(_WorkflowAction):
+    """Start one workflow per event; a second start for the same id is a duplicate (no-op)."""
+
+    workflow: WorkflowRef
+    task_queue: str
+    args: ArgsFn | None = None  # default: (event.to_payload(),)
+    id_reuse_policy: WorkflowIDReusePolicy = WorkflowIDReusePolicy.REJECT_DUPLICATE
+    id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.FAIL
+
+
+@dataclass(frozen=True, kw_only=True)
+class Signal:
+    """Signal an existing workflow; never starts one."""
+
+    workflow_id: Template
+    signal: HandlerRef = EVENT_SIGNAL
+    args: ArgsFn | None = None  # default: (event.to_payload(),)
+    if_missing: MissingWorkflowPolicy = MissingWorkflowPolicy.DEAD_LETTER
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateWithStart(_WorkflowAction):
+    """Send an update, starting the workflow if needed, and wait for the update's result.
+
+    With ``reply_topic``, the result is published back to Kafka as a CloudEvent of type
+    ``reply_type`` (default ``<event type>.reply``) correlated to the request.
+    """
+
+    workflow: WorkflowRef
+    task_queue: str
+    update: HandlerRef = EVENT_UPDATE
+    args: ArgsFn | None = None  # default: (event.to_payload(),)
+    start_args: ArgsFn | None = None  # default: ()
+    reply_topic: str | None = None
+    reply_type: str | None = None
+    id_reuse_policy: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE
+    id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.USE_EXISTING
+
+
+Action = SignalWithStart | StartWorkflow | Signal | UpdateWithStart
+
+
+@dataclass(frozen=True, kw_only=True)
+class Invocation:
+    """One resolved Temporal call for one event and one route."""
+
+    kind: ActionKind
+    route: str
+    event: Event
+    workflow_id: str
+    workflow_type: str | None = None  # None for signal-only
+    task_queue: str | None = None
+    name: str | None = None  # signal or update name; None for start-only
+    args: Sequence[Any] = ()  # signal/update arguments (or workflow input for start-only)
+    start_args: Sequence[Any] = ()  # workflow input for *-with-start
+    request_id: str  # deterministic: uuid5 of route + source + id
+    update_id: str | None = None  # deterministic for update-with-start
+    id_reuse_policy: WorkflowIDReusePolicy = WorkflowIDReusePolicy.REJECT_DUPLICATE
+    id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.USE_EXISTING
+    memo: Mapping[str, Any] = field(default_factory=dict)
+    search_attributes: Mapping[str, Any] = field(default_factory=dict)
+    if_missing: MissingWorkflowPolicy = MissingWorkflowPolicy.DEAD_LETTER
+    reply_topic: str | None = None
+    reply_type: str | None = None
+
+
+class Outcome(enum.StrEnum):
+    """How Temporal answered an invocation that did not fail."""
+
+    DELIVERED = "delivered"  # signal / start / update accepted
+    DUPLICATE = "duplicate"  # already started / closed id refused a new run: counted as done
+    SKIPPED = "skipped"  # signal-only to a missing workflow under the SKIP policy
