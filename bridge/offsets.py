@@ -1,0 +1,216 @@
+"""Per-partition commit tracking: commit only what is done, and contiguously so.
+
+Guarantee 1 of the design: a Kafka offset is committed only after its event was acknowledged by
+Temporal or dead-lettered, and a fast event behind a slow one never moves the commit past the
+slow one. The consumer calls :meth:`OffsetTracker.track` for every record it takes,
+:meth:`OffsetTracker.done` when the record is finished, and periodically commits
+:meth:`OffsetTracker.committable`.
+
+Offsets of a partition need not be contiguous (compacted topics, transaction markers), so the
+commit position is "every tracked offset below it is done": the lowest offset still pending,
+or the last done offset + 1 when nothing is pending.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Iterable, Mapping
+from itertools import count
+from typing import Generic, NamedTuple, TypeVar
+
+__all__ = ["OffsetTracker", "Ticket"]
+
+P = TypeVar("P", bound=Hashable)
+
+
+class Ticket(NamedTuple, Generic[P]):
+    """Receipt for one tracked record; hand it back to :meth:`OffsetTracker.done`.
+
+    Attributes:
+        tp: The topic-partition the record came from.
+        offset: The record's offset.
+        generation: The assignment the record was taken under; a ticket of an earlier
+            assignment of the same partition is ignored by ``done``.
+    """
+
+    tp: P
+    offset: int
+    generation: int
+
+
+class _Partition:
+    """State of one assigned partition."""
+
+    __slots__ = ("committed", "done", "generation", "last_done", "last_tracked", "pending")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        # Offsets tracked and not yet popped, in increasing order; the head is the lowest
+        # offset that is not known to be contiguously done.
+        self.pending: deque[int] = deque()
+        # Offsets finished out of order: still in ``pending``, behind an unfinished head.
+        self.done: set[int] = set()
+        self.last_done: int | None = None
+        self.last_tracked: int | None = None
+        self.committed: int | None = None
+
+    def position(self) -> int | None:
+        """The offset to commit, or None while nothing has finished yet."""
+        if self.last_done is None:
+            # Committing the first pending offset before anything finished would be safe but
+            # useless: it only repeats where the group already stands.
+            return None
+        if self.pending:
+            return self.pending[0]
+        return self.last_done + 1
+
+    def in_flight(self) -> int:
+        return len(self.pending) - len(self.done)
+
+
+class OffsetTracker(Generic[P]):
+    """Tracks finished offsets per partition and tells what may be committed.
+
+    ``P`` is the topic-partition type (aiokafka's ``TopicPartition``, or anything hashable).
+    A partition is assigned implicitly by its first :meth:`track`; :meth:`revoke` forgets it,
+    and tickets taken before that are ignored afterwards, even if the partition comes back.
+    ``track`` and ``done`` are O(1) amortised.
+
+    Example:
+        >>> tracker: OffsetTracker[str] = OffsetTracker()
+        >>> a, b = tracker.track("t-0", 10), tracker.track("t-0", 11)
+        >>> tracker.done(b)
+        True
+        >>> tracker.committable()
+        {}
+        >>> tracker.done(a)
+        True
+        >>> tracker.committable()
+        {'t-0': 12}
+    """
+
+    def __init__(self) -> None:
+        self._partitions: dict[P, _Partition] = {}
+        # One counter for every partition: a generation number is never reused, so a ticket
+        # of an earlier assignment can never match a later one.
+        self._generations = count(1)
+        self._in_flight = 0
+
+    def track(self, tp: P, offset: int) -> Ticket[P]:
+        """Registers a record taken from the consumer.
+
+        Args:
+            tp: The record's topic-partition.
+            offset: The record's offset; strictly greater than the previous one tracked for
+                ``tp`` in this assignment (gaps are fine).
+
+        Returns:
+            The ticket to pass to :meth:`done` when the record is finished.
+
+        Raises:
+            ValueError: ``offset`` is negative or not above the last tracked offset of ``tp``
+                (a seek backwards must :meth:`revoke` the partition first).
+        """
+        part = self._partitions.get(tp)
+        if part is None:
+            part = self._partitions[tp] = _Partition(next(self._generations))
+        if offset < 0 or (part.last_tracked is not None and offset <= part.last_tracked):
+            raise ValueError(
+                f"offset {offset} of {tp!r} is not above the last tracked offset "
+                f"{part.last_tracked}"
+            )
+        part.last_tracked = offset
+        part.pending.append(offset)
+        self._in_flight += 1
+        return Ticket(tp, offset, part.generation)
+
+    def done(self, ticket: Ticket[P]) -> bool:
+        """Marks a record finished (acknowledged by Temporal, or dead-lettered).
+
+        Args:
+            ticket: The ticket :meth:`track` returned.
+
+        Returns:
+            True when the ticket counted; False when it was ignored because its partition was
+            revoked since (a stale generation) or it was already done.
+        """
+        part = self._partitions.get(ticket.tp)
+        if part is None or part.generation != ticket.generation:
+            return False
+        pending = part.pending
+        offset = ticket.offset
+        if not pending or offset < pending[0] or offset in part.done:
+            return False
+        self._in_flight -= 1
+        if offset != pending[0]:
+            part.done.add(offset)
+            return True
+        pending.popleft()
+        last = offset
+        # Each offset enters and leaves ``pending`` and ``done`` once: O(1) amortised.
+        finished = part.done
+        while pending and pending[0] in finished:
+            last = pending.popleft()
+            finished.discard(last)
+        part.last_done = last
+        return True
+
+    def committable(self) -> dict[P, int]:
+        """The offsets to commit now: per partition, those that moved since the last commit.
+
+        Returns:
+            ``{tp: offset}`` where ``offset`` is the next offset to consume (Kafka's commit
+            convention); empty when nothing moved.
+        """
+        result: dict[P, int] = {}
+        for tp, part in self._partitions.items():
+            position = part.position()
+            if position is not None and position != part.committed:
+                result[tp] = position
+        return result
+
+    def mark_committed(self, offsets: Mapping[P, int]) -> None:
+        """Records that ``offsets`` (as returned by :meth:`committable`) were committed.
+
+        Partitions no longer assigned are skipped.
+        """
+        for tp, offset in offsets.items():
+            part = self._partitions.get(tp)
+            if part is not None and (part.committed is None or offset > part.committed):
+                part.committed = offset
+
+    def revoke(self, tps: Iterable[P]) -> dict[P, int]:
+        """Forgets revoked partitions and returns their last committable offsets.
+
+        Tickets of these partitions that finish later are ignored, even if the partition is
+        assigned again (by a later :meth:`track`).
+
+        Args:
+            tps: The revoked partitions; unknown ones are skipped.
+
+        Returns:
+            ``{tp: offset}`` for the finished work not yet committed, to commit before the
+            revocation completes.
+        """
+        result: dict[P, int] = {}
+        for tp in tps:
+            part = self._partitions.pop(tp, None)
+            if part is None:
+                continue
+            self._in_flight -= part.in_flight()
+            position = part.position()
+            if position is not None and position != part.committed:
+                result[tp] = position
+        return result
+
+    def in_flight(self, tp: P | None = None) -> int:
+        """Counts records tracked and not yet done, for one partition or all of them."""
+        if tp is None:
+            return self._in_flight
+        part = self._partitions.get(tp)
+        return 0 if part is None else part.in_flight()
+
+    @property
+    def partitions(self) -> frozenset[P]:
+        """The partitions currently tracked (assigned and seen at least once)."""
+        return frozenset(self._partitions)
