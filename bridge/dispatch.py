@@ -1,0 +1,330 @@
+"""Ordered, bounded execution with retries: one in flight per key, a bound across keys.
+
+Guarantees 3, 4 and 5 of the design: items with the same key (the workflow id) run one at a
+time in submission order, different keys run concurrently; at most ``max_in_flight`` items are
+accepted and not yet finished, so the consumer pauses partitions instead of buffering; a
+retriable error is retried with exponential backoff and jitter without letting later items of
+the key overtake it, any other error goes to ``on_failed`` (the dead-letter path) and the key
+carries on.
+
+One worker task runs per key that has work, and ends when the key's queue empties, so no
+per-key state outlives its work (millions of workflow ids stay bounded in memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from bridge.exceptions import LoomError
+
+__all__ = ["Dispatcher", "DispatcherClosedError", "RetryPolicy", "is_retriable"]
+
+logger = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class DispatcherClosedError(LoomError):
+    """``submit`` was called on (or was waiting in) a dispatcher that is closed."""
+
+    reason = "dispatcher-closed"
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Whether ``exc`` asks to be retried: its ``retriable`` attribute is True.
+
+    The loom's errors (and aiokafka's) carry ``retriable`` as a class attribute; anything
+    without it counts as non-retriable.
+    """
+    return getattr(exc, "retriable", False) is True
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter.
+
+    Attributes:
+        initial: Delay cap after the first failure, in seconds.
+        maximum: Largest delay, in seconds.
+        multiplier: Growth of the cap per attempt.
+        jitter: Draw each delay uniformly from ``[0, cap]`` ("full jitter") so that many
+            keys failing together do not retry in lockstep; without it the delay is the cap.
+        max_attempts: Calls of the handler before a retriable error is treated as failed
+            (dead-lettered); None retries forever, which never skips an item.
+    """
+
+    initial: float = 0.1
+    maximum: float = 10.0
+    multiplier: float = 2.0
+    jitter: bool = True
+    max_attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial <= self.maximum:
+            raise ValueError(f"RetryPolicy needs 0 < initial <= maximum, got {self!r}")
+        if self.multiplier < 1:
+            raise ValueError(f"RetryPolicy.multiplier must be >= 1, got {self.multiplier}")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}")
+
+    def cap(self, attempt: int) -> float:
+        """The delay cap after failed attempt number ``attempt`` (1-based)."""
+        try:
+            return min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
+        except OverflowError:
+            return self.maximum
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The delay to sleep after failed attempt number ``attempt`` (1-based)."""
+        cap = self.cap(attempt)
+        if not self.jitter:
+            return cap
+        return (rng or random).uniform(0.0, cap)
+
+    def gives_up(self, attempt: int) -> bool:
+        """Whether no further attempt follows failed attempt number ``attempt``."""
+        return self.max_attempts is not None and attempt >= self.max_attempts
+
+
+class Dispatcher(Generic[K, T, R]):
+    """Runs ``handler(key, item)`` per item: ordered per key, bounded overall, with retries.
+
+    Args:
+        handler: Does the work for one item (the Temporal call); its result goes to
+            ``on_done``.
+        max_in_flight: Bound on items accepted by :meth:`submit` and not yet finished, across
+            all keys (queued behind their key or running).
+        on_done: Called with the item and the handler's result when it succeeded.
+        on_failed: Called with the item and the error when the handler raised a non-retriable
+            error (or retries ran out); may be async, and the item counts as finished only
+            once it returned. If it raises, it is called again with backoff: an item is never
+            dropped.
+        retry: The backoff for retriable errors; ``RetryPolicy()`` when omitted.
+        on_retry: Called as ``on_retry(item, attempt, exc, delay)`` before each backoff
+            sleep, for metrics and logs.
+        rng: Source of jitter (tests pass a seeded one).
+
+    Example:
+        >>> async def main() -> None:
+        ...     async def call(key: str, n: int) -> int:
+        ...         return n * 2
+        ...     results: list[int] = []
+        ...     d = Dispatcher(call, max_in_flight=10,
+        ...                    on_done=lambda n, r: results.append(r),
+        ...                    on_failed=lambda n, exc: None)
+        ...     await d.submit("order-1", 1)
+        ...     await d.submit("order-1", 2)
+        ...     assert await d.drain(timeout=1.0)
+        ...     print(results)
+        >>> asyncio.run(main())
+        [2, 4]
+    """
+
+    def __init__(
+        self,
+        handler: Callable[[K, T], Awaitable[R]],
+        *,
+        max_in_flight: int,
+        on_done: Callable[[T, R], None],
+        on_failed: Callable[[T, BaseException], Awaitable[None] | None],
+        retry: RetryPolicy | None = None,
+        on_retry: Callable[[T, int, BaseException, float], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self._handler = handler
+        self._max = max_in_flight
+        self._on_done = on_done
+        self._on_failed = on_failed
+        self._retry = retry or RetryPolicy()
+        self._on_retry = on_retry
+        self._rng = rng or random.Random()
+        # key -> (its pending items, head first and in progress; its worker task)
+        self._keys: dict[K, tuple[deque[T], asyncio.Task[None]]] = {}
+        self._in_flight = 0
+        self._closed = False
+        self._space = asyncio.Event()
+        self._space.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Items accepted and not yet finished (running, backing off, or queued)."""
+        return self._in_flight
+
+    @property
+    def keys_in_flight(self) -> int:
+        """Keys with at least one item in flight."""
+        return len(self._keys)
+
+    @property
+    def max_in_flight(self) -> int:
+        """The bound on :attr:`in_flight`."""
+        return self._max
+
+    @property
+    def free_slots(self) -> int:
+        """How many more items :meth:`submit` accepts without waiting."""
+        return self._max - self._in_flight
+
+    @property
+    def full(self) -> bool:
+        """True when :meth:`submit` would wait: the time to pause partitions."""
+        return self._in_flight >= self._max
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    async def wait_for_space(self) -> None:
+        """Returns once at least one slot is free (at once if one is), or the dispatcher closed.
+
+        A free slot is not reserved: with several submitters, :meth:`submit` may still wait.
+        """
+        while self.full and not self._closed:
+            await self._space.wait()
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    async def submit(self, key: K, item: T) -> None:
+        """Accepts ``item`` for ``key``, waiting while the dispatcher is full.
+
+        Returns once the item is accepted, not when it finished: the outcome goes to
+        ``on_done`` or ``on_failed``.
+
+        Raises:
+            DispatcherClosedError: The dispatcher is closed (or closed while waiting).
+        """
+        while True:
+            if self._closed:
+                raise DispatcherClosedError("the dispatcher is closed")
+            if self._in_flight < self._max:
+                break
+            await self._space.wait()
+        self._in_flight += 1
+        if self._in_flight >= self._max:
+            self._space.clear()
+        self._idle.clear()
+        entry = self._keys.get(key)
+        if entry is not None:
+            entry[0].append(item)
+            return
+        queue: deque[T] = deque((item,))
+        task = asyncio.create_task(self._work(key, queue), name=f"loom-dispatch-{key!r}")
+        self._keys[key] = (queue, task)
+
+    async def drain(self, timeout: float) -> bool:
+        """Waits until every accepted item finished.
+
+        Args:
+            timeout: Seconds to wait at most.
+
+        Returns:
+            True when nothing is in flight; False on timeout, with the in-flight items left
+            running (call :meth:`close` to cancel them).
+        """
+        if self._in_flight == 0:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Cancels every item still in flight and refuses further submissions.
+
+        Cancelled items call neither ``on_done`` nor ``on_failed``: they are unfinished, so
+        their offsets are not committed and Kafka redelivers them.
+        """
+        self._closed = True
+        tasks = [task for _, task in self._keys.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._keys.clear()
+        self._in_flight = 0
+        # Wake submitters (they raise) and drainers (nothing is in flight any more).
+        self._space.set()
+        self._idle.set()
+
+    # --- workers ----------------------------------------------------------------------------
+
+    async def _work(self, key: K, queue: deque[T]) -> None:
+        try:
+            # The head stays in the queue while it runs, so submit() appends behind it
+            # instead of starting a second worker for the key.
+            while queue:
+                await self._run_one(key, queue[0])
+                queue.popleft()
+                self._finished()
+        finally:
+            # No await between the empty check and this removal: submit() cannot slip an
+            # item into a queue whose worker is gone.
+            entry = self._keys.get(key)
+            if entry is not None and entry[0] is queue:
+                del self._keys[key]
+
+    def _finished(self) -> None:
+        self._in_flight -= 1
+        if not self._space.is_set():
+            self._space.set()
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def _run_one(self, key: K, item: T) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = await self._handler(key, item)
+            # Every outcome is routed: retried, or handed to on_failed (dead-letter).
+            except Exception as exc:
+                if is_retriable(exc) and not self._retry.gives_up(attempt):
+                    await self._backoff(item, attempt, exc)
+                    continue
+                await self._fail(item, exc)
+                return
+            try:
+                self._on_done(item, result)
+            except Exception:
+                logger.exception("on_done raised for an item of key %r", key)
+            return
+
+    async def _fail(self, item: T, error: BaseException) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                outcome = self._on_failed(item, error)
+                if outcome is not None:
+                    await outcome
+            # Dropping the item would lose it (guarantee 1), so the dead-letter path retries.
+            except Exception as exc:
+                logger.warning("on_failed raised (attempt %d), retrying: %r", attempt, exc)
+                await self._backoff(item, attempt, exc)
+                continue
+            return
+
+    async def _backoff(self, item: T, attempt: int, exc: BaseException) -> None:
+        delay = self._retry.delay(attempt, self._rng)
+        if self._on_retry is not None:
+            try:
+                self._on_retry(item, attempt, exc, delay)
+            except Exception:
+                logger.exception("on_retry raised")
+        await asyncio.sleep(delay)
