@@ -1,0 +1,466 @@
+"""Perform one resolved ``Invocation`` against Temporal and classify what the server answers.
+
+Signal-with-start, start-only and signal-only requests are built by hand on
+``client.workflow_service`` because the high-level client sets a random ``request_id``: the
+loom sends the invocation's deterministic one, so the server drops a redelivered event's
+second signal (DESIGN.md guarantee 2(b)). Payloads are still encoded with the client's data
+converter (payload codecs apply). Raw calls skip client interceptors, so headers (trace
+context) come from a hook given to the executor.
+
+Update-with-start goes through the high-level client: its deduplication key is the
+deterministic update id, and the client handles the multi-operation protocol.
+
+Errors are classified from the gRPC status into the loom's exception classes
+(``TransientTemporalError`` retried, ``PermanentTemporalError`` and subclasses dead-lettered);
+"already started" answers to start requests are duplicates, not failures.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import temporalio.api.common.v1 as common_pb
+import temporalio.api.enums.v1 as enums_pb
+import temporalio.api.errordetails.v1 as errordetails_pb
+import temporalio.api.workflowservice.v1 as wsv1
+from temporalio.client import (
+    Client,
+    HeaderCodecBehavior,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+)
+from temporalio.converter import (
+    DataConverter,
+    WorkflowSerializationContext,
+    encode_search_attributes,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from bridge.actions import ActionKind, Invocation, MissingWorkflowPolicy, Outcome
+from bridge.events import EVENT_SIGNAL, EVENT_UPDATE
+from bridge.exceptions import (
+    BadInputError,
+    PayloadTooLargeError,
+    PermanentTemporalError,
+    SignalLimitError,
+    TemporalCallError,
+    TransientTemporalError,
+    WorkflowNotFoundError,
+)
+
+__all__ = [
+    "DEFAULT_PAYLOAD_LIMIT",
+    "HeaderHook",
+    "TemporalExecutor",
+    "classify_error",
+    "typed_search_attributes",
+]
+
+#: Temporal's default blob size limit (``limit.blobSize.error``): 2 MB.
+DEFAULT_PAYLOAD_LIMIT = 2 * 1024 * 1024
+
+#: Computes headers (e.g. ``traceparent``) for one invocation; may be sync or async.
+HeaderHook = Callable[
+    [Invocation], Mapping[str, common_pb.Payload] | Awaitable[Mapping[str, common_pb.Payload]]
+]
+
+# Statuses that say "try again later" rather than "this request is wrong". INTERNAL and
+# UNKNOWN are included: the server uses them for transient persistence failures, and a
+# wrongly retried event stalls its partition visibly, while a wrongly dead-lettered one
+# silently leaves the happy path.
+_TRANSIENT_STATUSES = frozenset(
+    {
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.UNKNOWN,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.INTERNAL,
+        RPCStatusCode.UNAVAILABLE,
+        # Credentials expire and get rotated (API keys, mTLS certs): not the event's fault.
+        RPCStatusCode.UNAUTHENTICATED,
+    }
+)
+
+_RUNNING_OR_UNKNOWN = frozenset(
+    {
+        enums_pb.WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_UNSPECIFIED,
+        enums_pb.WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING,
+    }
+)
+
+# The server reports the per-run signal cap only as a message (INVALID_ARGUMENT on 1.32).
+_SIGNAL_LIMIT_MESSAGE = "exceeded workflow execution limit for signal events"
+# A lazily connecting client raises a plain RuntimeError when it cannot reach the server.
+_CONNECT_FAILURE_PREFIX = "Failed client connect"
+
+
+def classify_error(err: BaseException) -> TemporalCallError | None:
+    """Map an error raised by a Temporal client call to the loom's exception class.
+
+    The returned error is not raised; the caller raises it ``from err``. Its message names
+    the gRPC status. "Already started" and "not found" are not handled here: their meaning
+    depends on the action (see :meth:`TemporalExecutor.execute`).
+
+    Args:
+        err: What the temporalio client raised.
+
+    Returns:
+        A ``TransientTemporalError``, ``PermanentTemporalError`` or ``SignalLimitError``,
+        or None when ``err`` is not a Temporal call failure (a bug: let it propagate).
+    """
+    if isinstance(err, RPCError):
+        status = err.status.name
+        if _SIGNAL_LIMIT_MESSAGE in err.message:
+            return SignalLimitError(f"{status}: {err.message}")
+        if err.status in _TRANSIENT_STATUSES:
+            return TransientTemporalError(f"{status}: {err.message}")
+        return PermanentTemporalError(f"{status}: {err.message}")
+    if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
+        return TransientTemporalError(f"DEADLINE_EXCEEDED: {err}")
+    if isinstance(err, WorkflowUpdateFailedError):
+        return PermanentTemporalError(f"update failed: {err.cause}")
+    if isinstance(err, RuntimeError) and str(err).startswith(_CONNECT_FAILURE_PREFIX):
+        return TransientTemporalError(f"UNAVAILABLE: {err}")
+    return None
+
+
+def typed_search_attributes(values: Mapping[str, Any]) -> TypedSearchAttributes:
+    """Type plain Python values as search attributes.
+
+    ``str`` becomes a keyword, ``bool`` a bool, ``int`` an int, ``float`` a double,
+    ``datetime`` (timezone-aware) a datetime and a sequence of ``str`` a keyword list.
+
+    Args:
+        values: Search attribute names and values, as resolved from an event.
+
+    Returns:
+        The typed search attributes.
+
+    Raises:
+        BadInputError: A value has no search attribute type (or is a naive datetime).
+    """
+    pairs: list[SearchAttributePair[Any]] = []
+    for name, value in values.items():
+        key: SearchAttributeKey[Any]
+        # bool before int: bool is a subclass of int.
+        if isinstance(value, bool):
+            key = SearchAttributeKey.for_bool(name)
+        elif isinstance(value, int):
+            key = SearchAttributeKey.for_int(name)
+        elif isinstance(value, float):
+            key = SearchAttributeKey.for_float(name)
+        elif isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise BadInputError(f"search attribute {name!r}: datetime without timezone")
+            key = SearchAttributeKey.for_datetime(name)
+        elif isinstance(value, str):
+            key = SearchAttributeKey.for_keyword(name)
+        elif isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
+            key = SearchAttributeKey.for_keyword_list(name)
+            value = list(value)
+        else:
+            raise BadInputError(
+                f"search attribute {name!r}: no search attribute type for {type(value).__name__}"
+            )
+        pairs.append(SearchAttributePair(key, value))
+    return TypedSearchAttributes(pairs)
+
+
+class TemporalExecutor:
+    """Performs resolved invocations against one Temporal namespace.
+
+    Args:
+        client: A connected temporalio client; its data converter encodes payloads.
+        payload_limit: Largest total encoded size (bytes) of arguments, start arguments and
+            memo; larger invocations raise ``PayloadTooLargeError`` before any call.
+        namespace: Namespace to call; defaults to the client's.
+        header_hook: Headers (e.g. trace context) added to signal-with-start, start and
+            signal requests. Update-with-start uses the high-level client, whose
+            interceptors add headers instead.
+        rpc_timeout: Deadline of each gRPC call.
+        rpc_retry: Let the SDK retry transient gRPC failures inside one call. Off by
+            default: the dispatcher retries with its own backoff and keeps order.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        payload_limit: int = DEFAULT_PAYLOAD_LIMIT,
+        namespace: str | None = None,
+        header_hook: HeaderHook | None = None,
+        rpc_timeout: timedelta | None = timedelta(seconds=10),
+        rpc_retry: bool = False,
+    ) -> None:
+        if namespace is not None and namespace != client.namespace:
+            config = client.config()
+            config["namespace"] = namespace
+            client = Client(**config)
+        self._client = client
+        self._payload_limit = payload_limit
+        self._header_hook = header_hook
+        self._rpc_timeout = rpc_timeout
+        self._rpc_retry = rpc_retry
+        self._encode_headers = (
+            client.config(active_config=True)["header_codec_behavior"] == HeaderCodecBehavior.CODEC
+        )
+
+    @property
+    def client(self) -> Client:
+        """The client used for calls (bound to the executor's namespace)."""
+        return self._client
+
+    @property
+    def namespace(self) -> str:
+        """The namespace invocations run in."""
+        return self._client.namespace
+
+    async def execute(
+        self,
+        inv: Invocation,
+        *,
+        headers: Mapping[str, common_pb.Payload] | None = None,
+    ) -> tuple[Outcome, Any]:
+        """Perform one invocation.
+
+        Args:
+            inv: The resolved invocation.
+            headers: Extra headers for this call, on top of the header hook's.
+
+        Returns:
+            The outcome and a value: the run id for signal-with-start and start (the
+            existing run's id for a duplicate), the update's result for update-with-start,
+            None otherwise.
+
+        Raises:
+            PayloadTooLargeError: The encoded payloads exceed ``payload_limit``.
+            WorkflowNotFoundError: Signal-only to a missing or closed workflow under the
+                dead-letter policy.
+            SignalLimitError: The run refused the signal (per-run signal cap).
+            TransientTemporalError: Retry later (server unavailable, deadline, overload).
+            PermanentTemporalError: Anything else the server refused.
+        """
+        try:
+            if inv.kind is ActionKind.UPDATE_WITH_START:
+                return await self._update_with_start(inv)
+            return await self._raw_call(inv, headers)
+        except WorkflowAlreadyStartedError as err:
+            return Outcome.DUPLICATE, err.run_id
+        except TemporalCallError:
+            raise
+        except Exception as err:
+            loom_err = classify_error(err)
+            if loom_err is None:
+                raise
+            raise loom_err from err
+
+    # --- raw requests (deterministic request id) ----------------------------------------------
+
+    async def _raw_call(
+        self, inv: Invocation, extra_headers: Mapping[str, common_pb.Payload] | None
+    ) -> tuple[Outcome, Any]:
+        converter = self._converter(inv)
+        args = await _encode(converter, inv.args)
+        start_args = await _encode(converter, inv.start_args)
+        memo = {k: (await converter.encode([v]))[0] for k, v in inv.memo.items()}
+        self._check_size(inv, [*args, *start_args, *memo.values()])
+        header = await self._headers(inv, extra_headers)
+        if inv.kind is ActionKind.SIGNAL:
+            return await self._signal(inv, args, header)
+        try:
+            if inv.kind is ActionKind.SIGNAL_WITH_START:
+                sws = wsv1.SignalWithStartWorkflowExecutionRequest(
+                    signal_name=inv.name or EVENT_SIGNAL
+                )
+                sws.signal_input.payloads.extend(args)
+                self._fill_start(sws, inv, start_args, memo, header)
+                sws_resp = await self._client.workflow_service.signal_with_start_workflow_execution(
+                    sws, retry=self._rpc_retry, timeout=self._rpc_timeout
+                )
+                return Outcome.DELIVERED, sws_resp.run_id
+            start = wsv1.StartWorkflowExecutionRequest()
+            # Start-only: the invocation's args are the workflow input.
+            self._fill_start(start, inv, args, memo, header)
+            resp = await self._client.workflow_service.start_workflow_execution(
+                start, retry=self._rpc_retry, timeout=self._rpc_timeout
+            )
+        except RPCError as err:
+            run_id = _already_started_run_id(err)
+            if run_id is not None:
+                return Outcome.DUPLICATE, run_id
+            raise
+        # The server answers a repeated request id as a retry of the first start
+        # (started=true, same run), running or closed: only a closed status tells it apart.
+        fresh = resp.started and resp.status in _RUNNING_OR_UNKNOWN
+        return (Outcome.DELIVERED if fresh else Outcome.DUPLICATE), resp.run_id
+
+    async def _signal(
+        self, inv: Invocation, args: list[common_pb.Payload], header: common_pb.Header | None
+    ) -> tuple[Outcome, Any]:
+        req = wsv1.SignalWorkflowExecutionRequest(
+            namespace=self.namespace,
+            workflow_execution=common_pb.WorkflowExecution(workflow_id=inv.workflow_id),
+            signal_name=inv.name or EVENT_SIGNAL,
+            identity=self._client.identity,
+            request_id=inv.request_id,
+        )
+        req.input.payloads.extend(args)
+        if header is not None:
+            req.header.CopyFrom(header)
+        try:
+            await self._client.workflow_service.signal_workflow_execution(
+                req, retry=self._rpc_retry, timeout=self._rpc_timeout
+            )
+        except RPCError as err:
+            if not _is_workflow_not_found(err):
+                raise
+            if inv.if_missing is MissingWorkflowPolicy.SKIP:
+                return Outcome.SKIPPED, None
+            raise WorkflowNotFoundError(
+                f"{err.status.name}: signal {req.signal_name!r} to workflow "
+                f"{inv.workflow_id!r} (route {inv.route!r}): {err.message}"
+            ) from err
+        return Outcome.DELIVERED, None
+
+    def _fill_start(
+        self,
+        req: wsv1.StartWorkflowExecutionRequest | wsv1.SignalWithStartWorkflowExecutionRequest,
+        inv: Invocation,
+        input_payloads: list[common_pb.Payload],
+        memo: Mapping[str, common_pb.Payload],
+        header: common_pb.Header | None,
+    ) -> None:
+        # Mirrors temporalio's _populate_start_workflow_execution_request, minus the random id.
+        if not inv.workflow_type or not inv.task_queue:
+            raise PermanentTemporalError(
+                f"route {inv.route!r}: {inv.kind} invocation lacks workflow type or task queue"
+            )
+        req.namespace = self.namespace
+        req.workflow_id = inv.workflow_id
+        req.workflow_type.name = inv.workflow_type
+        req.task_queue.name = inv.task_queue
+        req.input.payloads.extend(input_payloads)
+        req.identity = self._client.identity
+        req.request_id = inv.request_id
+        req.workflow_id_reuse_policy = cast(
+            "enums_pb.WorkflowIdReusePolicy.ValueType", int(inv.id_reuse_policy)
+        )
+        req.workflow_id_conflict_policy = cast(
+            "enums_pb.WorkflowIdConflictPolicy.ValueType", int(inv.id_conflict_policy)
+        )
+        for key, payload in memo.items():
+            req.memo.fields[key].CopyFrom(payload)
+        if inv.search_attributes:
+            encode_search_attributes(
+                typed_search_attributes(inv.search_attributes), req.search_attributes
+            )
+        if header is not None:
+            req.header.CopyFrom(header)
+
+    async def _headers(
+        self, inv: Invocation, extra: Mapping[str, common_pb.Payload] | None
+    ) -> common_pb.Header | None:
+        fields: dict[str, common_pb.Payload] = {}
+        if self._header_hook is not None:
+            produced = self._header_hook(inv)
+            if inspect.isawaitable(produced):
+                produced = await produced
+            fields.update(produced)
+        if extra:
+            fields.update(extra)
+        if not fields:
+            return None
+        codec = self._client.data_converter.payload_codec
+        if self._encode_headers and codec is not None:
+            # Same rule as the client's header_codec_behavior=CODEC: each header on its own.
+            fields = {k: (await codec.encode([p]))[0] for k, p in fields.items()}
+        header = common_pb.Header()
+        for key, payload in fields.items():
+            header.fields[key].CopyFrom(payload)
+        return header
+
+    # --- update-with-start (high-level client, deterministic update id) -----------------------
+
+    async def _update_with_start(self, inv: Invocation) -> tuple[Outcome, Any]:
+        if not inv.workflow_type or not inv.task_queue:
+            raise PermanentTemporalError(
+                f"route {inv.route!r}: {inv.kind} invocation lacks workflow type or task queue"
+            )
+        # Encoded only to measure: the client encodes again for the call.
+        converter = self._converter(inv)
+        sizes = [
+            *(await _encode(converter, inv.args)),
+            *(await _encode(converter, inv.start_args)),
+            *(await _encode(converter, list(inv.memo.values()))),
+        ]
+        self._check_size(inv, sizes)
+        operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+            inv.workflow_type,
+            args=list(inv.start_args),
+            id=inv.workflow_id,
+            task_queue=inv.task_queue,
+            id_conflict_policy=inv.id_conflict_policy,
+            id_reuse_policy=inv.id_reuse_policy,
+            memo=dict(inv.memo) or None,
+            search_attributes=(
+                typed_search_attributes(inv.search_attributes) if inv.search_attributes else None
+            ),
+        )
+        result = await self._client.execute_update_with_start_workflow(
+            inv.name or EVENT_UPDATE,
+            args=list(inv.args),
+            start_workflow_operation=operation,
+            id=inv.update_id or inv.request_id,
+            rpc_timeout=self._rpc_timeout,
+        )
+        return Outcome.DELIVERED, result
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _converter(self, inv: Invocation) -> DataConverter:
+        return self._client.data_converter.with_context(
+            WorkflowSerializationContext(namespace=self.namespace, workflow_id=inv.workflow_id)
+        )
+
+    def _check_size(self, inv: Invocation, payloads: Sequence[common_pb.Payload]) -> None:
+        size = sum(p.ByteSize() for p in payloads)
+        if size > self._payload_limit:
+            raise PayloadTooLargeError(
+                f"route {inv.route!r}, workflow {inv.workflow_id!r}: encoded payloads are "
+                f"{size} bytes, over the limit of {self._payload_limit} bytes"
+            )
+
+
+async def _encode(converter: DataConverter, values: Sequence[Any]) -> list[common_pb.Payload]:
+    return await converter.encode(values) if values else []
+
+
+def _already_started_run_id(err: RPCError) -> str | None:
+    """The existing run's id when ``err`` is "workflow execution already started"."""
+    if err.status != RPCStatusCode.ALREADY_EXISTS:
+        return None
+    details = errordetails_pb.WorkflowExecutionAlreadyStartedFailure()
+    for detail in err.grpc_status.details:
+        if detail.Unpack(details):
+            return details.run_id
+    return None
+
+
+def _is_workflow_not_found(err: RPCError) -> bool:
+    """NOT_FOUND about the workflow (missing or closed), not about the namespace."""
+    if err.status != RPCStatusCode.NOT_FOUND:
+        return False
+    return not any(
+        d.Is(errordetails_pb.NamespaceNotFoundFailure.DESCRIPTOR) for d in err.grpc_status.details
+    )

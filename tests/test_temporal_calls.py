@@ -1,0 +1,542 @@
+"""TemporalExecutor against the real dev server, and error classification."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import temporalio.api.common.v1 as common_pb
+from temporalio import workflow
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import SearchAttributeKey, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.converter import PayloadCodec
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
+
+from bridge.actions import ActionKind, Invocation, MissingWorkflowPolicy, Outcome
+from bridge.dev import EmbeddedTemporal, free_port
+from bridge.events import EVENT_SIGNAL, EVENT_UPDATE, Event
+from bridge.exceptions import (
+    BadInputError,
+    PayloadTooLargeError,
+    PermanentTemporalError,
+    SignalLimitError,
+    TransientTemporalError,
+    WorkflowNotFoundError,
+)
+from bridge.temporal_calls import TemporalExecutor, classify_error, typed_search_attributes
+
+ROUTE = "test-route"
+
+
+@workflow.defn(sandboxed=False)
+class InboxWorkflow:
+    """Records routed events and updates; finishes on the ``finish`` signal."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.updates = 0
+        self.done = False
+
+    @workflow.run
+    async def run(self, start: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        await workflow.wait_condition(lambda: self.done)
+        return self.events
+
+    @workflow.signal(name=EVENT_SIGNAL)
+    def on_event(self, payload: dict[str, Any]) -> None:
+        self.events.append(payload)
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+    @workflow.update(name=EVENT_UPDATE)
+    def on_update(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.updates += 1
+        return {"echo": payload["id"], "n": self.updates}
+
+    @workflow.query
+    def received(self) -> list[str]:
+        return [e["id"] for e in self.events]
+
+    @workflow.query
+    def update_count(self) -> int:
+        return self.updates
+
+
+def invocation(
+    kind: ActionKind,
+    workflow_id: str,
+    task_queue: str,
+    *,
+    event_id: str = "e1",
+    data: Any = None,
+    **overrides: Any,
+) -> Invocation:
+    event = Event(id=event_id, source="/tests", type="test.happened", data=data or {"n": 1})
+    name = {
+        ActionKind.SIGNAL_WITH_START: EVENT_SIGNAL,
+        ActionKind.SIGNAL: EVENT_SIGNAL,
+        ActionKind.UPDATE_WITH_START: EVENT_UPDATE,
+        ActionKind.START: None,
+    }[kind]
+    values: dict[str, Any] = {
+        "kind": kind,
+        "route": ROUTE,
+        "event": event,
+        "workflow_id": workflow_id,
+        "workflow_type": None if kind is ActionKind.SIGNAL else "InboxWorkflow",
+        "task_queue": None if kind is ActionKind.SIGNAL else task_queue,
+        "name": name,
+        "args": (event.to_payload(),),
+        "request_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{ROUTE}|{event.key}|{workflow_id}")),
+        "update_id": f"upd-{event_id}" if kind is ActionKind.UPDATE_WITH_START else None,
+    }
+    if kind is ActionKind.START:
+        values["id_conflict_policy"] = WorkflowIDConflictPolicy.FAIL
+    values.update(overrides)
+    return Invocation(**values)
+
+
+@pytest.fixture
+def workflow_id() -> str:
+    return f"wf-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def worker(temporal_client: Client, task_queue: str) -> AsyncIterator[Worker]:
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[InboxWorkflow]) as w:
+        yield w
+
+
+@pytest.fixture
+def executor(temporal_client: Client) -> TemporalExecutor:
+    return TemporalExecutor(temporal_client)
+
+
+async def closed_port_client() -> Client:
+    # lazy: connecting happens at the first call, which is what a restarted sidecar sees.
+    return await Client.connect(f"127.0.0.1:{free_port()}", lazy=True)
+
+
+# --- signal-with-start ----------------------------------------------------------------------
+
+
+@pytest.mark.temporal
+async def test_signal_with_start_starts_then_signals(
+    executor: TemporalExecutor, worker: Worker, workflow_id: str, task_queue: str
+) -> None:
+    first = await executor.execute(
+        invocation(ActionKind.SIGNAL_WITH_START, workflow_id, task_queue)
+    )
+    second = await executor.execute(
+        invocation(ActionKind.SIGNAL_WITH_START, workflow_id, task_queue, event_id="e2")
+    )
+
+    assert first[0] is Outcome.DELIVERED
+    assert second == (Outcome.DELIVERED, first[1])  # same run, signalled
+    handle = executor.client.get_workflow_handle(workflow_id)
+    assert await handle.query(InboxWorkflow.received) == ["e1", "e2"]
+
+
+@pytest.mark.temporal
+async def test_redelivered_signal_with_start_signals_once(
+    executor: TemporalExecutor, worker: Worker, workflow_id: str, task_queue: str
+) -> None:
+    inv = invocation(ActionKind.SIGNAL_WITH_START, workflow_id, task_queue)
+
+    results = [await executor.execute(inv) for _ in range(3)]
+    await executor.execute(
+        invocation(ActionKind.SIGNAL_WITH_START, workflow_id, task_queue, event_id="e2")
+    )
+
+    assert set(results) == {(Outcome.DELIVERED, results[0][1])}
+    handle = executor.client.get_workflow_handle(workflow_id)
+    # The server dropped the repeats (same request id): the workflow saw e1 once.
+    assert await handle.query(InboxWorkflow.received) == ["e1", "e2"]
+
+
+@pytest.mark.temporal
+async def test_signal_with_start_on_completed_workflow_is_duplicate(
+    executor: TemporalExecutor, worker: Worker, workflow_id: str, task_queue: str
+) -> None:
+    _, run_id = await executor.execute(
+        invocation(ActionKind.SIGNAL_WITH_START, workflow_id, task_queue)
+    )
+    handle = executor.client.get_workflow_handle(workflow_id)
+    await handle.signal(InboxWorkflow.finish)
+    await handle.result()
+
+    late = invocation(ActionKind.SIGNAL_WITH_START, workflow_id, task_queue, event_id="late")
+    assert await executor.execute(late) == (Outcome.DUPLICATE, run_id)
+    # No second run was started for the closed id.
+    description = await executor.client.get_workflow_handle(workflow_id).describe()
+    assert description.run_id == run_id
+    assert description.status is WorkflowExecutionStatus.COMPLETED
+
+
+@pytest.mark.temporal
+async def test_signal_with_start_carries_memo_search_attributes_and_headers(
+    temporal_client: Client, worker: Worker, workflow_id: str, task_queue: str
+) -> None:
+    traceparent = temporal_client.data_converter.payload_converter.to_payload("00-abc-def-01")
+    executor = TemporalExecutor(
+        temporal_client, header_hook=lambda inv: {"traceparent": traceparent}
+    )
+    inv = invocation(
+        ActionKind.SIGNAL_WITH_START,
+        workflow_id,
+        task_queue,
+        memo={"customer": "c-7"},
+        search_attributes={"LoomOrderId": "o-42", "LoomAmount": 12.5},
+    )
+
+    await executor.execute(inv)
+
+    handle = temporal_client.get_workflow_handle(workflow_id)
+    description = await handle.describe()
+    assert await description.memo() == {"customer": "c-7"}
+    assert (
+        description.typed_search_attributes.get(SearchAttributeKey.for_keyword("LoomOrderId"))
+        == "o-42"
+    )
+    assert (
+        description.typed_search_attributes.get(SearchAttributeKey.for_float("LoomAmount")) == 12.5
+    )
+    history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    assert started.header.fields["traceparent"] == traceparent
+    signalled = next(
+        e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+    )
+    assert (
+        signalled.workflow_execution_signaled_event_attributes.header.fields["traceparent"]
+        == traceparent
+    )
+
+
+class MarkingCodec(PayloadCodec):
+    """Wraps each payload in another one tagged ``binary/marked``."""
+
+    async def encode(self, payloads: Sequence[common_pb.Payload]) -> list[common_pb.Payload]:
+        return [
+            common_pb.Payload(metadata={"encoding": b"binary/marked"}, data=p.SerializeToString())
+            for p in payloads
+        ]
+
+    async def decode(self, payloads: Sequence[common_pb.Payload]) -> list[common_pb.Payload]:
+        out = []
+        for p in payloads:
+            inner = common_pb.Payload()
+            inner.ParseFromString(p.data)
+            out.append(inner)
+        return out
+
+
+@pytest.mark.temporal
+async def test_payload_codec_of_the_client_applies(
+    temporal_client: Client, workflow_id: str, task_queue: str
+) -> None:
+    converter = dataclasses.replace(temporal_client.data_converter, payload_codec=MarkingCodec())
+    config = temporal_client.config()
+    config["data_converter"] = converter
+    client = Client(**config)
+    async with Worker(client, task_queue=task_queue, workflows=[InboxWorkflow]):
+        await TemporalExecutor(client).execute(
+            invocation(ActionKind.SIGNAL_WITH_START, workflow_id, task_queue)
+        )
+        handle = client.get_workflow_handle(workflow_id)
+        assert await handle.query(InboxWorkflow.received) == ["e1"]  # the worker decoded it
+        history = await handle.fetch_history()
+    signalled = next(
+        e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+    )
+    payload = signalled.workflow_execution_signaled_event_attributes.input.payloads[0]
+    assert payload.metadata["encoding"] == b"binary/marked"
+
+
+# --- start-only -----------------------------------------------------------------------------
+
+
+@pytest.mark.temporal
+async def test_start_twice_is_duplicate(
+    executor: TemporalExecutor, worker: Worker, workflow_id: str, task_queue: str
+) -> None:
+    inv = invocation(ActionKind.START, workflow_id, task_queue)
+
+    outcome, run_id = await executor.execute(inv)
+    assert outcome is Outcome.DELIVERED
+    # Redelivery while running: the server answers the same request id as a retry of the
+    # first start (started=true, same run), so it is "delivered" again, yet a no-op.
+    assert await executor.execute(inv) == (Outcome.DELIVERED, run_id)
+    # Another request id for the same running id: refused (FAIL) or joined (USE_EXISTING).
+    other = dataclasses.replace(inv, request_id=str(uuid.uuid4()))
+    assert await executor.execute(other) == (Outcome.DUPLICATE, run_id)
+    joined = dataclasses.replace(other, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+    assert await executor.execute(joined) == (Outcome.DUPLICATE, run_id)
+
+    handle = executor.client.get_workflow_handle(workflow_id)
+    await handle.signal(InboxWorkflow.finish)
+    await handle.result()
+    # And once the workflow is closed, under REJECT_DUPLICATE.
+    assert await executor.execute(inv) == (Outcome.DUPLICATE, run_id)
+    assert await executor.execute(other) == (Outcome.DUPLICATE, run_id)
+    history = await handle.fetch_history()
+    assert (
+        sum(e.HasField("workflow_execution_started_event_attributes") for e in history.events) == 1
+    )
+
+
+# --- signal-only ----------------------------------------------------------------------------
+
+
+@pytest.mark.temporal
+async def test_redelivered_signal_signals_once(
+    executor: TemporalExecutor, worker: Worker, workflow_id: str, task_queue: str
+) -> None:
+    await executor.client.start_workflow(InboxWorkflow.run, id=workflow_id, task_queue=task_queue)
+    inv = invocation(ActionKind.SIGNAL, workflow_id, task_queue)
+
+    assert await executor.execute(inv) == (Outcome.DELIVERED, None)
+    assert await executor.execute(inv) == (Outcome.DELIVERED, None)
+    await executor.execute(invocation(ActionKind.SIGNAL, workflow_id, task_queue, event_id="e2"))
+
+    handle = executor.client.get_workflow_handle(workflow_id)
+    assert await handle.query(InboxWorkflow.received) == ["e1", "e2"]
+
+
+@pytest.mark.temporal
+async def test_signal_to_missing_workflow_follows_policy(
+    executor: TemporalExecutor, workflow_id: str, task_queue: str
+) -> None:
+    skip = invocation(
+        ActionKind.SIGNAL, workflow_id, task_queue, if_missing=MissingWorkflowPolicy.SKIP
+    )
+    assert await executor.execute(skip) == (Outcome.SKIPPED, None)
+
+    dead = invocation(ActionKind.SIGNAL, workflow_id, task_queue)
+    with pytest.raises(WorkflowNotFoundError, match="NOT_FOUND") as caught:
+        await executor.execute(dead)
+    assert isinstance(caught.value.__cause__, RPCError)
+    assert not caught.value.retriable
+
+
+@pytest.mark.temporal
+async def test_signal_to_closed_workflow_follows_policy(
+    executor: TemporalExecutor, worker: Worker, workflow_id: str, task_queue: str
+) -> None:
+    handle = await executor.client.start_workflow(
+        InboxWorkflow.run, id=workflow_id, task_queue=task_queue
+    )
+    await handle.signal(InboxWorkflow.finish)
+    await handle.result()
+
+    skip = invocation(
+        ActionKind.SIGNAL, workflow_id, task_queue, if_missing=MissingWorkflowPolicy.SKIP
+    )
+    assert await executor.execute(skip) == (Outcome.SKIPPED, None)
+    with pytest.raises(WorkflowNotFoundError, match="already completed"):
+        await executor.execute(invocation(ActionKind.SIGNAL, workflow_id, task_queue))
+
+
+@pytest.mark.temporal
+async def test_missing_namespace_is_permanent_not_missing_workflow(
+    temporal_client: Client, workflow_id: str, task_queue: str
+) -> None:
+    executor = TemporalExecutor(temporal_client, namespace=f"ns-{uuid.uuid4().hex[:8]}")
+    skip = invocation(
+        ActionKind.SIGNAL, workflow_id, task_queue, if_missing=MissingWorkflowPolicy.SKIP
+    )
+
+    with pytest.raises(PermanentTemporalError, match="NOT_FOUND") as caught:
+        await executor.execute(skip)
+    assert not isinstance(caught.value, WorkflowNotFoundError)
+
+
+# --- update-with-start ----------------------------------------------------------------------
+
+
+@pytest.mark.temporal
+async def test_update_with_start_returns_result_once(
+    executor: TemporalExecutor, worker: Worker, workflow_id: str, task_queue: str
+) -> None:
+    inv = invocation(ActionKind.UPDATE_WITH_START, workflow_id, task_queue, event_id="u1")
+
+    first = await executor.execute(inv)
+    again = await executor.execute(inv)
+    other = await executor.execute(
+        invocation(ActionKind.UPDATE_WITH_START, workflow_id, task_queue, event_id="u2")
+    )
+
+    assert first == (Outcome.DELIVERED, {"echo": "u1", "n": 1})
+    assert again == first  # same update id on the same run: the first result, handler not rerun
+    assert other == (Outcome.DELIVERED, {"echo": "u2", "n": 2})
+    handle = executor.client.get_workflow_handle(workflow_id)
+    assert await handle.query(InboxWorkflow.update_count) == 2
+
+
+@pytest.mark.temporal
+async def test_update_with_start_on_closed_id_with_reject_duplicate_is_duplicate(
+    executor: TemporalExecutor, worker: Worker, workflow_id: str, task_queue: str
+) -> None:
+    handle = await executor.client.start_workflow(
+        InboxWorkflow.run, id=workflow_id, task_queue=task_queue
+    )
+    await handle.signal(InboxWorkflow.finish)
+    await handle.result()
+    inv = invocation(
+        ActionKind.UPDATE_WITH_START,
+        workflow_id,
+        task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+
+    assert await executor.execute(inv) == (Outcome.DUPLICATE, handle.result_run_id)
+
+
+# --- limits and failures --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(ActionKind))
+async def test_oversized_payload_is_refused_before_any_call(
+    kind: ActionKind, workflow_id: str
+) -> None:
+    # A client on a closed port: any call would fail as transient, so the size check ran first.
+    executor = TemporalExecutor(await closed_port_client())
+    inv = invocation(kind, workflow_id, "tq", data={"blob": "x" * (3 * 1024 * 1024)})
+
+    with pytest.raises(PayloadTooLargeError, match=r"\d+ bytes, over the limit of 2097152 bytes"):
+        await executor.execute(inv)
+
+
+@pytest.mark.temporal
+async def test_payload_limit_is_configurable_and_counts_memo(
+    temporal_client: Client, workflow_id: str, task_queue: str
+) -> None:
+    executor = TemporalExecutor(temporal_client, payload_limit=10_000)
+    inv = invocation(
+        ActionKind.SIGNAL_WITH_START, workflow_id, task_queue, memo={"m": "y" * 10_000}
+    )
+
+    with pytest.raises(PayloadTooLargeError):
+        await executor.execute(inv)
+    with pytest.raises(RPCError) as caught:
+        await temporal_client.get_workflow_handle(workflow_id).describe()
+    assert caught.value.status is RPCStatusCode.NOT_FOUND  # nothing was started
+
+
+@pytest.mark.parametrize("kind", list(ActionKind))
+async def test_unreachable_server_is_transient(kind: ActionKind, workflow_id: str) -> None:
+    executor = TemporalExecutor(await closed_port_client())
+
+    with pytest.raises(TransientTemporalError, match="UNAVAILABLE") as caught:
+        await executor.execute(invocation(kind, workflow_id, "tq"))
+    assert caught.value.retriable
+    assert caught.value.__cause__ is not None
+
+
+@pytest.mark.temporal
+async def test_signal_cap_and_stopped_server() -> None:
+    # Own server: a lowered per-run signal cap, and one the test may stop.
+    async with EmbeddedTemporal(
+        dynamic_config={"history.maximumSignalsPerExecution": "3"}
+    ) as server:
+        client = await Client.connect(server.address)
+        executor = TemporalExecutor(client)
+        workflow_id, task_queue = f"wf-{uuid.uuid4().hex[:8]}", f"tq-{uuid.uuid4().hex[:8]}"
+        for n in range(3):
+            inv = invocation(
+                ActionKind.SIGNAL_WITH_START, workflow_id, task_queue, event_id=f"e{n}"
+            )
+            assert (await executor.execute(inv))[0] is Outcome.DELIVERED
+        over = invocation(ActionKind.SIGNAL_WITH_START, workflow_id, task_queue, event_id="e3")
+        with pytest.raises(SignalLimitError, match="exceeded workflow execution limit") as caught:
+            await executor.execute(over)
+        assert not caught.value.retriable
+
+        await server.stop()
+        with pytest.raises(TransientTemporalError) as down:
+            await executor.execute(over)
+        assert down.value.retriable
+        assert isinstance(down.value.__cause__, RPCError | RuntimeError)
+
+
+# --- classification (pure) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (RPCStatusCode.UNAVAILABLE, TransientTemporalError),
+        (RPCStatusCode.DEADLINE_EXCEEDED, TransientTemporalError),
+        (RPCStatusCode.RESOURCE_EXHAUSTED, TransientTemporalError),
+        (RPCStatusCode.ABORTED, TransientTemporalError),
+        (RPCStatusCode.INTERNAL, TransientTemporalError),
+        (RPCStatusCode.UNKNOWN, TransientTemporalError),
+        (RPCStatusCode.CANCELLED, TransientTemporalError),
+        (RPCStatusCode.UNAUTHENTICATED, TransientTemporalError),
+        (RPCStatusCode.INVALID_ARGUMENT, PermanentTemporalError),
+        (RPCStatusCode.PERMISSION_DENIED, PermanentTemporalError),
+        (RPCStatusCode.FAILED_PRECONDITION, PermanentTemporalError),
+        (RPCStatusCode.NOT_FOUND, PermanentTemporalError),
+        (RPCStatusCode.UNIMPLEMENTED, PermanentTemporalError),
+        (RPCStatusCode.OUT_OF_RANGE, PermanentTemporalError),
+    ],
+)
+def test_classify_rpc_status(status: RPCStatusCode, expected: type[Exception]) -> None:
+    err = classify_error(RPCError("boom", status, b""))
+    assert type(err) is expected
+    assert str(err) == f"{status.name}: boom"
+
+
+@pytest.mark.parametrize(
+    "status", [RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.RESOURCE_EXHAUSTED]
+)
+def test_classify_signal_cap(status: RPCStatusCode) -> None:
+    err = classify_error(
+        RPCError("exceeded workflow execution limit for signal events", status, b"")
+    )
+    assert type(err) is SignalLimitError
+
+
+def test_classify_leaves_other_errors_alone() -> None:
+    assert classify_error(ValueError("bug")) is None
+    assert classify_error(RuntimeError("other")) is None
+
+
+def test_typed_search_attributes() -> None:
+    when = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    typed = typed_search_attributes(
+        {"k": "v", "i": 3, "f": 1.5, "b": True, "d": when, "l": ["a", "b"]}
+    )
+    assert {(p.key.name, p.key.indexed_value_type.name, str(p.value)) for p in typed} == {
+        ("k", "KEYWORD", "v"),
+        ("i", "INT", "3"),
+        ("f", "DOUBLE", "1.5"),
+        ("b", "BOOL", "True"),
+        ("d", "DATETIME", str(when)),
+        ("l", "KEYWORD_LIST", "['a', 'b']"),
+    }
+    with pytest.raises(BadInputError, match="'x'"):
+        typed_search_attributes({"x": {"nested": 1}})
+    with pytest.raises(BadInputError, match="timezone"):
+        typed_search_attributes({"d": datetime(2026, 1, 2)})
+
+
+async def test_concurrent_executes_share_one_executor_on_closed_port(workflow_id: str) -> None:
+    # The executor keeps no per-call state: concurrent failures stay independent.
+    executor = TemporalExecutor(await closed_port_client())
+    results = await asyncio.gather(
+        *(
+            executor.execute(invocation(ActionKind.SIGNAL, f"{workflow_id}-{n}", "tq"))
+            for n in range(5)
+        ),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, TransientTemporalError) for r in results)
