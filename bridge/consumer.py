@@ -1,0 +1,407 @@
+"""The inbound loop: Kafka records -> decode -> route -> ordered dispatch -> Temporal.
+
+:class:`Loom` owns an aiokafka consumer (consumer group, manual commit), a producer for the
+dead-letter topic and update replies, a :class:`~bridge.dispatch.Dispatcher` and an
+:class:`~bridge.offsets.OffsetTracker`. It keeps the guarantees of DESIGN.md:
+
+- an offset is committed only once its record was acknowledged by Temporal (every route of a
+  fan-out) or written to the dead-letter topic, up to the highest contiguous finished offset;
+- calls for one workflow id run one at a time in partition order; different ids run
+  concurrently up to ``max_in_flight``; when full, the partitions are paused;
+- bad input goes to the dead-letter topic byte for byte, transient Temporal errors are
+  retried without skipping;
+- :meth:`Loom.stop` stops fetching, drains within a timeout, commits and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from temporalio.client import Client
+
+from bridge.actions import ActionKind, Invocation, Outcome
+from bridge.deadletter import DeadLetterWriter, error_reason
+from bridge.dispatch import Dispatcher, RetryPolicy
+from bridge.events import Event
+from bridge.exceptions import BadInputError, LoomError, UnmatchedEventError
+from bridge.kafka_binding import Record, decode, encode
+from bridge.observability import Health, Metrics
+from bridge.offsets import OffsetTracker, Ticket
+from bridge.routing import Router, UnmatchedPolicy
+from bridge.settings import LoomSettings
+from bridge.temporal_calls import TemporalExecutor
+
+log = logging.getLogger("loom")
+
+#: Extension of update replies naming the id of the request event.
+CAUSATION = "loomcausation"
+_REPLY_NAMESPACE = uuid.UUID("6f1d3c1e-55a8-5c3e-9a0e-6c6f6f6d0002")
+
+
+class UnmatchedStopError(LoomError):
+    """An event matched no route and the unmatched policy is ``fail``."""
+
+    reason = "unmatched-fail"
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One consumed record whose invocations are not all finished."""
+
+    ticket: Ticket[TopicPartition]
+    remaining: int
+
+
+@dataclass(slots=True)
+class _Job:
+    """One invocation of one record, the unit the dispatcher runs."""
+
+    record: Record
+    invocation: Invocation
+    pending: _Pending
+
+
+class Loom:
+    """The sidecar's inbound engine for one consumer group member.
+
+    Args:
+        router: The route table.
+        client: A connected Temporal client (its data converter and codec are used).
+        settings: Kafka, dispatch and Temporal settings.
+        metrics: Prometheus metrics (a fresh registry when omitted).
+        executor: The Temporal executor (built from ``client`` when omitted).
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        client: Client,
+        settings: LoomSettings,
+        *,
+        metrics: Metrics | None = None,
+        executor: TemporalExecutor | None = None,
+    ) -> None:
+        self.router = router
+        self.client = client
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.health = Health()
+        self.executor = executor or TemporalExecutor(
+            client, payload_limit=settings.temporal.payload_limit_bytes
+        )
+        d = settings.dispatch
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self.dispatcher: Dispatcher[str, _Job, tuple[Outcome, Any]] = Dispatcher(
+            self._call,
+            max_in_flight=d.max_in_flight,
+            on_done=self._on_done,
+            on_failed=self._on_failed,
+            retry=RetryPolicy(
+                initial=d.retry_initial_s, maximum=d.retry_max_s, multiplier=d.retry_multiplier
+            ),
+            on_retry=self._on_retry,
+        )
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._deadletters: DeadLetterWriter | None = None
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._last_commit = 0.0
+        self._commit_lock = asyncio.Lock()
+        self._hooks: list[
+            Callable[[Record, BaseException, str | None], Awaitable[None] | None]
+        ] = []
+        self.error: BaseException | None = None
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect the producer and the consumer and join the group."""
+        k = self.settings.kafka
+        self._producer = AIOKafkaProducer(**k.producer_options())
+        await self._producer.start()
+        self._deadletters = DeadLetterWriter(self._producer, k.deadletter_topic)
+        self._consumer = AIOKafkaConsumer(
+            *k.topics,
+            **k.client_options(),
+            group_id=k.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=k.auto_offset_reset,
+            max_poll_records=k.max_poll_records,
+            session_timeout_ms=k.session_timeout_ms,
+            heartbeat_interval_ms=k.heartbeat_interval_ms,
+        )
+        self._consumer.subscribe(list(k.topics), listener=_Rebalance(self))
+        try:
+            await self._consumer.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
+        self.health.kafka_connected = True
+        self.health.temporal_connected = True
+        self.health.running = True
+
+    async def run(self) -> None:
+        """Start (if needed) and consume until :meth:`stop`; then drain, commit and close."""
+        if self._consumer is None:
+            await self.start()
+        try:
+            await self._loop()
+        except Exception as exc:
+            self.error = exc
+            raise
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        """Ask the loop to stop fetching; :meth:`run` then drains, commits and returns."""
+        self._stopping.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`run` finished its shutdown."""
+        await self._stopped.wait()
+
+    async def _loop(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        interval = self.settings.dispatch.commit_interval_s
+        while not self._stopping.is_set():
+            if self.dispatcher.full:
+                await self._pause_until_space(consumer)
+                continue
+            batch = await consumer.getmany(
+                timeout_ms=min(200, int(interval * 1000)),
+                max_records=min(self.dispatcher.free_slots, self.settings.kafka.max_poll_records),
+            )
+            for tp, records in batch.items():
+                self.metrics.consumed.labels(tp.topic).inc(len(records))
+                for rec in records:
+                    await self._take(tp, Record.from_aiokafka(rec))
+            if time.monotonic() - self._last_commit >= interval:
+                await self.commit()
+
+    async def _pause_until_space(self, consumer: AIOKafkaConsumer) -> None:
+        assigned = list(consumer.assignment())
+        consumer.pause(*assigned)
+        self.metrics.paused.inc()
+        stop = asyncio.ensure_future(self._stopping.wait())
+        space = asyncio.ensure_future(self.dispatcher.wait_for_space())
+        try:
+            await asyncio.wait(
+                {stop, space},
+                timeout=self.settings.dispatch.commit_interval_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            stop.cancel()
+            space.cancel()
+        await self.commit()
+        consumer.resume(*[tp for tp in assigned if tp in consumer.assignment()])
+
+    async def _shutdown(self) -> None:
+        self.health.running = False
+        try:
+            drained = await self.dispatcher.drain(self.settings.dispatch.drain_timeout_s)
+            if not drained:
+                log.warning(
+                    "drain timeout: %d calls still in flight are left to redelivery",
+                    self.dispatcher.in_flight,
+                )
+            await self.commit(force=True)
+        finally:
+            await self.dispatcher.close()
+            if self._consumer is not None:
+                with contextlib.suppress(Exception):
+                    await self._consumer.stop()
+            if self._producer is not None:
+                with contextlib.suppress(Exception):
+                    await self._producer.stop()
+            self.health.kafka_connected = False
+            self._stopped.set()
+
+    # --- one record ---------------------------------------------------------------------------
+
+    async def _take(self, tp: TopicPartition, record: Record) -> None:
+        ticket = self.tracker.track(tp, record.offset)
+        try:
+            event = decode(record)
+            invocations = self.router.resolve(event)
+        except BadInputError as exc:
+            await self._deadletter(record, exc, getattr(exc, "route", None))
+            self.tracker.done(ticket)
+            return
+        if not invocations:
+            await self._unmatched(record, event)
+            self.tracker.done(ticket)
+            return
+        pending = _Pending(ticket, len(invocations))
+        for inv in invocations:
+            await self.dispatcher.submit(inv.workflow_id, _Job(record, inv, pending))
+            self.metrics.in_flight.set(self.dispatcher.in_flight)
+
+    async def _unmatched(self, record: Record, event: Event) -> None:
+        policy = self.router.unmatched
+        self.metrics.unmatched.labels(policy.value).inc()
+        if policy is UnmatchedPolicy.SKIP:
+            return
+        exc = UnmatchedEventError(
+            f"no route matches type={event.type!r} source={event.source!r}"
+            f" subject={event.subject!r}"
+        )
+        if policy is UnmatchedPolicy.FAIL:
+            raise UnmatchedStopError(str(exc))
+        await self._deadletter(record, exc, None)
+
+    async def _call(self, key: str, job: _Job) -> tuple[Outcome, Any]:
+        inv = job.invocation
+        started = time.perf_counter()
+        result = await self.executor.execute(inv)
+        self.metrics.call_latency.labels(inv.kind.value).observe(time.perf_counter() - started)
+        self.health.temporal_connected = True
+        if inv.kind is ActionKind.UPDATE_WITH_START and inv.reply_topic:
+            await self._reply(inv, result[1])
+        return result
+
+    def _on_done(self, job: _Job, result: tuple[Outcome, Any]) -> None:
+        self.metrics.routed.labels(job.invocation.route, result[0].value).inc()
+        self._finish(job)
+
+    async def _on_failed(self, job: _Job, exc: BaseException) -> None:
+        await self._deadletter(job.record, exc, job.invocation.route)
+        self._finish(job)
+
+    def _on_retry(self, job: _Job, attempt: int, exc: BaseException, delay: float) -> None:
+        self.metrics.retries.labels(error_reason(exc)).inc()
+        self.health.temporal_connected = False
+        log.warning(
+            "retrying %s for %s (attempt %d, in %.2fs): %s",
+            job.invocation.kind.value,
+            job.invocation.workflow_id,
+            attempt,
+            delay,
+            exc,
+        )
+
+    def _finish(self, job: _Job) -> None:
+        job.pending.remaining -= 1
+        if job.pending.remaining == 0:
+            self.tracker.done(job.pending.ticket)
+        self.metrics.in_flight.set(self.dispatcher.in_flight)
+
+    async def _deadletter(self, record: Record, exc: BaseException, route: str | None) -> None:
+        assert self._deadletters is not None
+        reason = error_reason(exc)
+        log.error(
+            "dead-lettered %s[%d]@%d route=%s reason=%s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            route,
+            reason,
+            exc,
+        )
+        await self._deadletters.write(record, exc, route)
+        self.metrics.deadlettered.labels(reason).inc()
+        for hook in self._hooks:
+            result = hook(record, exc, route)
+            if result is not None:
+                await result
+
+    async def _reply(self, inv: Invocation, result: Any) -> None:
+        assert self._producer is not None and inv.reply_topic is not None
+        request = inv.event
+        if hasattr(result, "model_dump"):
+            result = result.model_dump(mode="json")
+        extensions: dict[str, Any] = {CAUSATION: request.id}
+        if request.partitionkey is not None:
+            extensions["partitionkey"] = request.partitionkey
+        reply = Event(
+            id=str(
+                uuid.uuid5(_REPLY_NAMESPACE, f"{inv.route}\x1f{request.source}\x1f{request.id}")
+            ),
+            source=f"loom://{self.settings.kafka.group_id}/{inv.route}",
+            type=inv.reply_type or f"{request.type}.reply",
+            subject=inv.workflow_id,
+            data=result,
+            datacontenttype="application/json",
+            extensions=extensions,
+        )
+        key, value, headers = encode(reply)
+        await self._producer.send_and_wait(inv.reply_topic, value=value, key=key, headers=headers)
+
+    # --- offsets ------------------------------------------------------------------------------
+
+    async def commit(self, *, force: bool = False) -> dict[TopicPartition, int]:
+        """Commit what is contiguously finished; returns the offsets committed."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        async with self._commit_lock:
+            self._last_commit = time.monotonic()
+            offsets = self.tracker.committable()
+            if not offsets:
+                return {}
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:
+                # A rebalance is under way: the revocation handler commits what is ours.
+                if force:
+                    log.warning("final commit failed: %s", exc)
+                return {}
+            self.tracker.mark_committed(offsets)
+            for tp, offset in offsets.items():
+                self.metrics.committed.labels(tp.topic, str(tp.partition)).set(offset)
+            return offsets
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        offsets = self.tracker.revoke(revoked)
+        for tp in revoked:
+            self.health.assigned.discard((tp.topic, tp.partition))
+        if offsets and self._consumer is not None:
+            try:
+                await self._consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:
+                log.warning("commit on revocation failed (records will be redelivered): %s", exc)
+
+    def _assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self.health.assigned.add((tp.topic, tp.partition))
+
+    def add_deadletter_hook(
+        self, hook: Callable[[Record, BaseException, str | None], Awaitable[None] | None]
+    ) -> None:
+        """Call ``hook(record, error, route)`` after each dead-letter write (logs, tests)."""
+        self._hooks.append(hook)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loom: Loom) -> None:
+        self.loom = loom
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.loom._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.loom._assigned(assigned)
+
+
+@contextlib.asynccontextmanager
+async def running(loom: Loom) -> AsyncIterator[Loom]:
+    """Run ``loom`` in a background task for the body; stop, drain and commit on exit."""
+    await loom.start()
+    task = asyncio.create_task(loom.run(), name="loom")
+    try:
+        yield loom
+    finally:
+        loom.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,189 @@
+"""Configuration: pydantic-settings, environment prefix ``LOOM_``, nested with ``__``.
+
+Every setting can come from the environment (``LOOM_KAFKA__BOOTSTRAP=broker:9092``), from a
+``.env`` file, or from CLI flags on top. Secrets are ``SecretStr`` and never printed.
+:func:`load_settings` turns pydantic's validation errors into a :class:`SettingsError`
+that names the setting at fault (as its environment variable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bridge.exceptions import SettingsError
+from bridge.routing import UnmatchedPolicy
+
+
+class ProducerOptions(BaseModel):
+    """aiokafka producer options for the dead-letter, reply and publish producers."""
+
+    acks: Literal["all", "0", "1"] = "all"
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    # Off by default because the embedded broker (Tansu) refuses InitProducerId; turn it on
+    # against real Kafka for idempotent writes.
+    enable_idempotence: bool = False
+    linger_ms: int = Field(default=5, ge=0)
+    max_request_size: int = Field(default=4 * 1024 * 1024, gt=0)
+    request_timeout_ms: int = Field(default=30_000, gt=0)
+
+
+class KafkaSettings(BaseModel):
+    """The Kafka side: where to consume, how to authenticate, where bad records go."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    group_id: str = "temporal-loom"
+    topics: list[str] = Field(
+        default_factory=lambda: ["orders", "payments", "inventory", "shipping"]
+    )
+    deadletter_topic: str = "loom.deadletter"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_poll_records: int = Field(default=500, gt=0)
+    session_timeout_ms: int = Field(default=30_000, gt=0)
+    heartbeat_interval_ms: int = Field(default=3_000, gt=0)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    producer: ProducerOptions = Field(default_factory=ProducerOptions)
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap_is_host_port(cls, value: str) -> str:
+        for part in value.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file not found: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and (
+            self.sasl_mechanism is None or self.sasl_username is None or self.sasl_password is None
+        ):
+            raise ValueError(
+                "security_protocol SASL_* needs sasl_mechanism, sasl_username and sasl_password"
+            )
+        return self
+
+    def client_options(self) -> dict[str, Any]:
+        """Connection options shared by aiokafka consumers, producers and admin clients."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+            )
+        if self.security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            assert self.sasl_password is not None
+            options["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        return options
+
+    def producer_options(self) -> dict[str, Any]:
+        """Options for an aiokafka producer (connection + producer settings)."""
+        return {**self.client_options(), **self.producer.model_dump(exclude_none=True)}
+
+
+class TemporalSettings(BaseModel):
+    """The Temporal side: cluster address, namespace, TLS or API key."""
+
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = "loom-orders"
+    tls: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    api_key: SecretStr | None = None
+    payload_limit_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+
+    @field_validator("tls_cert", "tls_key", "tls_ca")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file not found: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TemporalSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+
+class DispatchSettings(BaseModel):
+    """Concurrency bound, retries and shutdown."""
+
+    max_in_flight: int = Field(default=256, gt=0)
+    retry_initial_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=10.0, gt=0)
+    retry_multiplier: float = Field(default=2.0, ge=1)
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+
+
+class EmitSettings(BaseModel):
+    """Where events emitted by workflows go."""
+
+    default_topic: str = "loom.events"
+    topic_map: dict[str, str] = Field(default_factory=dict)  # type glob -> topic
+    mode: Literal["binary", "structured"] = "binary"
+
+
+class LoomSettings(BaseSettings):
+    """All settings of the sidecar and the worker."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LOOM_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    routes: str = "routes"
+    unmatched: UnmatchedPolicy = UnmatchedPolicy.DEAD_LETTER
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8088, ge=0, lt=65536)  # 0: no HTTP server
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    emit: EmitSettings = Field(default_factory=EmitSettings)
+
+
+def setting_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable of a setting from a pydantic error location."""
+    return "LOOM_" + "__".join(str(part).upper() for part in loc if not isinstance(part, int))
+
+
+def load_settings(**overrides: Any) -> LoomSettings:
+    """Read the settings (environment, ``.env``, then ``overrides``) or raise SettingsError."""
+    try:
+        return LoomSettings(**overrides)
+    except ValidationError as exc:
+        problems = [
+            f"{setting_name(err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+        ]
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

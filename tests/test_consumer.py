@@ -1,0 +1,300 @@
+"""The inbound loop end to end: real broker, real Temporal dev server, real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from bridge import deadletter
+from bridge.actions import SignalWithStart
+from bridge.consumer import Loom, running
+from bridge.dev import EmbeddedTemporal
+from bridge.events import EVENT_SIGNAL, Event
+from bridge.kafka_binding import encode
+from bridge.observability import metric_total
+from bridge.routing import Match, Route, Router
+from bridge.settings import LoomSettings
+
+pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
+
+
+@workflow.defn(sandboxed=False)
+class RecorderWorkflow:
+    """Records every routed event it receives (duplicates included), until told to stop."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        await workflow.wait_condition(lambda: "stop" in self.received)
+        return self.received
+
+    @workflow.signal(name=EVENT_SIGNAL)
+    def on_event(self, payload: dict[str, Any]) -> None:
+        self.received.append(str(payload["id"]))
+
+    @workflow.query
+    def events(self) -> list[str]:
+        return self.received
+
+
+class Step(BaseModel):
+    entity: str
+    seq: int
+
+
+def recorder_router(task_queue: str) -> Router:
+    return Router([
+        Route(
+            "step",
+            match=Match(type="test.step"),
+            data=Step,
+            action=SignalWithStart(
+                workflow=RecorderWorkflow, task_queue=task_queue, workflow_id="rec-{data.entity}"
+            ),
+        )
+    ])
+
+
+def make_settings(bootstrap: str, topic: str, dlq: str, **dispatch: Any) -> LoomSettings:
+    return LoomSettings.model_validate({
+        "kafka": {
+            "bootstrap": bootstrap, "topics": [topic], "deadletter_topic": dlq,
+            "group_id": f"g-{uuid.uuid4().hex[:8]}",
+        },
+        "dispatch": {"commit_interval_s": 0.2, "drain_timeout_s": 10, **dispatch},
+        "http_port": 0,
+    })
+
+
+def step_events(prefix: str, entities: int, per_entity: int) -> list[Event]:
+    events = []
+    for seq in range(per_entity):
+        for n in range(entities):
+            entity = f"{prefix}-{n}"
+            events.append(Event(
+                id=f"{entity}-{seq}", source="test://producer", type="test.step",
+                data={"entity": entity, "seq": seq}, extensions={"partitionkey": entity},
+            ))
+    return events
+
+
+async def publish(producer: Any, topic: str, events: Sequence[Event]) -> None:
+    futures = []
+    for event in events:
+        key, value, headers = encode(event)
+        futures.append(await producer.send(topic, value=value, key=key, headers=headers))
+    await asyncio.gather(*futures)
+
+
+async def wait_for_events(
+    client: Client, expected: dict[str, list[str]], timeout: float = 90.0
+) -> dict[str, list[str]]:
+    """Poll the workflows until each shows at least its expected count; return what they saw."""
+    seen: dict[str, list[str]] = {}
+    deadline = asyncio.get_running_loop().time() + timeout
+    pending = set(expected)
+    while pending and asyncio.get_running_loop().time() < deadline:
+        for wf_id in list(pending):
+            try:
+                got = await client.get_workflow_handle(wf_id).query(RecorderWorkflow.events)
+            except Exception:  # not started yet
+                continue
+            seen[wf_id] = got
+            if len(got) >= len(expected[wf_id]):
+                pending.discard(wf_id)
+        if pending:
+            await asyncio.sleep(0.5)
+    for wf_id in pending:
+        seen.setdefault(wf_id, [])
+    return seen
+
+
+def expected_by_workflow(events: Sequence[Event]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for event in events:
+        out[f"rec-{event.data['entity']}"].append(event.id)
+    return dict(out)
+
+
+async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(records) < count and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for recs in batch.values():
+                records.extend(recs)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_2000_events_200_workflows_in_order_exactly_once_and_redelivery(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    topic = await new_topic(partitions=4)
+    dlq = await new_topic()
+    prefix = uuid.uuid4().hex[:6]
+    events = step_events(prefix, entities=200, per_entity=10)
+    expected = expected_by_workflow(events)
+    producer = await make_producer()
+    settings = make_settings(loom_kafka_bootstrap, topic, dlq, max_in_flight=128)
+    loom = Loom(recorder_router(task_queue), temporal_client, settings)
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow],
+                      max_concurrent_workflow_tasks=100):
+        async with running(loom):
+            await publish(producer, topic, events)
+            seen = await wait_for_events(temporal_client, expected)
+            assert seen == expected
+            # The same events again (same source and id): nothing changes in any workflow.
+            await publish(producer, topic, events)
+            await asyncio.sleep(1)
+            while loom.tracker.in_flight() or loom.dispatcher.in_flight:
+                await asyncio.sleep(0.2)
+            seen = await wait_for_events(temporal_client, expected)
+            assert seen == expected
+        assert metric_total(loom.metrics.committed) == 4000  # every offset committed on stop
+    assert metric_total(loom.metrics.deadlettered) == 0
+
+
+def _header(record: Any, name: str) -> str:
+    return str(dict(record.headers)[name].decode())
+
+
+async def test_poison_records_go_to_the_dead_letter_topic_and_good_ones_pass(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    topic = await new_topic(partitions=1)
+    dlq = await new_topic()
+    prefix = uuid.uuid4().hex[:6]
+    good = step_events(prefix, entities=2, per_entity=6)
+    expected = expected_by_workflow(good)
+    producer = await make_producer()
+    k, v, h = encode(Event(id="bad-data", source="t", type="test.step", data={"entity": "x", "seq": "NaN"}))
+    k2, v2, h2 = encode(Event(id="nobody", source="t", type="test.unrouted", data={}))
+    big = {"entity": f"{prefix}-big", "seq": 0, "blob": "x" * (3 * 1024 * 1024)}
+    k3, v3, h3 = encode(Event(id="big", source="t", type="test.step", data=big))
+    poison: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]], str]] = [
+        (b"k", b"\xff\xfe not a cloudevent", [], "decode"),
+        (None, b"{}", [("ce_id", b"1"), ("ce_type", b"test.step"), ("ce_specversion", b"1.0")], "decode"),
+        (k, v, h, "data-validation"),
+        (k2, v2, h2, "unmatched"),
+        (k3, v3, h3, "payload-too-large"),
+    ]
+    loom = Loom(recorder_router(task_queue), temporal_client,
+                make_settings(loom_kafka_bootstrap, topic, dlq))
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+        async with running(loom):
+            for i, event in enumerate(good):
+                await publish(producer, topic, [event])
+                if i < len(poison):
+                    key, value, headers, _ = poison[i]
+                    await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+            assert await wait_for_events(temporal_client, expected) == expected
+            letters = await read_topic(loom_kafka_bootstrap, dlq, len(poison))
+    assert [_header(r, deadletter.REASON) for r in letters] == [p[3] for p in poison]
+    for letter, (key, value, headers, _) in zip(letters, poison, strict=True):
+        assert letter.key == key
+        assert letter.value == value  # byte for byte
+        assert [(n, b) for n, b in letter.headers if not n.startswith(deadletter.PREFIX)] == headers
+        assert _header(letter, deadletter.TOPIC) == topic
+        assert _header(letter, deadletter.PARTITION) == "0"
+        assert int(_header(letter, deadletter.OFFSET)) >= 0
+        assert _header(letter, deadletter.ERROR_CLASS).startswith("bridge.exceptions.")
+        assert _header(letter, deadletter.MESSAGE)
+    routes = [_header(r, deadletter.ROUTE) for r in letters]
+    assert routes[4] == "step"  # refused at the Temporal call: the route is known
+
+
+async def test_temporal_restart_mid_stream_loses_and_duplicates_nothing(
+    tmp_path: Path,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    topic = await new_topic(partitions=2)
+    dlq = await new_topic()
+    prefix = uuid.uuid4().hex[:6]
+    events = step_events(prefix, entities=30, per_entity=20)
+    expected = expected_by_workflow(events)
+    producer = await make_producer()
+    async with EmbeddedTemporal(db_file=tmp_path / "t.db") as server:
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        settings = make_settings(
+            loom_kafka_bootstrap, topic, dlq, retry_initial_s=0.05, retry_max_s=0.5
+        )
+        loom = Loom(recorder_router(task_queue), client, settings)
+        async with Worker(client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+            async with running(loom):
+                await publish(producer, topic, events[:200])
+                await asyncio.sleep(0.5)
+                await server.stop()
+                await publish(producer, topic, events[200:400])
+                await asyncio.sleep(2)
+                await server.start()
+                await publish(producer, topic, events[400:])
+                seen = await wait_for_events(client, expected)
+        assert metric_total(loom.metrics.retries) > 0  # the outage was felt
+    assert seen == expected
+    assert metric_total(loom.metrics.deadlettered) == 0
+
+
+async def test_second_consumer_joins_and_leaves_mid_stream(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    topic = await new_topic(partitions=4)
+    dlq = await new_topic()
+    prefix = uuid.uuid4().hex[:6]
+    events = step_events(prefix, entities=40, per_entity=15)
+    expected = expected_by_workflow(events)
+    producer = await make_producer()
+    settings = make_settings(loom_kafka_bootstrap, topic, dlq)
+    first = Loom(recorder_router(task_queue), temporal_client, settings)
+    second = Loom(recorder_router(task_queue), temporal_client, settings)
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+        async with running(first):
+            await publish(producer, topic, events[:200])
+            async with running(second):
+                await publish(producer, topic, events[200:400])
+                for _ in range(100):  # wait until the second member owns partitions
+                    if second.health.assigned:
+                        break
+                    await asyncio.sleep(0.2)
+                assert second.health.assigned
+            await publish(producer, topic, events[400:])
+            seen = await wait_for_events(temporal_client, expected)
+    assert seen == expected
+    handled = metric_total(first.metrics.routed) + metric_total(second.metrics.routed)
+    assert handled >= len(events)
+    assert metric_total(second.metrics.routed) > 0  # the second member did real work
