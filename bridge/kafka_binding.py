@@ -487,7 +487,10 @@ def _extensions(extensions: Mapping[str, Any]) -> list[tuple[str, Any]]:
         if value is None:
             continue  # an absent attribute, as in the JSON format
         if not isinstance(value, str | int | bytes | datetime):
-            raise TypeError(f"extension {name!r} has unsupported type {type(value).__name__}")
+            # ValueError, not TypeError: encode() has one failure type for its callers.
+            raise ValueError(  # noqa: TRY004
+                f"extension {name!r} has unsupported type {type(value).__name__}"
+            )
         out.append((name, value))
     return out
 

@@ -488,7 +488,7 @@ def test_encode_refuses(event: Event, mode: Literal["binary", "structured"], mat
 
 
 def test_encode_refuses_unsupported_extension_type() -> None:
-    with pytest.raises(TypeError, match="extension 'x' has unsupported type list"):
+    with pytest.raises(ValueError, match="extension 'x' has unsupported type list"):
         encode(Event(id="1", source="/s", type="t", extensions={"x": [1]}))
 
 
