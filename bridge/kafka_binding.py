@@ -180,7 +180,10 @@ def _loads(text: str, *, envelope: bool) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except TypeError as exc:  # encode() has one failure type for its callers
+        raise ValueError(f"data is not JSON-serializable: {exc}") from None
 
 
 class _LoomFormat(JSONFormat):

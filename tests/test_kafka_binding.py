@@ -475,6 +475,8 @@ def test_encode_text_data_under_non_json_type() -> None:
             "cannot be encoded as 'text/xml'",
         ),
         (Event(id="1", source="/s", type="t", data=float("inf")), "binary", "not JSON compliant"),
+        (Event(id="1", source="/s", type="t", data={1, 2}), "binary", "not JSON-serializable"),
+        (Event(id="1", source="/s", type="t", data={"s": {1}}), "structured", "JSON-serializable"),
         (
             Event(id="1", source="/s", type="t", datacontenttype="application/cloudevents+json"),
             "binary",
