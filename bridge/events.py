@@ -127,10 +127,13 @@ class Event:
     # --- the cloudevents SDK ------------------------------------------------------------------
 
     def to_sdk(self) -> Any:
-        """Return the ``cloudevents`` SDK (2.x) ``CloudEvent`` with the same attributes and data."""
-        from cloudevents.core.v1.event import CloudEvent
+        """Return the ``cloudevents`` SDK (2.x) ``CloudEvent`` with the same attributes and data.
 
-        return CloudEvent(attributes=self.attributes(), data=self.data)
+        Unlike the SDK's constructor, no ``time`` is invented when the event has none.
+        """
+        from bridge.kafka_binding import sdk_event
+
+        return sdk_event(self.attributes(), self.data)
 
     @classmethod
     def from_sdk(cls, event: Any) -> Event:

@@ -122,6 +122,11 @@ class _Strict(CloudEvent):
         self._data = data
 
 
+def sdk_event(attributes: dict[str, Any], data: Any) -> BaseCloudEvent:
+    """The SDK's v1.0 ``CloudEvent`` with exactly these attributes (validated by the SDK)."""
+    return _Strict(dict(attributes), data)
+
+
 def _factory(attributes: dict[str, Any], data: Any, time: datetime | None = None) -> BaseCloudEvent:
     # Checked here first so the common failures get a short message instead of the SDK's
     # aggregated validation report.
