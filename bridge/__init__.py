@@ -76,7 +76,38 @@ _EXPORTS: dict[str, str] = {
     "PermanentTemporalError": "bridge.exceptions",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "EVENT_SIGNAL",
+    "EVENT_UPDATE",
+    "BadInputError",
+    "DataValidationError",
+    "DecodeError",
+    "EmbeddedKafka",
+    "EmbeddedTemporal",
+    "Event",
+    "Loom",
+    "LoomError",
+    "LoomSettings",
+    "Match",
+    "MissingWorkflowPolicy",
+    "PermanentTemporalError",
+    "Record",
+    "Route",
+    "RouteDefinitionError",
+    "Router",
+    "SettingsError",
+    "SetupError",
+    "Signal",
+    "SignalWithStart",
+    "StartWorkflow",
+    "TemporalExecutor",
+    "TransientTemporalError",
+    "UnmatchedPolicy",
+    "UpdateWithStart",
+    "decode",
+    "encode",
+    "load_settings",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,7 @@ import bridge
 
 def test_public_names_are_pinned() -> None:
     assert bridge.__all__ == [
-        "BadInputError", "DataValidationError", "DecodeError", "EVENT_SIGNAL", "EVENT_UPDATE",
+        "EVENT_SIGNAL", "EVENT_UPDATE", "BadInputError", "DataValidationError", "DecodeError",
         "EmbeddedKafka", "EmbeddedTemporal", "Event", "Loom", "LoomError", "LoomSettings",
         "Match", "MissingWorkflowPolicy", "PermanentTemporalError", "Record", "Route",
         "RouteDefinitionError", "Router", "SettingsError", "SetupError", "Signal",
