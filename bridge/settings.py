@@ -117,12 +117,26 @@ class TemporalSettings(BaseModel):
     tls_ca: Path | None = None
     api_key: SecretStr | None = None
     payload_limit_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    # "module:attr" naming a PayloadCodec, or a factory returning one (e.g. encryption);
+    # the sidecar's client and the worker both use it (bridge.service.make_data_converter).
+    codec: str | None = None
+    # How long the sidecar keeps trying to reach Temporal at start-up before giving up.
+    connect_timeout_s: float = Field(default=30.0, ge=0)
 
     @field_validator("tls_cert", "tls_key", "tls_ca")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"file not found: {value}")
+        return value
+
+    @field_validator("codec")
+    @classmethod
+    def _codec_is_module_attr(cls, value: str | None) -> str | None:
+        if value is not None:
+            module, sep, attr = value.partition(":")
+            if not sep or not module or not attr:
+                raise ValueError(f"expected 'module:attr', got {value!r}")
         return value
 
     @model_validator(mode="after")
@@ -187,3 +201,27 @@ def load_settings(**overrides: Any) -> LoomSettings:
             f"{setting_name(err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
         ]
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def settings_reference() -> list[tuple[str, str, str]]:
+    """Every setting as ``(environment variable, type, default)``, for docs and ``loom check``."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            annotation = info.annotation
+            env = f"{prefix}{name.upper()}"
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, env + "__")
+                continue
+            default = info.get_default(call_default_factory=True)
+            shown = "" if default is None else str(default.value if hasattr(default, "value") else default)
+            type_name = str(annotation) if getattr(annotation, "__args__", None) else getattr(
+                annotation, "__name__", str(annotation)
+            )
+            for noise in ("typing.", "pydantic.types.", "pathlib.", "bridge.routing."):
+                type_name = type_name.replace(noise, "")
+            rows.append((env, type_name, shown))
+
+    walk(LoomSettings, "LOOM_")
+    return rows

@@ -1,0 +1,94 @@
+"""Structured logs: ``key=value`` text for people, one JSON object per line for machines.
+
+``configure_logging(level, json_lines)`` installs one handler on the root logger writing to
+stderr. Fields passed with ``extra={"fields": {...}}`` become JSON members (or ``k=v`` pairs
+in text mode), so a dead-letter or the start-up summary is searchable without regexes.
+Payload bodies are never logged at INFO: callers log identities (topic, partition, offset,
+route, event id), not ``data``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+__all__ = ["FIELDS", "JsonFormatter", "TextFormatter", "configure_logging"]
+
+#: Name of the ``extra`` member carrying structured fields: ``log.info(msg, extra={FIELDS: {...}})``.
+FIELDS = "fields"
+
+_HANDLER_NAME = "loom"
+
+
+def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
+    fields = getattr(record, FIELDS, None)
+    return fields if isinstance(fields, Mapping) else {}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``ts``, ``level``, ``logger``, ``msg``, fields, ``exc``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a single line of JSON."""
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in _fields(record).items():
+            out.setdefault(key, value)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        # default=str: a field value that is not JSON (a Path, an enum) must not lose the line.
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message k=v ...`` on one line (tracebacks follow)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` with its fields appended as ``k=v`` pairs."""
+        text = super().format(record)
+        fields = _fields(record)
+        if not fields:
+            return text
+        pairs = " ".join(f"{k}={_text(v)}" for k, v in fields.items())
+        head, sep, tail = text.partition("\n")
+        return f"{head} {pairs}{sep}{tail}"
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text) if (not text or " " in text) else text
+
+
+def configure_logging(
+    level: str = "INFO", *, json_lines: bool = False, stream: TextIO | None = None
+) -> None:
+    """Install the loom's handler on the root logger (replacing an earlier one).
+
+    Args:
+        level: Root level name (``DEBUG``, ``INFO``, ...).
+        json_lines: One JSON object per line instead of text.
+        stream: Where to write (stderr by default).
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == _HANDLER_NAME:
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    # aiokafka logs every reconnect at INFO/ERROR; keep it at WARNING unless debugging.
+    if level != "DEBUG":
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)

@@ -1,0 +1,298 @@
+"""``loom run`` as a real subprocess against the session's Kafka and Temporal servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from bridge.dev import free_port
+from bridge.events import EVENT_SIGNAL, Event
+from bridge.kafka_binding import encode
+from bridge.testing import TemporalServer
+
+pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
+
+WORKFLOW_TYPE = "LoomCliRecorder"
+
+
+@workflow.defn(name=WORKFLOW_TYPE, sandboxed=False)
+class CliRecorder:
+    """Records the ids of routed events until told to stop."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        await workflow.wait_condition(lambda: "stop" in self.received)
+        return self.received
+
+    @workflow.signal(name=EVENT_SIGNAL)
+    def on_event(self, payload: dict[str, Any]) -> None:
+        self.received.append(str(payload["id"]))
+
+    @workflow.query
+    def events(self) -> list[str]:
+        return self.received
+
+
+ROUTES_WITH_STEP = '''
+from pydantic import BaseModel
+from bridge.actions import SignalWithStart
+from bridge.routing import Match, Route, Router
+
+class Step(BaseModel):
+    """One step of an entity."""
+    entity: str
+    seq: int
+
+router = Router([
+    Route("step", match=Match(type="test.step"), data=Step,
+          action=SignalWithStart(workflow={wf!r}, task_queue={tq!r},
+                                 workflow_id="cli-{{data.entity}}")),
+])
+'''
+
+ROUTES_EMPTY = '''
+from bridge.routing import Router
+router = Router([])
+'''
+
+
+def write_routes(directory: Path, source: str, **params: str) -> str:
+    """Write a routes module under ``directory``; returns its module name."""
+    name = f"loomtest_routes_{uuid.uuid4().hex[:10]}"
+    (directory / f"{name}.py").write_text(textwrap.dedent(source.format(**params)))
+    return name
+
+
+def loom_argv(*args: str) -> list[str]:
+    # python -m: works whether or not the venv's bin/ is on PATH.
+    return [sys.executable, "-m", "bridge.cli", *args]
+
+
+@dataclass
+class LoomEnv:
+    """Environment of a loom subprocess pointed at the session servers."""
+
+    directory: Path
+    env: dict[str, str]
+    topic: str
+    dlq: str
+    group: str
+    http_port: int
+    bootstrap: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.fixture
+async def loom_env(
+    tmp_path: Path,
+    loom_kafka_bootstrap: str,
+    loom_temporal: TemporalServer,
+    new_topic: Callable[..., Awaitable[str]],
+) -> LoomEnv:
+    topic = await new_topic(partitions=2)
+    dlq = await new_topic()
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("LOOM_") or k.startswith("LOOM_TEST")
+    }
+    env.update({
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
+        "LOOM_KAFKA__BOOTSTRAP": loom_kafka_bootstrap,
+        "LOOM_KAFKA__TOPICS": json.dumps([topic]),
+        "LOOM_KAFKA__DEADLETTER_TOPIC": dlq,
+        "LOOM_KAFKA__GROUP_ID": group,
+        "LOOM_TEMPORAL__ADDRESS": loom_temporal.address,
+        "LOOM_TEMPORAL__NAMESPACE": loom_temporal.namespace,
+        "LOOM_HTTP_PORT": str(port),
+        "LOOM_DISPATCH__COMMIT_INTERVAL_S": "0.2",
+        "LOOM_DISPATCH__DRAIN_TIMEOUT_S": "10",
+    })
+    return LoomEnv(tmp_path, env, topic, dlq, group, port, loom_kafka_bootstrap)
+
+
+class LoomProcess:
+    """A ``loom ...`` subprocess whose combined output is collected as it runs."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            self.lines.append(line.decode(errors="replace"))
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    async def wait(self, timeout: float = 30) -> int:
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        await asyncio.wait_for(self._reader, 5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+
+async def start_loom(
+    args: Sequence[str], env: Mapping[str, str], cwd: Path
+) -> LoomProcess:
+    proc = await asyncio.create_subprocess_exec(
+        *loom_argv(*args), env=dict(env), cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    return LoomProcess(proc)
+
+
+async def run_loom(
+    args: Sequence[str], env: Mapping[str, str], cwd: Path, timeout: float = 60
+) -> tuple[int, str]:
+    """Run a short ``loom`` command to completion; returns (exit code, combined output)."""
+    proc = await start_loom(args, env, cwd)
+    try:
+        code = await proc.wait(timeout)
+    finally:
+        proc.kill()
+    return code, proc.output
+
+
+@pytest.fixture
+async def loom_processes() -> AsyncIterator[list[LoomProcess]]:
+    """Processes started by a test; killed afterwards if still running (a failed test)."""
+    procs: list[LoomProcess] = []
+    yield procs
+    for proc in procs:
+        proc.kill()
+        if proc.proc.returncode is None:
+            await proc.proc.wait()
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, ""
+
+
+async def wait_ready(port: int, proc: LoomProcess, timeout: float = 30) -> str:
+    deadline = asyncio.get_running_loop().time() + timeout
+    body = ""
+    while asyncio.get_running_loop().time() < deadline:
+        if proc.proc.returncode is not None:
+            pytest.fail(f"loom exited with {proc.proc.returncode}:\n{proc.output}")
+        status, body = await asyncio.to_thread(http_get, port, "/readyz")
+        if status == 200:
+            return body
+        await asyncio.sleep(0.2)
+    pytest.fail(f"not ready after {timeout}s (last /readyz: {body!r}):\n{proc.output}")
+
+
+async def query_events(client: Client, workflow_id: str, count: int, timeout: float = 30) -> list[str]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    got: list[str] = []
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            got = await client.get_workflow_handle(workflow_id).query(CliRecorder.events)
+        except Exception:  # not started yet
+            got = []
+        if len(got) >= count:
+            return got
+        await asyncio.sleep(0.3)
+    return got
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` (exposition text)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, label_text = head.partition("{")
+        if metric != name:
+            continue
+        if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
+    finally:
+        await consumer.stop()
+
+
+async def produce(producer: Any, topic: str, events: Sequence[Event]) -> None:
+    for event in events:
+        key, value, headers = encode(event)
+        await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+
+
+async def test_loom_run_subprocess_routes_serves_metrics_and_stops_cleanly_on_sigterm(
+    loom_env: LoomEnv,
+    temporal_client: Client,
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+    loom_processes: list[LoomProcess],
+) -> None:
+    routes = write_routes(loom_env.directory, ROUTES_WITH_STEP, wf=WORKFLOW_TYPE, tq=task_queue)
+    entity = uuid.uuid4().hex[:8]
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[CliRecorder]):
+        loom = await start_loom(["run", "--routes", routes], loom_env.env, loom_env.directory)
+        loom_processes.append(loom)
+        ready = json.loads(await wait_ready(loom_env.http_port, loom))
+        assert ready == {"ready": True, "running": True, "kafka": True, "temporal": True,
+                         "partitions": 2}
+        assert (await asyncio.to_thread(http_get, loom_env.http_port, "/livez"))[0] == 200
+        producer = await make_producer()
+        events = [
+            Event(id=f"{entity}-{i}", source="test://cli", type="test.step",
+                  data={"entity": entity, "seq": i}, extensions={"partitionkey": entity})
+            for i in range(3)
+        ]
+        await produce(producer, loom_env.topic, events)
+        got = await query_events(temporal_client, f"cli-{entity}", 3)
+        assert got == [e.id for e in events], loom.output
+        status, metrics = await asyncio.to_thread(http_get, loom_env.http_port, "/metrics")
+        assert status == 200
+        assert metric_value(metrics, "loom_events_consumed_total", topic=loom_env.topic) == 3
+        assert metric_value(metrics, "loom_events_routed_total", route="step") == 3
+        assert metric_value(metrics, "loom_temporal_call_seconds_count") == 3
+        assert metric_value(metrics, "loom_events_deadlettered_total") == 0
+        loom.proc.send_signal(signal.SIGTERM)
+        code = await loom.wait(30)
+    assert code == 0, loom.output
+    assert "stopped cleanly" in loom.output
+    # All three went to one partition (same key): its committed offset is past the last one.
+    offsets = await committed_offsets(loom_env.bootstrap, loom_env.group, loom_env.topic, 2)
+    assert sorted(o or 0 for o in offsets.values()) == [0, 3], offsets
