@@ -1,0 +1,155 @@
+"""The publish activity: ``emit()`` in workflow code lands here and goes out to Kafka.
+
+Register it on a worker with one call and close the shared producer with the worker::
+
+    async with LoomProducer(ProducerSettings(bootstrap_servers=...)) as producer:
+        async with Worker(
+            client,
+            task_queue=TASK_QUEUE,
+            workflows=[...],
+            activities=[*my_activities, *loom_activities(producer, PublishSettings(...))],
+        ):
+            ...
+
+The event id is fixed by the workflow, so a retried attempt publishes the same CloudEvent id
+(guarantee 7); the activity returns only after the broker acknowledged the record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from fnmatch import fnmatchcase
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from pydantic import BaseModel, ConfigDict
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from bridge.events import TRACEPARENT, TRACESTATE, Event
+from bridge.producer import LoomProducer
+from bridge.workflow import PUBLISH_ACTIVITY, ContentMode, PublishRequest, PublishResult
+
+__all__ = ["Encoder", "PublishActivities", "PublishSettings", "loom_activities"]
+
+#: ``(event, mode) -> (key, value, headers)``: the CloudEvents Kafka binding.
+Encoder = Callable[[Event, ContentMode], tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
+#: Returns trace context extensions (``traceparent``, ``tracestate``) of the current span.
+TraceContext = Callable[[], Mapping[str, str]]
+
+
+class PublishSettings(BaseModel):
+    """Where the publish activity sends events that name no topic.
+
+    Attributes:
+        topics: Event type (exact, or glob such as ``payment.*``) to topic. An exact type
+            wins; otherwise the first matching pattern in declaration order.
+        default_topic: Topic for types that match nothing; None makes such emits fail
+            (non-retryable) with a message naming the type.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topics: dict[str, str] = {}
+    default_topic: str | None = None
+
+    def topic_for(self, event_type: str) -> str | None:
+        """The topic of ``event_type``, or None when nothing matches."""
+        if event_type in self.topics:
+            return self.topics[event_type]
+        for pattern, topic in self.topics.items():
+            if fnmatchcase(event_type, pattern):
+                return topic
+        return self.default_topic
+
+
+def _default_encoder(
+    event: Event, mode: ContentMode
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    # Imported on first use: the binding module is optional for workers that never publish.
+    from bridge.kafka_binding import encode
+
+    return encode(event, mode)
+
+
+class PublishActivities:
+    """The ``loom.publish`` activity bound to a shared producer.
+
+    Args:
+        producer: The process's shared producer.
+        settings: Topic map and default topic.
+        encoder: CloudEvents Kafka binding (default: ``bridge.kafka_binding.encode``).
+        trace_context: Hook for tracing: returns ``traceparent``/``tracestate`` of the
+            current span; added to events that do not carry them already.
+    """
+
+    def __init__(
+        self,
+        producer: LoomProducer,
+        settings: PublishSettings | None = None,
+        *,
+        encoder: Encoder | None = None,
+        trace_context: TraceContext | None = None,
+    ) -> None:
+        self.producer = producer
+        self.settings = settings or PublishSettings()
+        self.encoder = encoder or _default_encoder
+        self.trace_context = trace_context
+
+    @activity.defn(name=PUBLISH_ACTIVITY)
+    async def publish(self, request: PublishRequest) -> PublishResult:
+        """Encode the event and send it; return once the broker acknowledged it."""
+        event = self._with_trace_context(Event.from_payload(request.event))
+        topic = request.topic or self.settings.topic_for(event.type)
+        if topic is None:
+            raise ApplicationError(
+                f"no topic for event type {event.type!r}: pass topic= to emit() or add it "
+                "to PublishSettings.topics / default_topic",
+                type="LoomNoTopic",
+                non_retryable=True,
+            )
+        try:
+            key, value, headers = self.encoder(event, request.mode)
+        except ValueError as err:
+            raise ApplicationError(
+                f"event {event.type!r} (id {event.id}) cannot be encoded: {err}",
+                type="LoomEncodeError",
+                non_retryable=True,
+            ) from err
+        try:
+            metadata = await self.producer.send(topic, value, key=key, headers=headers)
+        except KafkaError as err:
+            if err.retriable:
+                raise
+            # e.g. record too large, authorization: retrying would fail the same way.
+            raise ApplicationError(
+                f"publishing {event.type!r} (id {event.id}) to {topic!r} failed: {err!r}",
+                type=type(err).__name__,
+                non_retryable=True,
+            ) from err
+        return PublishResult(
+            id=event.id, topic=metadata.topic, partition=metadata.partition, offset=metadata.offset
+        )
+
+    def _with_trace_context(self, event: Event) -> Event:
+        if self.trace_context is None or TRACEPARENT in event.extensions:
+            return event
+        context = {
+            k: v for k, v in self.trace_context().items() if k in (TRACEPARENT, TRACESTATE) and v
+        }
+        if not context:
+            return event
+        return replace(event, extensions={**event.extensions, **context})
+
+
+def loom_activities(
+    producer: LoomProducer,
+    settings: PublishSettings | None = None,
+    *,
+    encoder: Encoder | None = None,
+    trace_context: TraceContext | None = None,
+) -> list[Callable[..., Any]]:
+    """The loom's activities for ``Worker(activities=[...])``: today, ``loom.publish``."""
+    publisher = PublishActivities(producer, settings, encoder=encoder, trace_context=trace_context)
+    return [publisher.publish]

@@ -1,0 +1,296 @@
+"""Helpers imported inside workflow code: ``emit``, ``request``, the inbox, ``event_data``.
+
+Everything here runs inside Temporal's workflow sandbox: deterministic, no I/O. State lives
+on workflow instances (never in module globals), so this module may also be passed through
+the sandbox (``workflow.unsafe.imports_passed_through()``).
+
+Outbound events (``emit``) go through the ``loom.publish`` activity (``bridge.activities``)
+with a CloudEvent id fixed by the workflow: ``uuid5(workflow id, run id, sequence)``, so a
+retried activity publishes the same id and consumers can deduplicate (guarantee 7).
+
+Inbound events arrive as signals named ``EVENT_SIGNAL`` carrying ``Event.to_payload()``. The
+``Inbox`` (``bridge.inbox``) drops repeats by CloudEvent identity (``source`` + ``id``) with a
+bounded memory and carries that memory and unprocessed events across continue-as-new
+(guarantee 2a).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal, TypeVar
+from weakref import WeakKeyDictionary
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+from bridge.events import CORRELATION, PARTITION_KEY, Event
+from bridge.inbox import (
+    DEFAULT_MAX_SIGNALS_PER_RUN,
+    DEFAULT_SEEN_LIMIT,
+    Inbox,
+    InboxState,
+    LoomWorkflow,
+)
+
+__all__ = [
+    "CAUSATION",
+    "DEFAULT_MAX_SIGNALS_PER_RUN",
+    "DEFAULT_SEEN_LIMIT",
+    "PUBLISH_ACTIVITY",
+    "ContentMode",
+    "Inbox",
+    "InboxState",
+    "LoomWorkflow",
+    "PublishRequest",
+    "PublishResult",
+    "RequestTimeoutError",
+    "build_event",
+    "emit",
+    "event_data",
+    "event_id",
+    "request",
+]
+
+#: Name of the publish activity (``bridge.activities.PublishActivities.publish``).
+PUBLISH_ACTIVITY = "loom.publish"
+#: Extension naming the command a reply answers (the command's CloudEvent ``id``).
+CAUSATION = "loomcausation"
+
+DEFAULT_PUBLISH_TIMEOUT = timedelta(seconds=30)
+DEFAULT_PUBLISH_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
+
+# Fixed namespace so ids are reproducible across workers and versions of the loom.
+_ID_NAMESPACE = uuid.UUID("6f0a3b52-8a53-5c0e-9c4e-3f1d6e0c7a11")
+
+ContentMode = Literal["binary", "structured"]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+# --- wire types of the publish activity (shared with bridge.activities) ----------------------
+
+
+@dataclass
+class PublishRequest:
+    """Input of the ``loom.publish`` activity.
+
+    Attributes:
+        event: The CloudEvent in payload form (``Event.to_payload()``).
+        topic: Target topic; None lets the activity pick it from its topic map.
+        mode: CloudEvents Kafka content mode.
+    """
+
+    event: dict[str, Any]
+    topic: str | None = None
+    mode: ContentMode = "binary"
+
+
+@dataclass
+class PublishResult:
+    """Where the broker stored the event."""
+
+    id: str
+    topic: str
+    partition: int
+    offset: int
+
+
+class RequestTimeoutError(ApplicationError):
+    """No reply arrived for a ``request()`` in time (fails the workflow unless caught)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="LoomRequestTimeout")
+
+
+# --- emit --------------------------------------------------------------------------------------
+
+# Fallback for workflow classes whose instances take no attributes (``__slots__``).
+_sequences: WeakKeyDictionary[Any, int] = WeakKeyDictionary()
+_SEQ_ATTR = "_loom_emit_sequence"
+
+
+def _next_sequence() -> int:
+    # Kept per workflow instance: a replay builds a new instance, so ids replay identically.
+    instance = workflow.instance()
+    try:
+        seq: int = getattr(instance, _SEQ_ATTR, 0)
+        setattr(instance, _SEQ_ATTR, seq + 1)
+    except AttributeError:
+        seq = _sequences.get(instance, 0)
+        _sequences[instance] = seq + 1
+    return seq
+
+
+def event_id(workflow_id: str, run_id: str, sequence: int) -> str:
+    """The CloudEvent id of the ``sequence``-th (from 0) event emitted by a workflow run."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{workflow_id}\x1f{run_id}\x1f{sequence}"))
+
+
+def _event_id(seq: int) -> str:
+    info = workflow.info()
+    return event_id(info.workflow_id, info.run_id, seq)
+
+
+def _json_data(data: Any) -> Any:
+    if isinstance(data, BaseModel):
+        return data.model_dump(mode="json")
+    return data
+
+
+def build_event(
+    type: str,
+    data: Any = None,
+    *,
+    subject: str | None = None,
+    source: str | None = None,
+    key: str | None = None,
+    extensions: Mapping[str, Any] | None = None,
+    correlate: bool = False,
+) -> Event:
+    """Build the CloudEvent ``emit`` would publish (consumes one id of the run's sequence)."""
+    info = workflow.info()
+    ext: dict[str, Any] = dict(extensions or {})
+    ext[PARTITION_KEY] = key if key is not None else info.workflow_id
+    if correlate:
+        ext[CORRELATION] = info.workflow_id
+    # Tracing hook: a ``traceparent``/``tracestate`` given in ``extensions`` is kept as is;
+    # otherwise the publish activity may add one from its own span (see bridge.activities).
+    payload_data = _json_data(data)
+    if payload_data is None:
+        content_type = None
+    elif isinstance(payload_data, bytes | bytearray):
+        content_type = "application/octet-stream"
+    else:
+        content_type = "application/json"
+    return Event(
+        id=_event_id(_next_sequence()),
+        source=source or f"loom://{info.namespace}/{info.workflow_type}",
+        type=type,
+        data=payload_data,
+        datacontenttype=content_type,
+        subject=subject if subject is not None else info.workflow_id,
+        time=workflow.now(),
+        extensions=ext,
+    )
+
+
+async def emit(
+    type: str,
+    data: Any = None,
+    *,
+    topic: str | None = None,
+    subject: str | None = None,
+    source: str | None = None,
+    key: str | None = None,
+    extensions: Mapping[str, Any] | None = None,
+    correlate: bool = False,
+    mode: ContentMode = "binary",
+    start_to_close_timeout: timedelta = DEFAULT_PUBLISH_TIMEOUT,
+    retry_policy: RetryPolicy = DEFAULT_PUBLISH_RETRY,
+) -> Event:
+    """Publish a CloudEvent to Kafka from workflow code and wait for the broker's ack.
+
+    The event id is deterministic (workflow id, run id, per-run sequence), so activity retries
+    publish the same id.
+
+    Args:
+        type: CloudEvent ``type``.
+        data: JSON-able value, ``bytes`` or a pydantic model (dumped in JSON mode).
+        topic: Target topic; default: the activity's topic map by event type.
+        subject: Default: the workflow id.
+        source: Default: ``loom://<namespace>/<workflow type>``.
+        key: Kafka key (``partitionkey`` extension); default: the workflow id.
+        extensions: Extra extension attributes (e.g. ``traceparent``).
+        correlate: Add ``loomcorrelation`` = workflow id so replies are routed back here.
+        mode: ``"binary"`` (default) or ``"structured"`` CloudEvents Kafka content mode.
+        start_to_close_timeout: Per-attempt timeout of the publish activity.
+        retry_policy: Retry policy of the publish activity (default: unlimited, backoff).
+
+    Returns:
+        The event as published.
+    """
+    event = build_event(
+        type,
+        data,
+        subject=subject,
+        source=source,
+        key=key,
+        extensions=extensions,
+        correlate=correlate,
+    )
+    await workflow.execute_activity(
+        PUBLISH_ACTIVITY,
+        PublishRequest(event=event.to_payload(), topic=topic, mode=mode),
+        result_type=PublishResult,
+        start_to_close_timeout=start_to_close_timeout,
+        retry_policy=retry_policy,
+    )
+    return event
+
+
+async def request(
+    type: str,
+    data: Any = None,
+    *,
+    reply_type: str,
+    timeout: timedelta | float,
+    inbox: Inbox | None = None,
+    topic: str | None = None,
+    **emit_kwargs: Any,
+) -> Event:
+    """Emit a command correlated to this workflow and wait for its reply.
+
+    The command carries ``loomcorrelation`` = workflow id (the router signals replies back
+    here). A reply matches when its type matches ``reply_type`` and its ``loomcausation`` is
+    the command's id; a reply without ``loomcausation`` matches on ``loomcorrelation`` alone.
+
+    Args:
+        type: Command event type.
+        data: Command data.
+        reply_type: Expected reply type (exact or glob such as ``payment.*``).
+        timeout: How long to wait for the reply.
+        inbox: The workflow's inbox; default: ``self.inbox`` of a ``LoomWorkflow``.
+        topic: Command topic (default: the activity's topic map).
+        **emit_kwargs: Further arguments of :func:`emit`.
+
+    Raises:
+        RequestTimeoutError: No reply arrived within ``timeout``.
+    """
+    box = inbox if inbox is not None else _instance_inbox()
+    command = await emit(type, data, topic=topic, correlate=True, **emit_kwargs)
+    workflow_id = workflow.info().workflow_id
+
+    def is_reply(event: Event) -> bool:
+        causation = event.extensions.get(CAUSATION)
+        if causation is not None:
+            return bool(causation == command.id)
+        return bool(event.extensions.get(CORRELATION) == workflow_id)
+
+    reply = await box.wait_for_event(reply_type, where=is_reply, timeout=timeout)
+    if reply is None:
+        raise RequestTimeoutError(
+            f"no {reply_type!r} reply to {type!r} (id {command.id}) within {timeout}"
+        )
+    return reply
+
+
+def _instance_inbox() -> Inbox:
+    instance = workflow.instance()
+    if isinstance(instance, LoomWorkflow):
+        return instance.inbox
+    raise TypeError("request() needs inbox=... unless the workflow subclasses LoomWorkflow")
+
+
+def event_data(event: Event, model: type[ModelT]) -> ModelT:
+    """Validate ``event.data`` into ``model`` (JSON bytes are parsed as JSON)."""
+    if isinstance(event.data, bytes | bytearray):
+        return model.model_validate_json(event.data)
+    return model.model_validate(event.data)

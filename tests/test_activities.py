@@ -1,0 +1,416 @@
+"""The publish activity and emit()/request() end to end, on a real broker and Temporal server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from cloudevents.core.bindings import kafka as ce_kafka
+from pydantic import BaseModel, SecretStr
+from temporalio import activity, workflow
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.worker import Worker
+
+from bridge.activities import PublishActivities, PublishSettings, loom_activities
+from bridge.events import CORRELATION, EVENT_SIGNAL, Event
+from bridge.producer import LoomProducer, ProducerSettings
+from bridge.workflow import (
+    CAUSATION,
+    PUBLISH_ACTIVITY,
+    LoomWorkflow,
+    PublishRequest,
+    PublishResult,
+    emit,
+    event_id,
+    request,
+)
+
+# --- pure logic --------------------------------------------------------------------------------
+
+
+def test_topic_map_prefers_exact_types_then_first_pattern_then_default() -> None:
+    settings = PublishSettings(
+        topics={"payment.*": "payments", "payment.refund": "refunds", "*.failed": "failures"},
+        default_topic="events",
+    )
+    assert settings.topic_for("payment.refund") == "refunds"
+    assert settings.topic_for("payment.failed") == "payments"
+    assert settings.topic_for("shipping.failed") == "failures"
+    assert settings.topic_for("order.placed") == "events"
+    assert PublishSettings(topics={"a": "b"}).topic_for("c") is None
+
+
+def test_producer_settings_defaults_and_secrets() -> None:
+    kwargs = ProducerSettings().producer_kwargs()
+    assert kwargs["acks"] == "all"
+    assert kwargs["enable_idempotence"] is False
+    assert kwargs["max_request_size"] > 2 * 1024 * 1024
+    assert "sasl_mechanism" not in kwargs
+    sasl = ProducerSettings(
+        sasl_mechanism="PLAIN", sasl_plain_username="u", sasl_plain_password=SecretStr("hunter2")
+    )
+    assert "hunter2" not in repr(sasl)
+    assert sasl.producer_kwargs()["sasl_plain_password"] == "hunter2"
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def loom_producer(loom_kafka_bootstrap: str) -> AsyncIterator[LoomProducer]:
+    async with LoomProducer(ProducerSettings(bootstrap_servers=loom_kafka_bootstrap)) as producer:
+        yield producer
+
+
+async def read_records(bootstrap: str, topics: list[str], count: int) -> list[Any]:
+    """Read exactly ``count`` records from the start of ``topics``; fail on more or fewer."""
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    try:
+        records: list[Any] = []
+        async with asyncio.timeout(20):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(batch)
+        for batch in (await consumer.getmany(timeout_ms=300)).values():
+            records.extend(batch)
+        assert len(records) == count
+        return records
+    finally:
+        await consumer.stop()
+
+
+def sdk_event(record: Any) -> Any:
+    """Decode a record with the cloudevents SDK's Kafka binding (auto-detects the mode)."""
+    message = ce_kafka.KafkaMessage(
+        headers=dict(record.headers), key=record.key, value=record.value or b""
+    )
+    return ce_kafka.from_kafka_event(message)
+
+
+class Order(BaseModel):
+    order_id: str
+    cents: int
+
+
+# --- emit ------------------------------------------------------------------------------------------
+
+
+@workflow.defn
+class EmitWorkflow:
+    @workflow.run
+    async def run(self, topic: str) -> list[str]:
+        placed = await emit("order.accepted", Order(order_id="o-1", cents=250))
+        charge = await emit(
+            "payment.requested",
+            {"cents": 250},
+            key="o-1",
+            correlate=True,
+            extensions={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        )
+        note = await emit(
+            "order.noted",
+            {"note": "hi"},
+            topic=topic,
+            subject="custom",
+            source="urn:shop",
+            mode="structured",
+        )
+        closed = await emit("order.closed", topic=topic)
+        return [placed.id, charge.id, note.id, closed.id]
+
+
+@pytest.mark.kafka
+@pytest.mark.temporal
+async def test_emitted_events_are_valid_cloudevents_with_deterministic_ids(
+    temporal_client: Client,
+    task_queue: str,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    loom_producer: LoomProducer,
+) -> None:
+    events_topic, payments, explicit = await new_topic(), await new_topic(), await new_topic()
+    settings = PublishSettings(topics={"payment.*": payments}, default_topic=events_topic)
+    wid = f"emit-{uuid.uuid4()}"
+    before = datetime.now(UTC)
+    # No workflow cache: every activation replays from the start, so ids must replay too.
+    async with Worker(
+        temporal_client,
+        task_queue=task_queue,
+        workflows=[EmitWorkflow],
+        activities=loom_activities(loom_producer, settings),
+        max_cached_workflows=0,
+    ):
+        handle = await temporal_client.start_workflow(
+            EmitWorkflow.run, explicit, id=wid, task_queue=task_queue
+        )
+        ids = await handle.result()
+    assert handle.result_run_id is not None
+    assert ids == [event_id(wid, handle.result_run_id, n) for n in range(4)]
+    assert len(set(ids)) == 4
+
+    records = await read_records(loom_kafka_bootstrap, [events_topic, payments, explicit], 4)
+    by_id = {sdk_event(r).get_id(): (r, sdk_event(r)) for r in records}
+    assert set(by_id) == set(ids)
+
+    record, event = by_id[ids[0]]
+    assert record.topic == events_topic
+    assert record.key == wid.encode()
+    assert event.get_type() == "order.accepted"
+    assert event.get_source() == f"loom://default/{EmitWorkflow.__name__}"
+    assert event.get_subject() == wid
+    assert event.get_datacontenttype() == "application/json"
+    assert event.get_data() == {"order_id": "o-1", "cents": 250}
+    assert event.get_extension("partitionkey") == wid
+    assert event.get_extension(CORRELATION) is None
+    assert before <= event.get_time() <= datetime.now(UTC)
+    assert dict(record.headers)["ce_id"] == ids[0].encode()  # binary mode by default
+
+    record, event = by_id[ids[1]]
+    assert record.topic == payments
+    assert record.key == b"o-1"
+    assert event.get_extension(CORRELATION) == wid
+    assert event.get_extension("traceparent").startswith("00-0af765")
+
+    record, event = by_id[ids[2]]
+    assert record.topic == explicit
+    assert dict(record.headers)["content-type"].startswith(b"application/cloudevents+json")
+    assert (event.get_source(), event.get_subject()) == ("urn:shop", "custom")
+    assert event.get_data() == {"note": "hi"}
+
+    record, event = by_id[ids[3]]
+    assert record.topic == explicit
+    assert record.value is None
+    assert event.get_data() is None
+
+
+@workflow.defn
+class TwoEventsWorkflow:
+    @workflow.run
+    async def run(self, topic: str) -> list[str]:
+        first = await emit("thing.one", {"n": 1}, topic=topic)
+        second = await emit("thing.two", {"n": 2}, topic=topic)
+        return [first.id, second.id]
+
+
+@pytest.mark.kafka
+@pytest.mark.temporal
+async def test_retried_publish_repeats_the_same_cloudevent_id(
+    temporal_client: Client,
+    task_queue: str,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    loom_producer: LoomProducer,
+) -> None:
+    topic = await new_topic()
+    real = PublishActivities(loom_producer)
+    attempts: list[int] = []
+
+    # Same name as the real activity: the record is written, then the "ack is lost".
+    @activity.defn(name=PUBLISH_ACTIVITY)
+    async def publish_then_fail(request: PublishRequest) -> PublishResult:
+        result = await real.publish(request)
+        attempts.append(activity.info().attempt)
+        if activity.info().attempt == 1:
+            raise RuntimeError("connection lost after send")
+        return result
+
+    async with Worker(
+        temporal_client,
+        task_queue=task_queue,
+        workflows=[TwoEventsWorkflow],
+        activities=[publish_then_fail],
+    ):
+        ids = await temporal_client.execute_workflow(
+            TwoEventsWorkflow.run, topic, id=f"retry-{uuid.uuid4()}", task_queue=task_queue
+        )
+    assert attempts == [1, 2, 1, 2]
+    records = await read_records(loom_kafka_bootstrap, [topic], 4)
+    assert [sdk_event(r).get_id() for r in records] == [ids[0], ids[0], ids[1], ids[1]]
+
+
+@workflow.defn(name="UnsandboxedTwoEvents", sandboxed=False)
+class UnsandboxedTwoEventsWorkflow(TwoEventsWorkflow):
+    """Module globals survive here across workflow instances (unlike in the sandbox)."""
+
+    @workflow.run
+    async def run(self, topic: str) -> list[str]:
+        return await super().run(topic)
+
+
+@pytest.mark.kafka
+@pytest.mark.temporal
+async def test_event_ids_replay_identically_outside_the_sandbox(
+    temporal_client: Client,
+    task_queue: str,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    loom_producer: LoomProducer,
+) -> None:
+    topic = await new_topic()
+    wid = f"replay-{uuid.uuid4()}"
+    # No cache: each activation replays on a new instance of the workflow class.
+    async with Worker(
+        temporal_client,
+        task_queue=task_queue,
+        workflows=[UnsandboxedTwoEventsWorkflow],
+        activities=loom_activities(loom_producer),
+        max_cached_workflows=0,
+    ):
+        handle = await temporal_client.start_workflow(
+            UnsandboxedTwoEventsWorkflow.run, topic, id=wid, task_queue=task_queue
+        )
+        ids = await handle.result()
+    assert handle.result_run_id is not None
+    assert ids == [event_id(wid, handle.result_run_id, n) for n in range(2)]
+    records = await read_records(loom_kafka_bootstrap, [topic], 2)
+    assert [sdk_event(r).get_id() for r in records] == ids
+
+
+@workflow.defn
+class NoTopicWorkflow:
+    @workflow.run
+    async def run(self) -> None:
+        await emit("nowhere.to.go")
+
+
+@pytest.mark.kafka
+@pytest.mark.temporal
+async def test_event_without_topic_fails_without_retrying(
+    temporal_client: Client, task_queue: str, loom_producer: LoomProducer
+) -> None:
+    async with Worker(
+        temporal_client,
+        task_queue=task_queue,
+        workflows=[NoTopicWorkflow],
+        activities=loom_activities(loom_producer),
+    ):
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(
+                temporal_client.execute_workflow(
+                    NoTopicWorkflow.run, id=f"notopic-{uuid.uuid4()}", task_queue=task_queue
+                ),
+                15,
+            )
+    cause = failure.value.cause
+    assert isinstance(cause, ActivityError)
+    assert isinstance(cause.cause, ApplicationError)
+    assert cause.cause.type == "LoomNoTopic"
+    assert "nowhere.to.go" in cause.cause.message
+
+
+@pytest.mark.kafka
+async def test_producer_starts_lazily_and_refuses_sends_after_close(
+    loom_kafka_bootstrap: str, new_topic: Callable[..., Awaitable[str]]
+) -> None:
+    topic = await new_topic()
+    producer = LoomProducer(ProducerSettings(bootstrap_servers=loom_kafka_bootstrap))
+    assert not producer.started
+    metadata = await producer.send(topic, b"v", key=b"k", headers=[("h", b"1")])
+    assert producer.started
+    assert (metadata.topic, metadata.offset) == (topic, 0)
+    await producer.close()
+    assert not producer.started
+    with pytest.raises(RuntimeError, match="closed"):
+        await producer.send(topic, b"v")
+
+
+# --- request-reply ---------------------------------------------------------------------------------
+
+
+@workflow.defn
+class ChargeWorkflow(LoomWorkflow):
+    @workflow.run
+    async def run(self, topic: str, timeout: float) -> list[Any]:
+        reply = await request(
+            "payment.charge",
+            {"cents": 250},
+            reply_type="payment.*",
+            timeout=timeout,
+            topic=topic,
+        )
+        # The stray reply (another request's) was left queued, not consumed.
+        return [reply.type, reply.data, len(self.inbox)]
+
+
+@pytest.mark.kafka
+@pytest.mark.temporal
+async def test_request_reply_round_trip(
+    temporal_client: Client,
+    task_queue: str,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    loom_producer: LoomProducer,
+) -> None:
+    topic = await new_topic()
+    async with Worker(
+        temporal_client,
+        task_queue=task_queue,
+        workflows=[ChargeWorkflow],
+        activities=loom_activities(loom_producer),
+    ):
+        handle = await temporal_client.start_workflow(
+            ChargeWorkflow.run,
+            args=[topic, 30.0],
+            id=f"charge-{uuid.uuid4()}",
+            task_queue=task_queue,
+        )
+        # The test plays the payment service and the loom's routing of the reply.
+        [record] = await read_records(loom_kafka_bootstrap, [topic], 1)
+        command = sdk_event(record)
+        assert command.get_type() == "payment.charge"
+        target = command.get_extension(CORRELATION)
+        assert target == handle.id
+
+        def reply(id: str, causation: str, type: str) -> dict[str, Any]:
+            event = Event(
+                id=id,
+                source="test://payments",
+                type=type,
+                data={"charged": command.get_data()["cents"]},
+                extensions={CORRELATION: target, CAUSATION: causation},
+            )
+            return event.to_payload()
+
+        replies = temporal_client.get_workflow_handle(target)
+        await replies.signal(EVENT_SIGNAL, reply("r0", "some-other-command", "payment.charged"))
+        await replies.signal(EVENT_SIGNAL, reply("r1", command.get_id(), "payment.charged"))
+        result = await asyncio.wait_for(handle.result(), 20)
+    assert result == ["payment.charged", {"charged": 250}, 1]
+
+
+@pytest.mark.kafka
+@pytest.mark.temporal
+async def test_request_without_reply_fails_with_a_timeout_error(
+    temporal_client: Client,
+    task_queue: str,
+    new_topic: Callable[..., Awaitable[str]],
+    loom_producer: LoomProducer,
+) -> None:
+    topic = await new_topic()
+    async with Worker(
+        temporal_client,
+        task_queue=task_queue,
+        workflows=[ChargeWorkflow],
+        activities=loom_activities(loom_producer),
+    ):
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(
+                temporal_client.execute_workflow(
+                    ChargeWorkflow.run,
+                    args=[topic, timedelta(seconds=1).total_seconds()],
+                    id=f"charge-{uuid.uuid4()}",
+                    task_queue=task_queue,
+                ),
+                15,
+            )
+    assert isinstance(failure.value.cause, ApplicationError)
+    assert failure.value.cause.type == "LoomRequestTimeout"

@@ -1,0 +1,290 @@
+"""Workflow-side helpers: inbox dedup and continue-as-new, wait_for_event, compensations."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from bridge.events import EVENT_SIGNAL, Event
+from bridge.saga import Compensations
+from bridge.workflow import Inbox, InboxState, LoomWorkflow, event_data
+
+
+def _event(id: str, type: str = "thing.happened", data: Any = None) -> Event:
+    return Event(id=id, source="test://producer", type=type, data=data)
+
+
+# --- pure logic --------------------------------------------------------------------------------
+
+
+def test_inbox_drops_repeats_by_source_and_id() -> None:
+    inbox = Inbox()
+    assert inbox.push(_event("a"))
+    assert not inbox.push(_event("a"))
+    # Same id from another source is another event.
+    assert inbox.push(Event(id="a", source="test://other", type="t"))
+    assert inbox.handle(_event("b").to_payload())
+    assert not inbox.handle(_event("b").to_payload())
+    assert [e.id for e in inbox._queue] == ["a", "a", "b"]
+    assert inbox.duplicates_this_run == 2
+    assert inbox.signals_this_run == 2
+
+
+def test_inbox_seen_memory_is_bounded_fifo() -> None:
+    inbox = Inbox(seen_limit=3)
+    for name in "abcd":
+        inbox.push(_event(name))
+    # "a" was forgotten (oldest), "b".."d" are remembered.
+    assert inbox.push(_event("a"))
+    assert not inbox.push(_event("d"))
+    assert inbox.snapshot().seen == [_event(n).key for n in "cda"]
+
+
+def test_inbox_restore_orders_carried_events_first_and_drops_known_ones() -> None:
+    previous = Inbox()
+    for name in "abc":
+        previous.push(_event(name))
+    assert previous.take() is not None  # "a" processed in the previous run
+    state = previous.snapshot()
+    assert state.runs == 1
+    assert [p["id"] for p in state.pending] == ["b", "c"]
+
+    current = Inbox()
+    # Signals handled in the new run before its main code restored the state:
+    current.push(_event("c"))  # a repeat of a carried event
+    current.push(_event("a"))  # a repeat of a processed one
+    current.push(_event("d"))
+    current.restore(state)
+    assert [e.id for e in current._queue] == ["b", "c", "d"]
+    assert current.runs == 1
+    assert not current.push(_event("a"))
+    assert current.push(_event("e"))
+
+
+def test_take_matches_type_globs_and_predicates() -> None:
+    inbox = Inbox()
+    inbox.push(_event("1", "payment.failed", {"n": 1}))
+    inbox.push(_event("2", "payment.charged", {"n": 2}))
+    inbox.push(_event("3", "payment.charged", {"n": 3}))
+    assert inbox.take("shipping.*") is None
+    found = inbox.take("payment.charged", where=lambda e: e.data["n"] == 3)
+    assert found is not None and found.id == "3"
+    found = inbox.take("payment.*")
+    assert found is not None and found.id == "1"
+    assert len(inbox) == 1
+
+
+class Amount(BaseModel):
+    cents: int
+
+
+def test_event_data_parses_dicts_and_json_bytes() -> None:
+    assert event_data(_event("1", data={"cents": 5}), Amount) == Amount(cents=5)
+    assert event_data(_event("2", data=b'{"cents": 7}'), Amount) == Amount(cents=7)
+
+
+async def test_compensations_run_in_reverse_and_collect_errors() -> None:
+    calls: list[str] = []
+
+    async def undo(name: str) -> None:
+        calls.append(name)
+
+    def failing(name: str) -> None:
+        calls.append(name)
+        raise RuntimeError(name)
+
+    comp = Compensations()
+    comp.add(undo, "first")
+    comp.add(failing, "second")
+    comp.add(undo, name="third")
+    errors = await comp.compensate()
+    assert calls == ["third", "second", "first"]
+    assert [str(e) for e in errors] == ["second"]
+    assert len(comp) == 0
+    assert await comp.compensate() == []
+
+
+async def test_compensations_context_manager_compensates_only_on_error() -> None:
+    calls: list[int] = []
+    async with Compensations() as comp:
+        comp.add(calls.append, 1)
+    assert calls == []
+    with pytest.raises(ValueError, match="boom"):
+        async with Compensations() as comp:
+            comp.add(calls.append, 1)
+            comp.add(calls.append, 2)
+            raise ValueError("boom")
+    assert calls == [2, 1]
+
+
+# --- workflows -----------------------------------------------------------------------------------
+
+
+@dataclass
+class CollectInput:
+    inbox: InboxState = field(default_factory=InboxState)
+    processed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CollectResult:
+    processed: list[str]
+    runs: int
+
+
+SIGNALS_PER_RUN = 40
+
+
+# Unsandboxed for speed only (the sandbox re-imports modules at each of the ~80 runs); the
+# other workflows of these tests run in the sandbox.
+@workflow.defn(sandboxed=False)
+class CollectWorkflow(LoomWorkflow):
+    """Processes events in order until ``done``, continuing-as-new every 40 signals."""
+
+    def make_inbox(self) -> Inbox:
+        return Inbox(max_signals_per_run=SIGNALS_PER_RUN)
+
+    @workflow.run
+    async def run(self, input: CollectInput) -> CollectResult:
+        self.inbox.restore(input.inbox)
+        processed = input.processed
+        while True:
+            event = await self.inbox.next()
+            assert event is not None
+            processed.append(event.id)
+            if event.type == "done":
+                return CollectResult(processed=processed, runs=self.inbox.runs + 1)
+            await self.inbox.continue_as_new_if_needed(
+                lambda state: CollectInput(inbox=state, processed=processed)
+            )
+
+
+@pytest.mark.temporal
+async def test_inbox_dedups_3000_signals_in_order_across_continue_as_new(
+    temporal_client: Client, task_queue: str
+) -> None:
+    workflows, unique = 20, 120
+    rng = random.Random(7)
+
+    def sequence(wid: str) -> list[Event]:
+        # 120 distinct events, 30 repeats of earlier ones (often from earlier runs), then done.
+        source = f"test://producer/{wid}"
+        events: list[Event] = []
+        for i in range(unique):
+            events.append(Event(id=f"e{i}", source=source, type="item", data={"i": i}))
+            if i % 4 == 3:
+                j = i - rng.randint(0, min(i, 100))
+                events.append(Event(id=f"e{j}", source=source, type="item", data={"i": j}))
+        events.append(Event(id="end", source=source, type="done"))
+        return events
+
+    async def feed(wid: str) -> CollectResult:
+        events = sequence(wid)
+        handle = await temporal_client.start_workflow(
+            CollectWorkflow.run,
+            CollectInput(),
+            id=wid,
+            task_queue=task_queue,
+            start_signal=EVENT_SIGNAL,
+            start_signal_args=[events[0].to_payload()],
+        )
+        for event in events[1:]:
+            await handle.signal(EVENT_SIGNAL, event.to_payload())
+        return await handle.result()
+
+    ids = [f"collect-{uuid.uuid4().hex[:8]}-{n}" for n in range(workflows)]
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[CollectWorkflow]):
+        results = await asyncio.wait_for(asyncio.gather(*(feed(w) for w in ids)), 45)
+
+    sent = sum(len(sequence(w)) for w in ids)
+    assert sent >= 3000
+    for wid, result in zip(ids, results, strict=True):
+        assert result.processed == [f"e{i}" for i in range(unique)] + ["end"], wid
+        assert result.runs > 1, wid
+    # The run count is Temporal's, not only the workflow's own counter.
+    history_runs = 0
+    async for _ in temporal_client.list_workflows(f"WorkflowId = '{ids[0]}'"):
+        history_runs += 1
+    assert history_runs == results[0].runs
+
+
+@workflow.defn
+class WaitWorkflow(LoomWorkflow):
+    """Waits for a matching event, then takes the one left behind, then times out."""
+
+    @workflow.run
+    async def run(self) -> list[Any]:
+        wanted = await self.inbox.wait_for_event(
+            "order.*", where=lambda e: e.data["n"] == 2, timeout=timedelta(seconds=30)
+        )
+        assert wanted is not None
+        left = await self.inbox.next(timeout=30)
+        assert left is not None
+        missing = await self.inbox.wait_for_event("never.sent", timeout=timedelta(seconds=1))
+        return [wanted.id, event_data(wanted, Amount).cents, left.id, missing]
+
+    @workflow.query
+    def queued(self) -> int:
+        return len(self.inbox)
+
+
+@pytest.mark.temporal
+async def test_wait_for_event_returns_the_match_and_none_on_timeout(
+    temporal_client: Client, task_queue: str
+) -> None:
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[WaitWorkflow]):
+        handle = await temporal_client.start_workflow(
+            WaitWorkflow.run, id=f"wait-{uuid.uuid4()}", task_queue=task_queue
+        )
+        skipped = _event("x1", "order.placed", {"n": 1, "cents": 1})
+        await handle.signal(EVENT_SIGNAL, skipped.to_payload())
+        await handle.signal(EVENT_SIGNAL, _event("x0", "other", {"n": 2}).to_payload())
+        assert await handle.query(WaitWorkflow.queued) == 2
+        await handle.signal(
+            EVENT_SIGNAL, _event("x2", "order.paid", {"n": 2, "cents": 9}).to_payload()
+        )
+        result = await asyncio.wait_for(handle.result(), 20)
+    # "x1" did not match but stayed queued in order ahead of "x0".
+    assert result == ["x2", 9, "x1", None]
+
+
+@workflow.defn
+class InstalledInboxWorkflow:
+    """An inbox without the mixin: registered dynamically, signals before that are buffered."""
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        inbox = Inbox()
+        await workflow.sleep(0.2)
+        inbox.install()
+        first = await inbox.next()
+        second = await inbox.next()
+        assert first is not None and second is not None
+        return [first.id, second.id]
+
+
+@pytest.mark.temporal
+async def test_installed_inbox_receives_signals_sent_before_install(
+    temporal_client: Client, task_queue: str
+) -> None:
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[InstalledInboxWorkflow]):
+        handle = await temporal_client.start_workflow(
+            InstalledInboxWorkflow.run,
+            id=f"installed-{uuid.uuid4()}",
+            task_queue=task_queue,
+            start_signal=EVENT_SIGNAL,
+            start_signal_args=[_event("a").to_payload()],
+        )
+        await handle.signal(EVENT_SIGNAL, _event("a").to_payload())
+        await handle.signal(EVENT_SIGNAL, _event("b").to_payload())
+        assert await asyncio.wait_for(handle.result(), 20) == ["a", "b"]
