@@ -28,6 +28,8 @@ PARTITION_KEY = "partitionkey"
 #: Extension naming the workflow that emitted a command and awaits replies (request-reply).
 CORRELATION = "loomcorrelation"
 #: W3C trace context extension (CloudEvents distributed tracing extension).
+#: Extension of a reply naming the id of the command (or request) event it answers.
+CAUSATION = "loomcausation"
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 

@@ -28,7 +28,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from bridge.events import CORRELATION, PARTITION_KEY, Event
+from bridge.events import CAUSATION, CORRELATION, PARTITION_KEY, Event
 from bridge.inbox import (
     DEFAULT_MAX_SIGNALS_PER_RUN,
     DEFAULT_SEEN_LIMIT,
@@ -58,8 +58,6 @@ __all__ = [
 
 #: Name of the publish activity (``bridge.activities.PublishActivities.publish``).
 PUBLISH_ACTIVITY = "loom.publish"
-#: Extension naming the command a reply answers (the command's CloudEvent ``id``).
-CAUSATION = "loomcausation"
 
 DEFAULT_PUBLISH_TIMEOUT = timedelta(seconds=30)
 DEFAULT_PUBLISH_RETRY = RetryPolicy(
