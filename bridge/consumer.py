@@ -39,6 +39,7 @@ from bridge.offsets import OffsetTracker, Ticket
 from bridge.routing import Router, UnmatchedPolicy
 from bridge.settings import LoomSettings
 from bridge.temporal_calls import TemporalExecutor
+from bridge.tracing import header_hook, route_span
 
 log = logging.getLogger("loom")
 
@@ -78,7 +79,8 @@ class Loom:
         client: A connected Temporal client (its data converter and codec are used).
         settings: Kafka, dispatch and Temporal settings.
         metrics: Prometheus metrics (a fresh registry when omitted).
-        executor: The Temporal executor (built from ``client`` when omitted).
+        executor: The Temporal executor (built from ``client`` when omitted, with the
+            tracing header hook: an event's ``traceparent`` continues into the workflow).
     """
 
     def __init__(
@@ -96,7 +98,9 @@ class Loom:
         self.metrics = metrics or Metrics()
         self.health = Health()
         self.executor = executor or TemporalExecutor(
-            client, payload_limit=settings.temporal.payload_limit_bytes
+            client,
+            payload_limit=settings.temporal.payload_limit_bytes,
+            header_hook=header_hook(),
         )
         d = settings.dispatch
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
@@ -264,7 +268,10 @@ class Loom:
     async def _call(self, key: str, job: _Job) -> tuple[Outcome, Any]:
         inv = job.invocation
         started = time.perf_counter()
-        result = await self.executor.execute(inv)
+        # Span "loom route <route>", child of the event's traceparent; current during the
+        # call, so the executor's header hook (or the client's interceptor) sends it on.
+        with route_span(inv):
+            result = await self.executor.execute(inv)
         self.metrics.call_latency.labels(inv.kind.value).observe(time.perf_counter() - started)
         self.health.temporal_connected = True
         if inv.kind is ActionKind.UPDATE_WITH_START and inv.reply_topic:
