@@ -81,7 +81,9 @@ class PublishActivities:
         settings: Topic map and default topic.
         encoder: CloudEvents Kafka binding (default: ``bridge.kafka_binding.encode``).
         trace_context: Hook for tracing: returns ``traceparent``/``tracestate`` of the
-            current span; added to events that do not carry them already.
+            current span; added to events that do not carry them already. Default:
+            ``bridge.tracing.event_trace_context`` (the activity's span when the worker
+            traces with Temporal's ``TracingInterceptor``, nothing otherwise).
     """
 
     def __init__(
@@ -95,7 +97,11 @@ class PublishActivities:
         self.producer = producer
         self.settings = settings or PublishSettings()
         self.encoder = encoder or _default_encoder
-        self.trace_context = trace_context
+        if trace_context is None:
+            from bridge.tracing import event_trace_context
+
+            trace_context = event_trace_context
+        self.trace_context: TraceContext | None = trace_context
 
     @activity.defn(name=PUBLISH_ACTIVITY)
     async def publish(self, request: PublishRequest) -> PublishResult:
