@@ -1,0 +1,364 @@
+"""Tracing: an event's traceparent continues through the loom, the workflow and emitted events."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from temporalio import workflow
+
+# The sandbox re-imports this module for TracedWorkflow: pass the loom's I/O modules through.
+with workflow.unsafe.imports_passed_through():
+    from aiokafka import AIOKafkaConsumer
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+    from pydantic import BaseModel
+    from temporalio.client import Client
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+    from temporalio.worker import Worker
+
+    from bridge import tracing
+    from bridge.actions import ActionKind, Invocation, SignalWithStart
+    from bridge.activities import PublishSettings, loom_activities
+    from bridge.consumer import Loom, running
+    from bridge.events import EVENT_SIGNAL, Event
+    from bridge.exceptions import SettingsError
+    from bridge.kafka_binding import Record, decode, encode
+    from bridge.producer import LoomProducer, ProducerSettings
+    from bridge.routing import Match, Route, Router
+    from bridge.settings import LoomSettings
+    from bridge.workflow import emit
+
+TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
+PARENT_SPAN_ID = 0xB7AD6B7169203331
+TRACEPARENT = f"00-{TRACE_ID:032x}-{PARENT_SPAN_ID:016x}-01"
+
+
+# --- an SDK tracer provider for the whole session --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def span_exporter() -> InMemorySpanExporter:
+    """In-memory spans of the global provider (the loom's spans use the global tracer).
+
+    OpenTelemetry sets the global provider once per process: reuse an SDK provider another
+    test installed, otherwise install one. Tests filter spans by trace id.
+    """
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        runtime = tracing.setup(exporter=exporter)
+        assert runtime is not None
+        provider = runtime.provider
+    else:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    assert trace.get_tracer_provider() is provider
+    return exporter
+
+
+@pytest.fixture
+def spans(span_exporter: InMemorySpanExporter) -> Callable[[int], list[ReadableSpan]]:
+    span_exporter.clear()
+
+    def of_trace(trace_id: int) -> list[ReadableSpan]:
+        return [
+            s
+            for s in span_exporter.get_finished_spans()
+            if s.context is not None and s.context.trace_id == trace_id
+        ]
+
+    return of_trace
+
+
+def invocation(event: Event, route: str = "r") -> Invocation:
+    return Invocation(
+        kind=ActionKind.SIGNAL_WITH_START,
+        route=route,
+        event=event,
+        workflow_id="wf-1",
+        request_id=str(uuid.uuid4()),
+        workflow_type="W",
+        task_queue="q",
+        args=(event.to_payload(),),
+    )
+
+
+def traced_event(**extensions: Any) -> Event:
+    return Event(
+        id=uuid.uuid4().hex,
+        source="test://producer",
+        type="test.traced",
+        data={"entity": uuid.uuid4().hex[:8]},
+        extensions={"traceparent": TRACEPARENT, **extensions},
+    )
+
+
+def parse_traceparent(value: str) -> tuple[int, int]:
+    version, trace_id, span_id, flags = value.split("-")
+    assert version == "00" and flags == "01"
+    return int(trace_id, 16), int(span_id, 16)
+
+
+# --- pure logic ------------------------------------------------------------------------------------
+
+
+def test_context_from_event_reads_traceparent_and_ignores_bad_values() -> None:
+    ctx = tracing.context_from_event(traced_event(tracestate="vendor=1"))
+    assert ctx is not None
+    span_ctx = trace.get_current_span(ctx).get_span_context()
+    assert (span_ctx.trace_id, span_ctx.span_id, span_ctx.is_remote) == (
+        TRACE_ID,
+        PARENT_SPAN_ID,
+        True,
+    )
+    assert span_ctx.trace_state.get("vendor") == "1"
+    assert tracing.context_from_event(Event(id="1", source="s", type="t")) is None
+    for bad in ("garbage", "00-" + "0" * 32 + "-" + "0" * 16 + "-01", 42):
+        assert tracing.context_from_event(traced_event(traceparent=bad)) is None
+
+
+def test_headers_are_what_temporals_tracing_interceptor_reads() -> None:
+    ctx = tracing.context_from_event(traced_event())
+    headers = tracing.temporal_headers(ctx)
+    assert list(headers) == [tracing.HEADER_KEY]
+    # The worker side of temporalio.contrib.opentelemetry decodes them with this method.
+    read = TracingInterceptor()._context_from_headers(headers)
+    assert read is not None
+    span_ctx = trace.get_current_span(read).get_span_context()
+    assert (span_ctx.trace_id, span_ctx.span_id) == (TRACE_ID, PARENT_SPAN_ID)
+    assert tracing.temporal_headers(trace.set_span_in_context(trace.INVALID_SPAN)) == {}
+
+
+def test_route_span_is_a_child_of_the_event_and_what_the_hook_sends(
+    spans: Callable[[int], list[ReadableSpan]],
+) -> None:
+    inv = invocation(traced_event(), route="orders")
+    hook = tracing.header_hook()
+    with tracing.route_span(inv) as span:
+        headers = hook(inv)
+        sent = tracing.event_trace_context()
+    assert not isinstance(headers, Awaitable)
+    (recorded,) = spans(TRACE_ID)
+    assert recorded.name == "loom route orders"
+    assert recorded.kind is SpanKind.CLIENT
+    assert recorded.parent is not None and recorded.parent.span_id == PARENT_SPAN_ID
+    assert recorded.attributes is not None
+    assert recorded.attributes["cloudevents.event_id"] == inv.event.id
+    assert recorded.attributes["temporalWorkflowID"] == "wf-1"
+    own = span.get_span_context().span_id
+    assert parse_traceparent(sent["traceparent"]) == (TRACE_ID, own)
+    read = TracingInterceptor()._context_from_headers(headers)
+    assert read is not None
+    assert trace.get_current_span(read).get_span_context().span_id == own
+    # Outside the span nothing leaks into the next call.
+    assert hook(inv) == {}
+
+
+def test_route_span_without_traceparent_starts_a_new_trace_and_records_errors(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    span_exporter.clear()
+    inv = invocation(Event(id="1", source="s", type="t"))
+    with pytest.raises(RuntimeError), tracing.route_span(inv):
+        raise RuntimeError("boom")
+    (recorded,) = span_exporter.get_finished_spans()
+    assert recorded.parent is None
+    assert recorded.status.status_code is trace.StatusCode.ERROR
+
+
+def test_without_an_sdk_the_incoming_context_passes_through() -> None:
+    inv = invocation(traced_event())
+    noop = trace.NoOpTracerProvider().get_tracer("x")
+    with tracing.route_span(inv, otel_tracer=noop):
+        assert parse_traceparent(tracing.event_trace_context()["traceparent"]) == (
+            TRACE_ID,
+            PARENT_SPAN_ID,
+        )
+
+
+def test_setup_builds_an_sdk_provider_from_settings() -> None:
+    assert tracing.setup(tracing.TracingSettings()) is None
+    runtime = tracing.setup(
+        tracing.TracingSettings(exporter="memory", service_name="svc"), set_global=False
+    )
+    assert runtime is not None
+    assert isinstance(runtime.exporter, InMemorySpanExporter)
+    assert runtime.provider.resource.attributes["service.name"] == "svc"
+    runtime.provider.get_tracer("t").start_span("x").end()
+    assert [s.name for s in runtime.exporter.get_finished_spans()] == ["x"]
+    runtime.shutdown()
+    with pytest.raises(SettingsError, match="LOOM_TRACING__EXPORTER"):
+        tracing.setup(tracing.TracingSettings(exporter="otlp"), set_global=False)
+
+
+# --- end to end: producer -> loom -> workflow -> emitted event ----------------------------------
+
+
+class Traced(BaseModel):
+    entity: str
+
+
+@workflow.defn
+class TracedWorkflow:
+    """Emits one event per routed event; finishes after ``stop``."""
+
+    def __init__(self) -> None:
+        self.pending: list[dict[str, Any]] = []
+
+    @workflow.run
+    async def run(self) -> int:
+        emitted = 0
+        while True:
+            await workflow.wait_condition(lambda: bool(self.pending))
+            payload = self.pending.pop(0)
+            if payload["type"] == "test.stop":
+                return emitted
+            await emit("test.traced.next", {"cause": payload["id"]})
+            emitted += 1
+
+    @workflow.signal(name=EVENT_SIGNAL)
+    def on_event(self, payload: dict[str, Any]) -> None:
+        self.pending.append(payload)
+
+
+@pytest.fixture
+async def loom_producer(loom_kafka_bootstrap: str) -> AsyncIterator[LoomProducer]:
+    async with LoomProducer(ProducerSettings(bootstrap_servers=loom_kafka_bootstrap)) as producer:
+        yield producer
+
+
+async def read_events(bootstrap: str, topic: str, count: int) -> list[Event]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    try:
+        events: list[Event] = []
+        async with asyncio.timeout(20):
+            while len(events) < count:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    events.extend(decode(Record.from_aiokafka(r)) for r in batch)
+        return events
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.kafka
+@pytest.mark.temporal
+async def test_one_trace_spans_producer_loom_workflow_and_the_emitted_event(
+    temporal_client: Client,
+    task_queue: str,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    loom_producer: LoomProducer,
+    spans: Callable[[int], list[ReadableSpan]],
+) -> None:
+    inbound, outbound, dlq = await new_topic(), await new_topic(), await new_topic()
+    entity = uuid.uuid4().hex[:8]
+    router = Router(
+        [
+            Route(
+                "traced",
+                match=Match(type_prefix="test."),
+                data=Traced,
+                action=SignalWithStart(
+                    workflow=TracedWorkflow,
+                    task_queue=task_queue,
+                    workflow_id="traced-{data.entity}",
+                ),
+            )
+        ]
+    )
+    settings = LoomSettings.model_validate(
+        {
+            "kafka": {
+                "bootstrap": loom_kafka_bootstrap,
+                "topics": [inbound],
+                "deadletter_topic": dlq,
+                "group_id": f"g-{uuid.uuid4().hex[:8]}",
+            },
+            "dispatch": {"commit_interval_s": 0.2, "drain_timeout_s": 10},
+            "http_port": 0,
+        }
+    )
+    # A second event for the running workflow, from another trace.
+    other_trace = 0x1234567890ABCDEF1234567890ABCDEF
+    first = traced_event()
+    first = Event(
+        id=first.id,
+        source=first.source,
+        type=first.type,
+        data={"entity": entity},
+        extensions=first.extensions,
+    )
+    second = Event(
+        id=uuid.uuid4().hex,
+        source="test://producer",
+        type="test.traced",
+        data={"entity": entity},
+        extensions={"traceparent": f"00-{other_trace:032x}-{PARENT_SPAN_ID:016x}-01"},
+    )
+    stop = Event(
+        id=uuid.uuid4().hex, source="test://producer", type="test.stop", data={"entity": entity}
+    )
+    producer = await make_producer()
+    for event in (first, second, stop):
+        key, value, headers = encode(event)
+        await producer.send_and_wait(inbound, value=value, key=key, headers=headers)
+
+    worker = Worker(
+        temporal_client,
+        task_queue=task_queue,
+        workflows=[TracedWorkflow],
+        # The publish activity's default trace_context hook is tracing.event_trace_context.
+        activities=loom_activities(loom_producer, PublishSettings(default_topic=outbound)),
+        interceptors=tracing.worker_interceptors(),
+    )
+    async with worker, running(Loom(router, temporal_client, settings)):
+        handle = temporal_client.get_workflow_handle(f"traced-{entity}")
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    assert await handle.result() == 2
+                    break
+                except Exception as exc:  # not started yet
+                    if "not found" not in str(exc).lower():
+                        raise
+                    await asyncio.sleep(0.2)
+    emitted = await read_events(loom_kafka_bootstrap, outbound, 2)
+
+    by_name = {s.name: s for s in spans(TRACE_ID)}
+    route = by_name["loom route traced"]
+    assert route.parent is not None and route.parent.span_id == PARENT_SPAN_ID
+    assert route.context is not None
+    # The workflow run is a child of the loom's span: same trace, parent = the route span.
+    run = by_name["RunWorkflow:TracedWorkflow"]
+    assert run.parent is not None and run.parent.span_id == route.context.span_id
+    assert {"StartActivity:loom.publish", "RunActivity:loom.publish"} <= set(by_name)
+    run_activity_ids = {
+        s.context.span_id
+        for s in spans(TRACE_ID)
+        if s.name == "RunActivity:loom.publish" and s.context is not None
+    }
+    # Each emitted event carries a traceparent of the publish activity's span, same trace.
+    for event in emitted:
+        trace_id, span_id = parse_traceparent(event.extensions["traceparent"])
+        assert trace_id == TRACE_ID
+        assert span_id in run_activity_ids
+    # The second event started no run: its trace reaches the workflow as a span link.
+    (other_route,) = [s for s in spans(other_trace) if s.name == "loom route traced"]
+    assert other_route.context is not None
+    linked = [
+        s
+        for s in spans(TRACE_ID)
+        if s.name == f"HandleSignal:{EVENT_SIGNAL}"
+        and any(link.context.span_id == other_route.context.span_id for link in s.links)
+    ]
+    assert len(linked) == 1
