@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-__all__ = ["FIELDS", "JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = ["FIELDS", "DeadLetterFields", "JsonFormatter", "TextFormatter", "configure_logging"]
 
 #: Name of the ``extra`` member carrying structured fields: ``log.info(msg, extra={FIELDS: {...}})``.
 FIELDS = "fields"
@@ -70,6 +70,33 @@ def _text(value: Any) -> str:
     return json.dumps(text) if (not text or " " in text) else text
 
 
+class DeadLetterFields(logging.Filter):
+    """Adds structured fields to the consumer's one line per dead-letter.
+
+    :class:`bridge.consumer.Loom` logs ``"dead-lettered %s[%d]@%d route=%s reason=%s: %s"``
+    with (topic, partition, offset, route, reason, error); this filter turns those arguments
+    into fields (``event=dead-letter``, ``topic``, ``partition``, ``offset``, ``route``,
+    ``reason``) so JSON logs can be queried by reason without parsing the message.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Enrich a dead-letter record; never drops anything."""
+        args = record.args
+        if (
+            isinstance(record.msg, str)
+            and record.msg.startswith("dead-lettered ")
+            and isinstance(args, tuple)
+            and len(args) == 6
+            and not _fields(record)
+        ):
+            topic, partition, offset, route, reason, _ = args
+            setattr(record, FIELDS, {
+                "event": "dead-letter", "topic": topic, "partition": partition,
+                "offset": offset, "route": route, "reason": reason,
+            })
+        return True
+
+
 def configure_logging(
     level: str = "INFO", *, json_lines: bool = False, stream: TextIO | None = None
 ) -> None:
@@ -87,6 +114,8 @@ def configure_logging(
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    if json_lines:  # the text line already reads "... route=R reason=X"
+        handler.addFilter(DeadLetterFields())
     root.addHandler(handler)
     root.setLevel(level)
     # aiokafka logs every reconnect at INFO/ERROR; keep it at WARNING unless debugging.

@@ -155,7 +155,11 @@ def make_data_converter(settings: LoomSettings) -> DataConverter:
 def temporal_tls(settings: TemporalSettings) -> TLSConfig | bool | None:
     """TLS configuration from the settings; None lets the SDK decide (TLS with an API key)."""
     if settings.tls_cert is None and settings.tls_ca is None:
-        return True if settings.tls else None
+        if settings.tls:
+            return True
+        # An explicit LOOM_TEMPORAL__TLS=false keeps plaintext even with an API key (a local
+        # proxy terminating TLS); left unset, the SDK turns TLS on when an API key is given.
+        return False if "tls" in settings.model_fields_set else None
     return TLSConfig(
         server_root_ca_cert=settings.tls_ca.read_bytes() if settings.tls_ca else None,
         client_cert=settings.tls_cert.read_bytes() if settings.tls_cert else None,
@@ -251,6 +255,7 @@ def settings_summary(settings: LoomSettings) -> dict[str, Any]:
         "dispatch.max_in_flight": d.max_in_flight,
         "dispatch.drain_timeout_s": d.drain_timeout_s,
         "unmatched": settings.unmatched.value,
+        "tracing.exporter": settings.tracing.exporter,
         "http": f"{settings.http_host}:{settings.http_port}" if settings.http_port else None,
     }
 
@@ -419,6 +424,17 @@ class Sidecar:
 
 
 def run_sidecar(settings: LoomSettings, router: Router) -> int:
-    """Run a sidecar in a fresh event loop until SIGTERM/SIGINT; returns the exit code."""
-    return asyncio.run(Sidecar(settings, router).serve())
+    """Run a sidecar in a fresh event loop until SIGTERM/SIGINT; returns the exit code.
+
+    Installs the process's OpenTelemetry SDK first when ``LOOM_TRACING__EXPORTER`` asks for
+    one, and flushes it at exit.
+    """
+    from bridge import tracing
+
+    runtime = tracing.setup(settings.tracing)
+    try:
+        return asyncio.run(Sidecar(settings, router).serve())
+    finally:
+        if runtime is not None:
+            runtime.shutdown()
 

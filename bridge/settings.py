@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.exceptions import SettingsError
 from bridge.routing import UnmatchedPolicy
+from bridge.tracing import TracingSettings
 
 
 class ProducerOptions(BaseModel):
@@ -185,6 +186,7 @@ class LoomSettings(BaseSettings):
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     emit: EmitSettings = Field(default_factory=EmitSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
 
 def setting_name(loc: tuple[int | str, ...]) -> str:

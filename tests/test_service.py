@@ -127,6 +127,10 @@ async def loom_env(
         "LOOM_HTTP_PORT": str(port),
         "LOOM_DISPATCH__COMMIT_INTERVAL_S": "0.2",
         "LOOM_DISPATCH__DRAIN_TIMEOUT_S": "10",
+        # The embedded broker lets a group's next member in only after the previous member's
+        # session expired (it ignores LeaveGroup): keep that short for the restart tests.
+        "LOOM_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "LOOM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
     })
     return LoomEnv(tmp_path, env, topic, dlq, group, port, loom_kafka_bootstrap)
 
@@ -258,10 +262,45 @@ async def produce(producer: Any, topic: str, events: Sequence[Event]) -> None:
         await producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
 
+async def loom_publish(env: LoomEnv, entity: str, seq: int, *extra: str) -> str:
+    """``loom publish`` one test.step event (subprocess); returns its id."""
+    event_id = f"{entity}-{seq}"
+    code, output = await run_loom(
+        ["publish", "--type", "test.step", "--source", "test://cli", "--id", event_id,
+         "--data", json.dumps({"entity": entity, "seq": seq}), "--ext", f"partitionkey={entity}",
+         "--topic", env.topic, *extra],
+        env.env, env.directory,
+    )
+    assert code == 0, output
+    assert f"id={event_id} to {env.topic}[" in output
+    return event_id
+
+
+async def scrape(port: int) -> str:
+    status, text = await asyncio.to_thread(http_get, port, "/metrics")
+    assert status == 200
+    return text
+
+
+async def wait_metric(port: int, name: str, value: float, timeout: float = 30, **labels: str) -> str:
+    deadline = asyncio.get_running_loop().time() + timeout
+    text = ""
+    while asyncio.get_running_loop().time() < deadline:
+        text = await scrape(port)
+        if metric_value(text, name, **labels) >= value:
+            return text
+        await asyncio.sleep(0.2)
+    pytest.fail(f"{name}{labels} never reached {value}:\n{text}")
+
+
+async def stop_loom(loom: LoomProcess) -> int:
+    loom.proc.send_signal(signal.SIGTERM)
+    return await loom.wait(30)
+
+
 async def test_loom_run_subprocess_routes_serves_metrics_and_stops_cleanly_on_sigterm(
     loom_env: LoomEnv,
     temporal_client: Client,
-    make_producer: Callable[..., Awaitable[Any]],
     task_queue: str,
     loom_processes: list[LoomProcess],
 ) -> None:
@@ -274,25 +313,107 @@ async def test_loom_run_subprocess_routes_serves_metrics_and_stops_cleanly_on_si
         assert ready == {"ready": True, "running": True, "kafka": True, "temporal": True,
                          "partitions": 2}
         assert (await asyncio.to_thread(http_get, loom_env.http_port, "/livez"))[0] == 200
-        producer = await make_producer()
-        events = [
-            Event(id=f"{entity}-{i}", source="test://cli", type="test.step",
-                  data={"entity": entity, "seq": i}, extensions={"partitionkey": entity})
-            for i in range(3)
-        ]
-        await produce(producer, loom_env.topic, events)
-        got = await query_events(temporal_client, f"cli-{entity}", 3)
-        assert got == [e.id for e in events], loom.output
-        status, metrics = await asyncio.to_thread(http_get, loom_env.http_port, "/metrics")
-        assert status == 200
-        assert metric_value(metrics, "loom_events_consumed_total", topic=loom_env.topic) == 3
-        assert metric_value(metrics, "loom_events_routed_total", route="step") == 3
-        assert metric_value(metrics, "loom_temporal_call_seconds_count") == 3
+        assert (await asyncio.to_thread(http_get, loom_env.http_port, "/nope"))[0] == 404
+        ids = [await loom_publish(loom_env, entity, 0),
+               await loom_publish(loom_env, entity, 1, "--mode", "structured")]
+        got = await query_events(temporal_client, f"cli-{entity}", 2)
+        assert got == ids, loom.output
+        metrics = await wait_metric(loom_env.http_port, "loom_committed_offset", 2,
+                                    topic=loom_env.topic)
+        assert metric_value(metrics, "loom_events_consumed_total", topic=loom_env.topic) == 2
+        assert metric_value(metrics, "loom_events_routed_total", route="step") == 2
+        assert metric_value(metrics, "loom_temporal_call_seconds_count") == 2
         assert metric_value(metrics, "loom_events_deadlettered_total") == 0
-        loom.proc.send_signal(signal.SIGTERM)
-        code = await loom.wait(30)
+        code = await stop_loom(loom)
     assert code == 0, loom.output
     assert "stopped cleanly" in loom.output
-    # All three went to one partition (same key): its committed offset is past the last one.
+    # Both went to one partition (same key): its committed offset is past the last one.
     offsets = await committed_offsets(loom_env.bootstrap, loom_env.group, loom_env.topic, 2)
-    assert sorted(o or 0 for o in offsets.values()) == [0, 3], offsets
+    assert sorted(o or 0 for o in offsets.values()) == [0, 2], offsets
+
+
+async def test_dlq_redrive_after_the_route_is_fixed_reaches_the_workflow(
+    loom_env: LoomEnv,
+    temporal_client: Client,
+    task_queue: str,
+    loom_processes: list[LoomProcess],
+) -> None:
+    entity = uuid.uuid4().hex[:8]
+    # 1. No route for test.step yet: the event is dead-lettered as unmatched.
+    broken = write_routes(loom_env.directory, ROUTES_EMPTY)
+    loom = await start_loom(["run", "--routes", broken], loom_env.env, loom_env.directory)
+    loom_processes.append(loom)
+    await wait_ready(loom_env.http_port, loom)
+    event_id = await loom_publish(loom_env, entity, 0)
+    await wait_metric(loom_env.http_port, "loom_events_deadlettered_total", 1, reason="unmatched")
+    assert await stop_loom(loom) == 0, loom.output
+
+    code, listing = await run_loom(["dlq", "list", "--json"], loom_env.env, loom_env.directory)
+    assert code == 0, listing
+    rows = [json.loads(line) for line in listing.splitlines() if line.startswith("{")]
+    assert len(rows) == 1, listing
+    assert rows[0]["dlq_offset"] == "0:0"
+    assert rows[0]["reason"] == "unmatched"
+    assert rows[0]["topic"] == loom_env.topic
+    assert "no route matches type='test.step'" in rows[0]["message"]
+    code, table = await run_loom(["dlq", "list"], loom_env.env, loom_env.directory)
+    assert code == 0 and "unmatched" in table and "1 records" in table, table
+
+    # 2. The route is fixed; the loom (same group) does not see the old record again...
+    fixed = write_routes(loom_env.directory, ROUTES_WITH_STEP, wf=WORKFLOW_TYPE, tq=task_queue)
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[CliRecorder]):
+        loom = await start_loom(["run", "--routes", fixed], loom_env.env, loom_env.directory)
+        loom_processes.append(loom)
+        await wait_ready(loom_env.http_port, loom, timeout=60)
+        await asyncio.sleep(1)
+        assert await query_events(temporal_client, f"cli-{entity}", 1, timeout=0.5) == []
+        # ...until it is re-driven.
+        code, output = await run_loom(["dlq", "redrive", "--all"], loom_env.env, loom_env.directory)
+        assert code == 0, output
+        assert f"re-drove 0:0 (unmatched) to {loom_env.topic}" in output
+        assert await query_events(temporal_client, f"cli-{entity}", 1) == [event_id], loom.output
+        assert await stop_loom(loom) == 0, loom.output
+
+
+SASL_SECRET = "kafka-pw-7f3a9c1e"
+API_KEY_SECRET = "temporal-key-b41d06aa"
+
+
+async def test_json_logs_one_dead_letter_line_and_secrets_never_printed(
+    loom_env: LoomEnv,
+    loom_processes: list[LoomProcess],
+) -> None:
+    env = {
+        **loom_env.env,
+        "LOOM_LOG_JSON": "true",
+        "LOOM_LOG_LEVEL": "DEBUG",
+        # Set but unused: PLAINTEXT ignores the SASL password; the dev server ignores the key.
+        "LOOM_KAFKA__SASL_PASSWORD": SASL_SECRET,
+        "LOOM_TEMPORAL__API_KEY": API_KEY_SECRET,
+        "LOOM_TEMPORAL__TLS": "false",
+    }
+    routes = write_routes(loom_env.directory, ROUTES_EMPTY)
+    loom = await start_loom(["run", "--routes", routes], env, loom_env.directory)
+    loom_processes.append(loom)
+    await wait_ready(loom_env.http_port, loom)
+    entity = uuid.uuid4().hex[:8]
+    await loom_publish(loom_env, entity, 0, "--data", json.dumps({"entity": entity, "secret_body": "PAYLOAD-BODY"}))
+    await wait_metric(loom_env.http_port, "loom_events_deadlettered_total", 1)
+    assert await stop_loom(loom) == 0, loom.output
+    lines = [json.loads(line) for line in loom.lines if line.strip()]  # every line is JSON
+    assert all({"ts", "level", "logger", "msg"} <= line.keys() for line in lines)
+    start = [line for line in lines if line["msg"] == "temporal-loom starting"]
+    assert len(start) == 1
+    assert start[0]["kafka.sasl_password"] == "set"
+    assert start[0]["temporal.api_key"] == "set"
+    assert start[0]["kafka.topics"] == [loom_env.topic]
+    letters = [line for line in lines if line.get("event") == "dead-letter"]
+    assert len(letters) == 1, loom.output
+    assert letters[0]["level"] == "ERROR"
+    assert letters[0]["reason"] == "unmatched"
+    assert letters[0]["topic"] == loom_env.topic
+    assert "reason=unmatched" in letters[0]["msg"]
+    assert SASL_SECRET not in loom.output
+    assert API_KEY_SECRET not in loom.output
+    info = [line for line in lines if line["level"] not in ("DEBUG",)]
+    assert not any("PAYLOAD-BODY" in json.dumps(line) for line in info)

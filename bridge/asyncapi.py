@@ -1,0 +1,240 @@
+"""AsyncAPI 3.0 document of the events the loom consumes and the events workflows emit.
+
+Other teams read it as the contract: one channel per consumed event type (per ``Match``),
+one message per route with the JSON Schema of the route's pydantic data model, the
+CloudEvents attributes as Kafka headers (binary mode, ``ce_*``), and the Kafka key (the
+``partitionkey`` extension) as a message binding. Emitted events come from an optional
+``emits`` mapping (event type -> pydantic model or None) beside the router; their channels
+use the ``emit`` settings' topic map.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from bridge.matching import Match
+from bridge.routing import Route, Router
+from bridge.settings import LoomSettings
+
+__all__ = ["ASYNCAPI_VERSION", "asyncapi_document", "channel_id", "dump_document"]
+
+ASYNCAPI_VERSION = "3.0.0"
+_KAFKA_BINDING = "0.5.0"
+_SCHEMA_REF = "#/components/schemas/{model}"
+
+
+def _slug(text: str) -> str:
+    # AsyncAPI component and channel keys must match ^[A-Za-z0-9_\-]+$.
+    text = text.replace("*", "star")
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "all"
+
+
+def channel_id(match: Match) -> str:
+    """The channel key of the events a match selects (by type)."""
+    if match.type is not None:
+        return _slug(match.type)
+    if match.type_prefix is not None:
+        return _slug(match.type_prefix + "*")
+    if match.type_glob is not None:
+        return _slug(match.type_glob)
+    return "all"
+
+
+def _type_schema(match: Match) -> dict[str, Any]:
+    if match.type is not None:
+        return {"type": "string", "const": match.type}
+    if match.type_prefix is not None:
+        return {"type": "string", "pattern": "^" + re.escape(match.type_prefix)}
+    if match.type_glob is not None:
+        return {"type": "string", "pattern": fnmatch.translate(match.type_glob)}
+    return {"type": "string"}
+
+
+def _value_schema(value: str, description: str) -> dict[str, Any]:
+    if any(ch in value for ch in "*?["):
+        return {"type": "string", "description": f"{description} matching the glob {value!r}"}
+    return {"type": "string", "const": value, "description": description}
+
+
+def _ce_headers(
+    type_schema: Mapping[str, Any],
+    source: str | None = None,
+    subject: str | None = None,
+    extensions: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """JSON Schema of the binary-mode CloudEvents headers (Kafka protocol binding)."""
+    props: dict[str, Any] = {
+        "ce_specversion": {"type": "string", "const": "1.0"},
+        "ce_id": {"type": "string", "description": "Unique per source; (source, id) deduplicates"},
+        "ce_source": {"type": "string", "description": "Context in which the event happened"},
+        "ce_type": dict(type_schema),
+        "ce_subject": {"type": "string"},
+        "ce_time": {"type": "string", "format": "date-time"},
+        "ce_partitionkey": {"type": "string", "description": "Kafka key; orders per workflow"},
+        "ce_traceparent": {"type": "string", "description": "W3C trace context"},
+        "content-type": {"type": "string", "description": "datacontenttype of the value"},
+    }
+    required = ["ce_specversion", "ce_id", "ce_source", "ce_type"]
+    if source is not None:
+        props["ce_source"] = _value_schema(source, "Source")
+    if subject is not None:
+        props["ce_subject"] = _value_schema(subject, "Subject")
+        required.append("ce_subject")
+    for name, value in (extensions or {}).items():
+        props[f"ce_{name}"] = _value_schema(value, f"Extension {name}")
+        required.append(f"ce_{name}")
+    return {"type": "object", "properties": props, "required": required}
+
+
+def _schemas(models: list[type[BaseModel]]) -> tuple[dict[type[BaseModel], Any], dict[str, Any]]:
+    unique = list(dict.fromkeys(models))
+    if not unique:
+        return {}, {}
+    key_map, top = models_json_schema(
+        [(m, "validation") for m in unique], ref_template=_SCHEMA_REF
+    )
+    refs = {model: key_map[(model, "validation")] for model in unique}
+    return refs, dict(top.get("$defs", {}))
+
+
+def _message(
+    name: str,
+    title: str,
+    summary: str,
+    headers: dict[str, Any],
+    payload: Any,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "title": title,
+        "summary": summary,
+        "contentType": "application/json",
+        "headers": headers,
+        "payload": payload,
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "description": "The partitionkey extension"},
+                "bindingVersion": _KAFKA_BINDING,
+            }
+        },
+    }
+
+
+def _route_summary(route: Route) -> str:
+    target = route.workflow_type or "existing workflow"
+    wf_id = route.describe()["workflow_id"]
+    queue = f" on task queue {route.task_queue}" if route.task_queue else ""
+    return f"Route {route.name}: {route.kind.value} {target} id {wf_id}{queue}"
+
+
+def _emit_topic(settings: LoomSettings, event_type: str) -> str:
+    for pattern, topic in settings.emit.topic_map.items():
+        if fnmatch.fnmatchcase(event_type, pattern):
+            return topic
+    return settings.emit.default_topic
+
+
+def asyncapi_document(
+    router: Router,
+    settings: LoomSettings,
+    *,
+    emits: Mapping[str, type[BaseModel] | None] | None = None,
+    title: str = "temporal-loom",
+    version: str = "0.1.0",
+) -> dict[str, Any]:
+    """Build the AsyncAPI 3.0 document (a JSON-able dict).
+
+    Args:
+        router: The consumed routes.
+        settings: Topics consumed (``kafka.topics``) and emitted (``emit.*``).
+        emits: Event types workflows emit, with their data model (None: any JSON).
+        title: ``info.title``.
+        version: ``info.version`` (the contract's version).
+    """
+    emits = dict(emits or {})
+    models = [r.data for r in router.routes if r.data is not None]
+    models += [m for m in emits.values() if m is not None]
+    refs, schemas = _schemas(models)
+    topics = list(settings.kafka.topics)
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    for route in router.routes:
+        chan = channel_id(route.match)
+        msg = _slug(route.name)
+        m = route.match
+        messages[msg] = _message(
+            m.type or m.type_prefix or m.type_glob or "*",
+            route.name,
+            _route_summary(route),
+            _ce_headers(_type_schema(m), m.source, m.subject, m.extensions),
+            refs[route.data] if route.data is not None else {},
+        )
+        channel = channels.setdefault(chan, {
+            "address": topics[0] if len(topics) == 1 else None,
+            "description": "Consumed by the loom from " + ", ".join(topics or ["(no topic)"]),
+            "messages": {},
+        })
+        channel["messages"][msg] = {"$ref": f"#/components/messages/{msg}"}
+        operations[f"consume_{msg}"] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{chan}"},
+            "summary": _route_summary(route),
+            "messages": [{"$ref": f"#/channels/{chan}/messages/{msg}"}],
+        }
+    for event_type, model in emits.items():
+        chan = "emit_" + _slug(event_type)
+        msg = chan
+        topic = _emit_topic(settings, event_type)
+        messages[msg] = _message(
+            event_type,
+            event_type,
+            f"Emitted by workflows with emit() to {topic}",
+            _ce_headers({"type": "string", "const": event_type}),
+            refs[model] if model is not None else {},
+        )
+        channels[chan] = {
+            "address": topic,
+            "description": f"{event_type} events emitted by workflows",
+            "messages": {msg: {"$ref": f"#/components/messages/{msg}"}},
+        }
+        operations[f"send_{msg}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{chan}"},
+            "summary": f"Workflows emit {event_type}",
+            "messages": [{"$ref": f"#/channels/{chan}/messages/{msg}"}],
+        }
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "CloudEvents on Kafka that drive Temporal workflows through the "
+            "loom, and the events those workflows emit (CloudEvents Kafka protocol binding, "
+            "binary mode shown as headers; structured mode carries the same attributes in a "
+            "JSON envelope).",
+        },
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": schemas},
+    }
+
+
+def dump_document(document: Mapping[str, Any], *, yaml: bool = False) -> str:
+    """Serialise the document as JSON, or YAML when asked and PyYAML is installed."""
+    if yaml:
+        try:
+            import yaml as pyyaml
+        except ImportError:  # JSON is valid YAML: still a usable file
+            pass
+        else:
+            return str(pyyaml.safe_dump(dict(document), sort_keys=False, allow_unicode=True))
+    return json.dumps(document, indent=2) + "\n"
