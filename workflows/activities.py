@@ -1,0 +1,40 @@
+"""Activities of the reference application.
+
+The saga's only side effect is publishing CloudEvents, done by the loom's ``loom.publish``
+activity (``bridge.activities``). This module decides where the reference app's events go:
+commands to the participants' command topics, everything else (``order.completed``,
+``order.compensated``) to ``LoomSettings.emit.default_topic``. ``LOOM_EMIT__TOPIC_MAP``
+entries override these defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bridge.activities import PublishSettings, loom_activities
+from bridge.producer import LoomProducer
+from bridge.settings import LoomSettings
+
+__all__ = ["COMMAND_TOPICS", "activities", "publish_settings"]
+
+#: Event type glob -> topic of the commands the saga emits (read by the participants).
+COMMAND_TOPICS = {
+    "inventory.*": "inventory.commands",
+    "payment.*": "payment.commands",
+    "shipment.*": "shipping.commands",
+}
+
+
+def publish_settings(settings: LoomSettings) -> PublishSettings:
+    """The publish activity's topic map: the reference defaults, then the configured map."""
+    # Configured entries come first: the first matching pattern wins.
+    topics = dict(settings.emit.topic_map)
+    for pattern, topic in COMMAND_TOPICS.items():
+        topics.setdefault(pattern, topic)
+    return PublishSettings(topics=topics, default_topic=settings.emit.default_topic)
+
+
+def activities(producer: LoomProducer, settings: LoomSettings) -> list[Callable[..., Any]]:
+    """The activities to register on the reference app's worker."""
+    return loom_activities(producer, publish_settings(settings))
