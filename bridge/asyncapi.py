@@ -23,11 +23,12 @@ from bridge.matching import Match
 from bridge.routing import Route, Router
 from bridge.settings import LoomSettings
 
-__all__ = ["ASYNCAPI_VERSION", "asyncapi_document", "channel_id", "dump_document"]
+__all__ = ["ASYNCAPI_VERSION", "asyncapi_document", "channel_id", "dump_document", "glob_pattern"]
 
 ASYNCAPI_VERSION = "3.0.0"
 _KAFKA_BINDING = "0.5.0"
 _SCHEMA_REF = "#/components/schemas/{model}"
+_REGEX_SYNTAX = frozenset("\\^$.|?*+()[]{}/")
 
 
 def _slug(text: str) -> str:
@@ -51,10 +52,62 @@ def _type_schema(match: Match) -> dict[str, Any]:
     if match.type is not None:
         return {"type": "string", "const": match.type}
     if match.type_prefix is not None:
-        return {"type": "string", "pattern": "^" + re.escape(match.type_prefix)}
+        return {"type": "string", "pattern": "^" + _literal(match.type_prefix)}
     if match.type_glob is not None:
-        return {"type": "string", "pattern": fnmatch.translate(match.type_glob)}
+        return {"type": "string", "pattern": glob_pattern(match.type_glob)}
     return {"type": "string"}
+
+
+def glob_pattern(glob: str) -> str:
+    """An ECMA-262 regex (JSON Schema ``pattern``) for an fnmatch glob (``*`` spans dots)."""
+    out = []
+    i = 0
+    while i < len(glob):
+        ch = glob[i]
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "[" and (end := _class_end(glob, i)) > 0:
+            # Same class rules as fnmatch: "!" negates, a leading "]" is literal.
+            body = glob[i + 1 : end].replace("\\", "\\\\").replace("[", "\\[")
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            if body.startswith("^"):
+                body = "\\" + body
+            if body.startswith("]"):
+                body = "\\" + body
+            out.append(("[^" if negate else "[") + body + "]")
+            i = end
+        else:
+            # Only regex syntax is escaped: ECMA-262 in unicode mode refuses "\-" and the like.
+            out.append("\\" + ch if ch in _REGEX_SYNTAX else ch)
+        i += 1
+    return "^" + "".join(out) + "$"
+
+
+def _literal(text: str) -> str:
+    # Only regex syntax is escaped: ECMA-262 in unicode mode refuses "\\-" and the like.
+    return "".join("\\" + ch if ch in _REGEX_SYNTAX else ch for ch in text)
+
+
+def _class_end(glob: str, start: int) -> int:
+    """Index of the "]" closing the class opened at ``start``, or -1 (then "[" is literal)."""
+    j = start + 1
+    if j < len(glob) and glob[j] == "!":
+        j += 1
+    if j < len(glob) and glob[j] == "]":
+        j += 1
+    end = glob.find("]", j)
+    return end
+
+
+def _type_name(match: Match) -> str:
+    if match.type is not None:
+        return match.type
+    if match.type_prefix is not None:
+        return match.type_prefix + "*"
+    return match.type_glob or "*"
 
 
 def _value_schema(value: str, description: str) -> dict[str, Any]:
@@ -171,7 +224,7 @@ def asyncapi_document(
         msg = _slug(route.name)
         m = route.match
         messages[msg] = _message(
-            m.type or m.type_prefix or m.type_glob or "*",
+            _type_name(m),
             route.name,
             _route_summary(route),
             _ce_headers(_type_schema(m), m.source, m.subject, m.extensions),

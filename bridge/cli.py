@@ -129,6 +129,20 @@ def _overrides(
     return {**top, **({"kafka": kafka} if kafka else {}), **({"temporal": temporal} if temporal else {})}
 
 
+def _as_env(overrides: dict[str, Any], prefix: str = "LOOM_") -> dict[str, str]:
+    """Nested overrides as ``LOOM_A__B`` environment variables (JSON for lists)."""
+    env: dict[str, str] = {}
+    for key, value in overrides.items():
+        name = prefix + key.upper()
+        if isinstance(value, dict):
+            env.update(_as_env(value, name + "__"))
+        elif isinstance(value, list):
+            env[name] = json.dumps(value)
+        else:
+            env[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` on stderr and exit with ``code``."""
     err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
@@ -176,7 +190,7 @@ def run(
     log_level: LogLevel = None,
 ) -> None:
     """Run the sidecar until SIGTERM/SIGINT (drains in-flight calls and commits first)."""
-    from bridge.service import load_router, run_sidecar
+    from bridge.service import load_router, make_data_converter, run_sidecar
 
     settings = settings_from(
         _overrides(
@@ -195,6 +209,7 @@ def run(
     configure_logging(settings.log_level, json_lines=settings.log_json)
     _import_path()
     router = guarded(lambda: load_router(settings.routes))
+    guarded(lambda: make_data_converter(settings))  # a bad codec fails here, not mid-connect
     code = guarded(lambda: run_sidecar(settings, router))
     raise typer.Exit(code)
 
@@ -221,23 +236,26 @@ def worker(
     """
     from bridge.service import load_object
 
-    settings = settings_from(
-        _overrides(
-            temporal_address=temporal_address,
-            namespace=namespace,
-            bootstrap=bootstrap,
-            log_json=log_json,
-            log_level=log_level,
-        )
+    overrides = _overrides(
+        temporal_address=temporal_address,
+        namespace=namespace,
+        bootstrap=bootstrap,
+        log_json=log_json,
+        log_level=log_level,
     )
+    settings = settings_from(overrides)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     _import_path()
     target = guarded(lambda: load_object(entry, default_attr="main", setting="--entry"))
     if not callable(target):
         fail(f"--entry: {entry!r} is not callable", EXIT_SETTINGS)
-    # The entry point may take the settings or nothing (then it reads LOOM_* itself).
-    takes_settings = bool(inspect.signature(target).parameters)
-    result = target(settings) if takes_settings else target()
+    # The entry point may take the settings, or nothing and read LOOM_* itself: then the
+    # flags reach it as environment variables.
+    if inspect.signature(target).parameters:
+        result = target(settings)
+    else:
+        os.environ.update(_as_env(overrides))
+        result = target()
     if asyncio.iscoroutine(result):
         result = asyncio.run(result)
     raise typer.Exit(result if isinstance(result, int) else 0)
