@@ -74,6 +74,8 @@ def make_settings(bootstrap: str, topic: str, dlq: str, **dispatch: Any) -> Loom
         "kafka": {
             "bootstrap": bootstrap, "topics": [topic], "deadletter_topic": dlq,
             "group_id": f"g-{uuid.uuid4().hex[:8]}",
+            # The embedded broker forms a group in about half the session timeout.
+            "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
         },
         "dispatch": {"commit_interval_s": 0.2, "drain_timeout_s": 10, **dispatch},
         "http_port": 0,
