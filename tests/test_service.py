@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -22,9 +23,11 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from bridge.dev import free_port
+from bridge.dev import EmbeddedTemporal, free_port
 from bridge.events import EVENT_SIGNAL, Event
 from bridge.kafka_binding import encode
+from bridge.service import Sidecar, load_router, make_data_converter
+from bridge.settings import LoomSettings
 from bridge.testing import TemporalServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
@@ -79,7 +82,8 @@ router = Router([])
 def write_routes(directory: Path, source: str, **params: str) -> str:
     """Write a routes module under ``directory``; returns its module name."""
     name = f"loomtest_routes_{uuid.uuid4().hex[:10]}"
-    (directory / f"{name}.py").write_text(textwrap.dedent(source.format(**params)))
+    text = source.format(**params) if params else source
+    (directory / f"{name}.py").write_text(textwrap.dedent(text))
     return name
 
 
@@ -417,3 +421,120 @@ async def test_json_logs_one_dead_letter_line_and_secrets_never_printed(
     assert API_KEY_SECRET not in loom.output
     info = [line for line in lines if line["level"] not in ("DEBUG",)]
     assert not any("PAYLOAD-BODY" in json.dumps(line) for line in info)
+
+
+# --- in process: payload codec on both sides, readiness follows Temporal --------------------------
+
+CODEC_MODULE = '''
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import PayloadCodec
+
+class Reverse(PayloadCodec):
+    async def encode(self, payloads):
+        return [Payload(metadata={"encoding": b"binary/reversed"},
+                        data=p.SerializeToString()[::-1]) for p in payloads]
+
+    async def decode(self, payloads):
+        out = []
+        for p in payloads:
+            if p.metadata.get("encoding") != b"binary/reversed":
+                out.append(p)
+                continue
+            d = Payload()
+            d.ParseFromString(p.data[::-1])
+            out.append(d)
+        return out
+'''
+
+
+def sidecar_settings(env: LoomEnv, **temporal: Any) -> LoomSettings:
+    return LoomSettings.model_validate({
+        "kafka": {"bootstrap": env.bootstrap, "topics": [env.topic], "group_id": env.group,
+                  "deadletter_topic": env.dlq, "session_timeout_ms": 6000,
+                  "heartbeat_interval_ms": 1000},
+        "temporal": temporal,
+        "dispatch": {"commit_interval_s": 0.2, "drain_timeout_s": 5},
+        "http_port": 0,
+    })
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_payload_codec_is_used_by_the_sidecar_and_the_worker(
+    loom_env: LoomEnv,
+    loom_temporal: TemporalServer,
+    temporal_client: Client,
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    codec_mod = write_routes(loom_env.directory, CODEC_MODULE)
+    routes = write_routes(loom_env.directory, ROUTES_WITH_STEP, wf=WORKFLOW_TYPE, tq=task_queue)
+    monkeypatch.syspath_prepend(str(loom_env.directory))
+    settings = sidecar_settings(loom_env, address=loom_temporal.address,
+                                namespace=loom_temporal.namespace, codec=f"{codec_mod}:Reverse")
+    sidecar = Sidecar(settings, load_router(routes))
+    worker_client = await Client.connect(
+        loom_temporal.address, namespace=loom_temporal.namespace,
+        data_converter=make_data_converter(settings),
+    )
+    entity = uuid.uuid4().hex[:8]
+    async with Worker(worker_client, task_queue=task_queue, workflows=[CliRecorder]):
+        task = asyncio.create_task(sidecar.run())
+        try:
+            await wait_for(lambda: sidecar.health is not None and sidecar.health.ready, 30, "ready")
+            await produce(await make_producer(), loom_env.topic, [Event(
+                id=f"{entity}-0", source="test://codec", type="test.step",
+                data={"entity": entity, "seq": 0})])
+            handle = worker_client.get_workflow_handle(f"cli-{entity}")
+            got: list[str] = []
+            for _ in range(100):
+                with contextlib.suppress(Exception):
+                    got = await handle.query(CliRecorder.events)
+                if got:
+                    break
+                await asyncio.sleep(0.2)
+            assert got == [f"{entity}-0"]
+        finally:
+            sidecar.stop()
+            assert await asyncio.wait_for(task, 30) == 0
+    # What Temporal stored is the codec's output, not readable JSON.
+    history = await temporal_client.get_workflow_handle(f"cli-{entity}").fetch_history()
+    signals = [e.workflow_execution_signaled_event_attributes for e in history.events
+               if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert len(signals) == 1
+    payload = signals[0].input.payloads[0]
+    assert payload.metadata["encoding"] == b"binary/reversed"
+    assert entity.encode() not in payload.data
+
+
+async def test_readiness_follows_temporal_availability(
+    loom_env: LoomEnv, task_queue: str
+) -> None:
+    routes = write_routes(loom_env.directory, ROUTES_EMPTY)
+    sys.path.insert(0, str(loom_env.directory))
+    try:
+        router = load_router(routes)
+    finally:
+        sys.path.remove(str(loom_env.directory))
+    async with EmbeddedTemporal() as server:
+        sidecar = Sidecar(sidecar_settings(loom_env, address=server.address), router)
+        task = asyncio.create_task(sidecar.run())
+        try:
+            await wait_for(lambda: sidecar.health is not None and sidecar.health.ready, 30, "ready")
+            health = sidecar.health
+            assert health is not None
+            await server.stop()
+            await wait_for(lambda: not health.ready, 10, "not ready while Temporal is down")
+            assert not health.temporal_connected and health.kafka_connected
+            await server.start()
+            await wait_for(lambda: health.ready, 20, "ready again")
+        finally:
+            sidecar.stop()
+            assert await asyncio.wait_for(task, 30) == 0
