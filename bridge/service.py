@@ -420,7 +420,29 @@ class Sidecar:
                 if loom.health.temporal_connected:
                     log.warning("Temporal health check failed: %s", exc)
             loom.health.temporal_connected = ok
+            _update_lag(loom)
             await asyncio.sleep(HEALTH_INTERVAL_S)
+
+
+def _update_lag(loom: Loom) -> None:
+    """Set ``loom_consumer_lag`` per assigned partition: high watermark - committed offset.
+
+    The high watermark comes with every fetch response (no extra request); partitions not
+    fetched yet or never committed are left out rather than reported wrong.
+    """
+    # The Loom does not expose its aiokafka consumer; read it here rather than add a request.
+    consumer = getattr(loom, "_consumer", None)
+    if consumer is None:
+        return
+    committed: dict[tuple[str, str], float] = {}
+    for family in loom.metrics.committed.collect():
+        for sample in family.samples:
+            committed[(sample.labels["topic"], sample.labels["partition"])] = sample.value
+    for tp in list(consumer.assignment()):
+        highwater = consumer.highwater(tp)
+        key = (tp.topic, str(tp.partition))
+        if highwater is not None and key in committed:
+            loom.metrics.lag.labels(*key).set(max(0.0, highwater - committed[key]))
 
 
 def run_sidecar(settings: LoomSettings, router: Router) -> int:
