@@ -361,7 +361,14 @@ class Sidecar:
                 await self.http.stop()
 
     async def _run_loom(self) -> int:
-        client = self._client or await self._connect()
+        try:
+            client = self._client or await self._connect()
+        except SettingsError:
+            raise
+        except Exception as exc:
+            # Unreachable or refusing: one clear line (no traceback: the cause is the address).
+            log.error("cannot start: %s", exc)  # noqa: TRY400
+            return 1
         if client is None:  # stopped while connecting
             return 0
         executor = TemporalExecutor(
@@ -371,7 +378,16 @@ class Sidecar:
         )
         loom = Loom(self.router, client, self.settings, metrics=self.metrics, executor=executor)
         self.loom = loom
-        await loom.start()
+        try:
+            await loom.start()
+        except Exception as exc:  # e.g. KafkaConnectionError: name the setting to look at
+            log.error(  # noqa: TRY400
+                "cannot start: Kafka at %s (LOOM_KAFKA__BOOTSTRAP): %s: %s",
+                self.settings.kafka.bootstrap,
+                type(exc).__name__,
+                exc,
+            )
+            return 1
         if self._stop.is_set():
             loom.stop()
         log.info(

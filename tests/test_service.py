@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -26,6 +27,7 @@ from temporalio.worker import Worker
 from bridge.dev import EmbeddedTemporal, free_port
 from bridge.events import EVENT_SIGNAL, Event
 from bridge.kafka_binding import encode
+from bridge.routing import Router
 from bridge.service import Sidecar, load_router, make_data_converter
 from bridge.settings import LoomSettings
 from bridge.testing import TemporalServer
@@ -548,3 +550,14 @@ async def test_readiness_follows_temporal_availability(
         finally:
             sidecar.stop()
             assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_unreachable_kafka_exits_1_naming_the_bootstrap_setting(
+    loom_env: LoomEnv, loom_temporal: TemporalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    loom_env.bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+    settings = sidecar_settings(loom_env, address=loom_temporal.address)
+    sidecar = Sidecar(settings, Router([]))
+    with caplog.at_level(logging.ERROR, logger="loom.service"):
+        assert await asyncio.wait_for(sidecar.run(), 60) == 1
+    assert "LOOM_KAFKA__BOOTSTRAP" in caplog.text
