@@ -208,7 +208,10 @@ class Loom:
         finally:
             stop.cancel()
             space.cancel()
-        await self.commit()
+        # On the commit interval only: under backpressure a slot frees every few
+        # milliseconds, and a commit per freed slot cost a broker round trip each time.
+        if time.monotonic() - self._last_commit >= self.settings.dispatch.commit_interval_s:
+            await self.commit()
         consumer.resume(*[tp for tp in assigned if tp in consumer.assignment()])
 
     async def _shutdown(self) -> None:
