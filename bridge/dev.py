@@ -293,10 +293,24 @@ class EmbeddedKafka:
 
     Tansu refuses idempotent and transactional producers (InitProducerId fails): producers
     talking to it must use ``enable_idempotence=False``.
+
+    Args:
+        port: Listening port (a free one when None).
+        advertised_port: Port the broker names in metadata (``port`` when None). Clients
+            reconnect to the advertised address, so a TCP proxy in front of the broker (fault
+            tests) must be advertised; it must be listening before :meth:`start`.
+        startup_timeout: Seconds to wait for the broker to answer.
     """
 
-    def __init__(self, *, port: int | None = None, startup_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        advertised_port: int | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self.startup_timeout = startup_timeout
         self._proc: _Process | None = None
 
@@ -315,8 +329,9 @@ class EmbeddedKafka:
         if self._proc is not None and self._proc.exited() is None:
             return
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         argv = [
-            kafka_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            kafka_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
             "--storage-engine", "memory://tansu/",
         ]
         proc = _Process("kafka", argv, env={"RUST_LOG": "warn"})

@@ -1,0 +1,206 @@
+"""The network misbehaves under a running sidecar: broker connection cut, Temporal slow.
+
+Scenarios 3 and 5 of issue 8 (scenario 2, Temporal down, is in test_process_faults.py). The sidecar runs in this process (:class:`bridge.consumer.Loom`)
+so the test can read its health and its dispatcher directly, many times a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from bridge.consumer import Loom, running
+from bridge.dev import EmbeddedKafka, create_topic, free_port
+from bridge.observability import metric_total
+from bridge.testing import TemporalServer
+from faults.harness import (
+    FULL,
+    Row,
+    loom_env,
+    read_all,
+    rss_bytes,
+    settings_from_env,
+    settle,
+    size,
+    unique,
+)
+from faults.proxy import FaultProxy
+from faults.workload import (
+    expected_by_workflow,
+    make_router,
+    publish,
+    query_all,
+    step_events,
+)
+
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
+
+TIMEOUT = 600 if FULL else 120
+
+
+async def _delivered(client: Client, expected: dict[str, list[str]]) -> int:
+    seen = await query_all(client, expected)
+    return sum(len(v) for v in seen.values())
+
+
+async def _wait_delivered_at_least(
+    client: Client, expected: dict[str, list[str]], count: int, timeout: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout
+    while await _delivered(client, expected) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} events delivered in {timeout}s"
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.timeout(TIMEOUT)
+async def test_broker_connection_cut_mid_stream(
+    temporal_client: Client,
+    recorder_worker: Worker,
+    task_queue: str,
+    fault_results: Callable[[Row], None],
+) -> None:
+    """3. The broker connection cut (RST), later stalled, through the proxy: 0 lost, 0 dup."""
+    started = time.monotonic()
+    cut_for = size(3, 10)
+    entities, per_entity = size(30, 100), size(20, 40)
+    broker_port = free_port()
+    async with FaultProxy(broker_port) as proxy:
+        # Clients reconnect to the advertised address: the broker must advertise the proxy.
+        async with EmbeddedKafka(port=broker_port, advertised_port=proxy.port) as kafka:
+            direct = kafka.bootstrap
+            topic, dlq = unique("faults-t3"), unique("faults-dlq3")
+            await create_topic(direct, topic, partitions=4)
+            await create_topic(direct, dlq)
+            events = step_events(unique("t3"), entities, per_entity)
+            expected = expected_by_workflow(events)
+            from aiokafka import AIOKafkaProducer
+
+            # The broker advertises the proxy, so this producer goes through it as well: it
+            # publishes only while the proxy forwards, and the sidecar always has a backlog
+            # (published, not yet delivered) when a fault starts.
+            producer = AIOKafkaProducer(bootstrap_servers=direct, enable_idempotence=False)
+            await producer.start()
+            env = loom_env(
+                bootstrap=proxy.address, topic=topic, dlq=dlq, group=unique("g3"),
+                temporal=temporal_client.service_client.config.target_host,
+                task_queue=task_queue, max_in_flight=16,
+            )
+            loom = Loom(make_router(task_queue), temporal_client, settings_from_env(env))
+            half = len(events) // 2
+            try:
+                async with running(loom):
+                    await publish(producer, topic, events[:half])
+                    await _wait_delivered_at_least(temporal_client, expected, half // 4)
+                    at_cut = await _delivered(temporal_client, expected)
+                    await proxy.cut()  # every connection reset, new ones refused
+                    await asyncio.sleep(cut_for)
+                    proxy.restore()
+                    await publish(producer, topic, events[half:])
+                    await _wait_delivered_at_least(
+                        temporal_client, expected, half + half // 4, timeout=120
+                    )
+                    at_stall = await _delivered(temporal_client, expected)
+                    proxy.stall()  # open connections, no bytes: a silent partition
+                    await asyncio.sleep(cut_for)
+                    proxy.restore()
+                    result, lag = await settle(
+                        temporal_client, expected, bootstrap=direct,
+                        group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
+                    )
+            finally:
+                await producer.stop()
+            letters = await read_all(direct, dlq, idle=0.5)
+    fault_results(Row(
+        "3. broker connection cut, then stalled (proxy)", result.sent, result.lost,
+        result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
+        f"cut {cut_for} s with {half - at_cut} undelivered, stall {cut_for} s with "
+        f"{len(events) - at_stall} undelivered; {proxy.stats.refused} connections refused",
+        passed=result.clean and not letters,
+    ))
+    assert proxy.stats.refused > 0 or proxy.stats.accepted > 1, "the cut was not felt"
+    assert at_cut < half and at_stall < len(events), "a fault landed after the stream"
+    assert result.lost == 0 and result.out_of_order == 0, result
+    assert result.duplicated == 0, result
+    assert lag == 0
+    assert not letters
+
+
+@pytest.mark.timeout(TIMEOUT)
+async def test_slow_temporal_in_flight_and_memory_bounded(
+    temporal_client: Client,
+    loom_temporal: TemporalServer,
+    recorder_worker: Worker,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+    fault_results: Callable[[Row], None],
+) -> None:
+    """5. Temporal slowed by the proxy, low bound: in-flight within it, memory bounded."""
+    started = time.monotonic()
+    bound = 8
+    entities, per_entity = size(40, 100), size(10, 20)
+    pad = "p" * 16_384  # 16 KB per event: buffering the backlog would show in RSS
+    topic, dlq = await new_topic(partitions=4), await new_topic()
+    events = step_events(unique("t5"), entities, per_entity)
+    for event in events:
+        event.data["pad"] = pad
+    expected = expected_by_workflow(events)
+    producer = await make_producer()
+    # The whole backlog is in the topic before the sidecar starts: it must not swallow it.
+    await publish(producer, topic, events)
+    host, _, port = loom_temporal.address.rpartition(":")
+    async with FaultProxy(int(port), host, latency=0.05) as proxy:
+        slow = await Client.connect(proxy.address, data_converter=pydantic_data_converter)
+        env = loom_env(
+            bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g5"),
+            temporal=proxy.address, task_queue=task_queue, max_in_flight=bound,
+        )
+        loom = Loom(make_router(task_queue), slow, settings_from_env(env))
+        peak = {"dispatcher": 0, "tracker": 0}
+        rss: list[int] = []
+
+        async def sample() -> None:
+            while True:
+                peak["dispatcher"] = max(peak["dispatcher"], loom.dispatcher.in_flight)
+                peak["tracker"] = max(peak["tracker"], loom.tracker.in_flight())
+                if len(rss) < 100_000:
+                    rss.append(rss_bytes(os.getpid()))
+                await asyncio.sleep(0.005)
+
+        baseline = rss_bytes(os.getpid())
+        async with running(loom):
+            sampler = asyncio.create_task(sample())
+            result, lag = await settle(
+                temporal_client, expected, bootstrap=loom_kafka_bootstrap,
+                group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT - 30,
+            )
+            sampler.cancel()
+        pauses = metric_total(loom.metrics.paused)
+    letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    growth = (max(rss) - baseline) / 2**20
+    backlog = len(events) * len(pad) / 2**20
+    fault_results(Row(
+        "5. Temporal slowed (+100 ms round trip), max_in_flight 8", result.sent, result.lost,
+        result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
+        f"peak in flight {peak['dispatcher']} (records held {peak['tracker']}), "
+        f"{pauses:.0f} pauses, RSS +{growth:.0f} MiB for a {backlog:.0f} MiB backlog",
+        passed=result.clean and peak["dispatcher"] <= bound,
+    ))
+    assert result.clean, result
+    assert lag == 0
+    assert 0 < peak["dispatcher"] <= bound
+    assert peak["tracker"] <= bound  # records taken from Kafka and not finished
+    assert pauses > 0, "the bound was never reached: the test did not slow Temporal enough"
+    # The test process holds the worker and the queries too; the loom's own share is bounded
+    # by ``bound`` records plus aiokafka's per-partition fetch buffers (1 MiB each).
+    assert growth < 120, f"RSS grew by {growth:.0f} MiB"
+    assert not letters

@@ -1,0 +1,331 @@
+"""The sidecar as a real process (``loom run``) killed, joined, stopped, and its server down.
+
+Scenarios 1, 2, 4 and 7 of issue 8. Each sends a known set of events while the fault
+happens, then queries every workflow (lost, duplicated, out of order) and reads the
+dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from bridge.dev import EmbeddedTemporal, free_port
+from faults.harness import (
+    FULL,
+    Row,
+    SidecarProcess,
+    loom_env,
+    metric_value,
+    read_all,
+    settle,
+    size,
+    unique,
+)
+from faults.workload import (
+    FaultRecorder,
+    expected_by_workflow,
+    publish,
+    publish_paced,
+    query_all,
+    step_events,
+)
+
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
+
+TIMEOUT = 900 if FULL else 150
+
+
+@pytest.fixture
+async def sidecars() -> AsyncIterator[Callable[[dict[str, str], str], SidecarProcess]]:
+    """Factory of sidecar processes; whatever still runs is stopped after the test."""
+    started: list[SidecarProcess] = []
+
+    def make(env: dict[str, str], name: str) -> SidecarProcess:
+        proc = SidecarProcess({**env, "LOOM_HTTP_PORT": str(free_port())}, name)
+        proc.start()
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        await proc.close()
+
+
+async def _delivered(client: Client, expected: dict[str, list[str]]) -> int:
+    return sum(len(v) for v in (await query_all(client, expected)).values())
+
+
+async def _until_delivered(
+    client: Client, expected: dict[str, list[str]], count: int, timeout: float = 90
+) -> None:
+    deadline = time.monotonic() + timeout
+    while await _delivered(client, expected) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} events delivered in {timeout}s"
+        await asyncio.sleep(0.2)
+
+
+def _routed(metrics_text: str) -> float:
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("loom_events_routed_total"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.timeout(TIMEOUT)
+async def test_sigkill_mid_stream_then_restart(
+    temporal_client: Client,
+    recorder_worker: Worker,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+    sidecars: Callable[[dict[str, str], str], SidecarProcess],
+    fault_results: Callable[[Row], None],
+) -> None:
+    """1. SIGKILL mid-stream, restart: 0 lost, 0 duplicated, order kept."""
+    started = time.monotonic()
+    entities, per_entity = size(40, 100), size(20, 50)
+    kills = size(1, 2)
+    topic, dlq = await new_topic(partitions=4), await new_topic()
+    events = step_events(unique("t1"), entities, per_entity)
+    expected = expected_by_workflow(events)
+    env = loom_env(
+        bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g1"),
+        temporal=temporal_client.service_client.config.target_host, task_queue=task_queue,
+    )
+    producer = await make_producer()
+    sidecar = sidecars(env, "s1-0")
+    await sidecar.wait_ready()
+    # Paced so the stream outlasts the kills and restarts.
+    feed = asyncio.create_task(publish_paced(producer, topic, events, rate=len(events) / 12))
+    for n in range(kills):
+        await _until_delivered(temporal_client, expected, len(events) * (n + 1) // (kills + 2))
+        await sidecar.kill()  # SIGKILL: no drain, no commit
+        assert sidecar.returncode() == -signal.SIGKILL
+        sidecar = sidecars(env, f"s1-{n + 1}")
+        await sidecar.wait_ready()
+    await feed
+    result, lag = await settle(
+        temporal_client, expected, bootstrap=loom_kafka_bootstrap,
+        group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
+    )
+    letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    fault_results(Row(
+        "1. sidecar SIGKILLed mid-stream, restarted", result.sent, result.lost,
+        result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
+        f"{kills} kill(s), {result.workflows} workflows",
+        passed=result.clean and not letters,
+    ))
+    assert result.clean, result
+    assert lag == 0
+    assert not letters
+
+
+@pytest.mark.timeout(TIMEOUT)
+async def test_temporal_down_mid_stream(
+    tmp_path: Path,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+    sidecars: Callable[[dict[str, str], str], SidecarProcess],
+    fault_results: Callable[[Row], None],
+) -> None:
+    """2. Temporal (file database) down mid-stream: 0 lost, 0 dup; /readyz false, then true."""
+    started = time.monotonic()
+    outage = size(4, 10)
+    entities, per_entity = size(30, 100), size(20, 30)
+    topic, dlq = await new_topic(partitions=4), await new_topic()
+    events = step_events(unique("t2"), entities, per_entity)
+    expected = expected_by_workflow(events)
+    producer = await make_producer()
+    async with EmbeddedTemporal(db_file=tmp_path / "temporal.db") as server:
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        env = loom_env(
+            bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g2"),
+            temporal=server.address, task_queue=task_queue,
+        )
+        async with Worker(client, task_queue=task_queue, workflows=[FaultRecorder],
+                          max_concurrent_workflow_tasks=100):
+            sidecar = sidecars(env, "s2")
+            await sidecar.wait_ready()
+            readiness: list[tuple[float, int]] = []
+
+            async def watch() -> None:
+                while True:
+                    readiness.append((time.monotonic(), await sidecar.probe("/readyz")))
+                    await asyncio.sleep(0.1)
+
+            watcher = asyncio.create_task(watch())
+            feed = asyncio.create_task(
+                publish_paced(producer, topic, events, rate=len(events) / (outage + 6))
+            )
+            await _until_delivered(client, expected, len(events) // 5)
+            await server.stop()
+            down_at = time.monotonic()
+            await asyncio.sleep(outage)
+            await server.start()
+            up_at = time.monotonic()
+            await feed
+            result, lag = await settle(
+                client, expected, bootstrap=loom_kafka_bootstrap,
+                group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
+            )
+            watcher.cancel()
+            ready_after = await sidecar.probe("/readyz")
+            live = {status for _, status in readiness if status}  # 0: no answer
+            metrics = await sidecar.metrics()
+    # The sidecar probes Temporal every second (2 s deadline): readiness lags by up to 3 s.
+    during = [status for t, status in readiness if down_at <= t <= up_at + 1]
+    went_down = next((t for t, status in readiness if t >= down_at and status == 503), None)
+    back_at = next(
+        (t for t, status in readiness if went_down and t > went_down and status == 200), None
+    )
+    letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    back = f"{back_at - up_at:.1f} s after restart" if back_at else "never"
+    fault_results(Row(
+        "2. Temporal down (file db) mid-stream, restarted", result.sent, result.lost,
+        result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
+        f"outage {outage} s; /readyz 503 {went_down - down_at:.1f} s after the stop, "
+        f"200 again {back}" if went_down else f"outage {outage} s; /readyz never 503",
+        passed=result.clean and not letters,
+    ))
+    assert result.clean, result
+    assert lag == 0
+    assert went_down is not None and went_down <= up_at, f"/readyz during the outage: {during}"
+    assert back_at is not None and ready_after == 200
+    assert live <= {200, 503}, f"the HTTP server did not always answer: {live}"
+    assert "loom_in_flight" in metrics
+    assert not letters
+
+
+@pytest.mark.timeout(TIMEOUT)
+async def test_second_sidecar_joins_then_is_killed(
+    temporal_client: Client,
+    recorder_worker: Worker,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+    sidecars: Callable[[dict[str, str], str], SidecarProcess],
+    fault_results: Callable[[Row], None],
+) -> None:
+    """4. A second sidecar joins the group, then is SIGKILLed: 0 lost, 0 duplicated."""
+    started = time.monotonic()
+    entities, per_entity = size(40, 100), size(20, 30)
+    topic, dlq = await new_topic(partitions=4), await new_topic()
+    events = step_events(unique("t4"), entities, per_entity)
+    expected = expected_by_workflow(events)
+    env = loom_env(
+        bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g4"),
+        temporal=temporal_client.service_client.config.target_host, task_queue=task_queue,
+    )
+    producer = await make_producer()
+    first = sidecars(env, "s4-first")
+    await first.wait_ready()
+    feed = asyncio.create_task(publish_paced(producer, topic, events, rate=len(events) / 15))
+    await _until_delivered(temporal_client, expected, len(events) // 5)
+    second = sidecars(env, "s4-second")
+    await second.wait_ready()  # ready = owns partitions: the group rebalanced
+    deadline = time.monotonic() + 30
+    while _routed(await second.metrics()) == 0:
+        assert time.monotonic() < deadline, "the second sidecar never routed an event"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)  # let it hold some uncommitted work
+    routed_by_second = _routed(await second.metrics())
+    await second.kill()
+    await feed
+    result, lag = await settle(
+        temporal_client, expected, bootstrap=loom_kafka_bootstrap,
+        group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
+    )
+    assert first.returncode() is None, first.log_tail()
+    letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    fault_results(Row(
+        "4. second sidecar joins, then SIGKILLed (rebalances)", result.sent, result.lost,
+        result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
+        f"the second routed {routed_by_second:.0f} before its kill",
+        passed=result.clean and not letters,
+    ))
+    assert result.clean, result
+    assert lag == 0
+    assert not letters
+
+
+@pytest.mark.timeout(TIMEOUT)
+async def test_sigterm_under_heavy_traffic(
+    temporal_client: Client,
+    recorder_worker: Worker,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+    sidecars: Callable[[dict[str, str], str], SidecarProcess],
+    fault_results: Callable[[Row], None],
+) -> None:
+    """7. SIGTERM under heavy traffic: exits 0 within the drain timeout; restart: exact."""
+    started = time.monotonic()
+    drain_timeout = 10.0
+    entities, per_entity = size(100, 250), size(15, 20)
+    topic, dlq = await new_topic(partitions=4), await new_topic()
+    events = step_events(unique("t7"), entities, per_entity)
+    expected = expected_by_workflow(events)
+    env = loom_env(
+        bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g7"),
+        temporal=temporal_client.service_client.config.target_host, task_queue=task_queue,
+        max_in_flight=256, drain_timeout_s=drain_timeout,
+    )
+    producer = await make_producer()
+    # A backlog before the start and more arriving meanwhile: the pipeline is full (up to
+    # max_in_flight calls accepted) when the signal lands.
+    backlog = len(events) * 6 // 10
+    await publish(producer, topic, events[:backlog])
+    sidecar = sidecars(env, "s7-0")
+    await sidecar.wait_ready()
+    feed = asyncio.create_task(
+        publish_paced(producer, topic, events[backlog:], rate=len(events) / 4, batch=100)
+    )
+    # Signal when the sidecar is busy: many calls accepted and not finished.
+    deadline = time.monotonic() + 60
+    in_flight = 0.0
+    while in_flight < 64:
+        assert time.monotonic() < deadline, "the sidecar never had 64 calls in flight"
+        in_flight = metric_value(await sidecar.metrics(), "loom_in_flight") or 0.0
+        await asyncio.sleep(0.01)
+    sidecar.send(signal.SIGTERM)
+    term_at = time.monotonic()
+    code = await sidecar.wait(drain_timeout + 15)
+    exit_after = time.monotonic() - term_at
+    assert code is not None, f"still running {drain_timeout + 15:.0f}s after SIGTERM"
+    restarted = sidecars(env, "s7-1")
+    await restarted.wait_ready()
+    await feed
+    result, lag = await settle(
+        temporal_client, expected, bootstrap=loom_kafka_bootstrap,
+        group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
+    )
+    letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    fault_results(Row(
+        "7. SIGTERM under heavy traffic, restarted", result.sent, result.lost,
+        result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
+        f"exit code {code} after {exit_after:.1f} s (drain timeout {drain_timeout:.0f} s), "
+        f"{in_flight:.0f} calls in flight at the signal",
+        passed=result.clean and code == 0 and exit_after <= drain_timeout + 5,
+    ))
+    assert code == 0, sidecar.log_tail()
+    # The drain timeout bounds the wait for in-flight calls; closing the clients takes a bit.
+    assert exit_after <= drain_timeout + 5
+    assert result.clean, result
+    assert lag == 0
+    assert not letters

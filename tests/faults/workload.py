@@ -1,0 +1,206 @@
+"""The fault suite's workload: a recording workflow, its route, known events and the tally.
+
+The sidecar subprocess loads :data:`router` with ``--routes faults.workload:router``; the
+task queue comes from ``LOOM_FAULTS_TASK_QUEUE`` so every scenario gets its own. The
+workflow keeps every event it receives, duplicates included (no workflow-side dedup), so the
+tally sees exactly what Temporal delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.client import Client
+
+from bridge.actions import SignalWithStart
+from bridge.events import EVENT_SIGNAL, Event
+from bridge.kafka_binding import encode
+from bridge.routing import Match, Route, Router
+
+EVENT_TYPE = "faults.step"
+SOURCE = "test://faults"
+WORKFLOW_PREFIX = "fault-"
+
+
+@workflow.defn(name="FaultRecorder", sandboxed=False)
+class FaultRecorder:
+    """Records the id of every routed event it receives, in arrival order, forever."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.signal(name=EVENT_SIGNAL)
+    def on_event(self, payload: dict[str, Any]) -> None:
+        self.received.append(str(payload["id"]))
+
+    @workflow.query
+    def events(self) -> list[str]:
+        return self.received
+
+
+class Step(BaseModel):
+    entity: str
+    seq: int
+    pad: str = ""
+
+
+def make_router(task_queue: str) -> Router:
+    """The one route of the suite: ``faults.step`` -> signal-with-start ``fault-{entity}``."""
+    return Router([
+        Route(
+            "step",
+            match=Match(type=EVENT_TYPE),
+            data=Step,
+            action=SignalWithStart(
+                workflow="FaultRecorder",
+                task_queue=task_queue,
+                workflow_id=WORKFLOW_PREFIX + "{data.entity}",
+            ),
+        )
+    ])
+
+
+#: What ``loom run --routes faults.workload:router`` loads in the sidecar subprocess.
+router = make_router(os.environ.get("LOOM_FAULTS_TASK_QUEUE", "loom-faults"))
+
+
+def step_events(prefix: str, entities: int, per_entity: int) -> list[Event]:
+    """``entities * per_entity`` events, interleaved, each entity's in ``seq`` order."""
+    events = []
+    for seq in range(per_entity):
+        for n in range(entities):
+            entity = f"{prefix}-{n}"
+            events.append(
+                Event(
+                    id=f"{entity}-{seq}",
+                    source=SOURCE,
+                    type=EVENT_TYPE,
+                    data={"entity": entity, "seq": seq},
+                    extensions={"partitionkey": entity},
+                )
+            )
+    return events
+
+
+def workflow_id(event: Event) -> str:
+    return WORKFLOW_PREFIX + str(event.data["entity"])
+
+
+async def publish(producer: Any, topic: str, events: Sequence[Event]) -> None:
+    """Send ``events`` (binary mode, key = partitionkey) and wait for every ack."""
+    futures = []
+    for event in events:
+        key, value, headers = encode(event)
+        futures.append(await producer.send(topic, value=value, key=key, headers=headers))
+    await asyncio.gather(*futures)
+
+
+async def publish_paced(
+    producer: Any, topic: str, events: Sequence[Event], *, rate: float, batch: int = 50
+) -> None:
+    """Send ``events`` at about ``rate`` per second, so a fault lands mid-stream."""
+    for start in range(0, len(events), batch):
+        await publish(producer, topic, events[start : start + batch])
+        await asyncio.sleep(batch / rate)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What the workflows received compared with what was sent."""
+
+    sent: int
+    lost: int
+    duplicated: int
+    out_of_order: int
+    workflows: int
+    worst: Mapping[str, str]  # a few workflow ids with their problem, for the failure message
+
+    @property
+    def clean(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0 and self.out_of_order == 0
+
+
+def expected_by_workflow(events: Iterable[Event]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for event in events:
+        out[workflow_id(event)].append(event.id)
+    return dict(out)
+
+
+def tally(expected: Mapping[str, Sequence[str]], seen: Mapping[str, Sequence[str]]) -> Tally:
+    """Count lost, duplicated and out-of-order events per workflow.
+
+    Out of order: received ids (first occurrences) whose position in the expected sequence is
+    lower than that of an id received before them.
+    """
+    lost = duplicated = out_of_order = sent = 0
+    worst: dict[str, str] = {}
+    for wf_id, want in expected.items():
+        got = list(seen.get(wf_id, []))
+        sent += len(want)
+        position = {event_id: i for i, event_id in enumerate(want)}
+        first: list[str] = []
+        seen_ids: set[str] = set()
+        dup = 0
+        for event_id in got:
+            if event_id in seen_ids:
+                dup += 1
+            else:
+                seen_ids.add(event_id)
+                first.append(event_id)
+        missing = [e for e in want if e not in seen_ids]
+        disorder = 0
+        highest = -1
+        for event_id in first:
+            pos = position.get(event_id, -1)
+            if pos < highest:
+                disorder += 1
+            highest = max(highest, pos)
+        lost += len(missing)
+        duplicated += dup
+        out_of_order += disorder
+        if (missing or dup or disorder) and len(worst) < 5:
+            worst[wf_id] = f"missing={missing[:3]} dup={dup} disorder={disorder} got={len(got)}"
+    return Tally(sent, lost, duplicated, out_of_order, len(expected), worst)
+
+
+async def query_all(client: Client, workflow_ids: Iterable[str]) -> dict[str, list[str]]:
+    """The received ids of every workflow (empty for a workflow that never started)."""
+    sem = asyncio.Semaphore(32)
+
+    async def one(wf_id: str) -> tuple[str, list[str]]:
+        async with sem:
+            try:
+                got = await client.get_workflow_handle(wf_id).query(FaultRecorder.events)
+            except Exception:
+                return wf_id, []
+            return wf_id, list(got)
+
+    return dict(await asyncio.gather(*(one(w) for w in workflow_ids)))
+
+
+async def wait_delivered(
+    client: Client, expected: Mapping[str, Sequence[str]], timeout: float
+) -> dict[str, list[str]]:
+    """Query until every workflow holds at least its expected count (or ``timeout``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = set(expected)
+    seen: dict[str, list[str]] = {}
+    while True:
+        seen.update(await query_all(client, pending))
+        pending = {w for w in pending if len(set(seen[w])) < len(expected[w])}
+        if not pending or loop.time() > deadline:
+            return seen
+        await asyncio.sleep(0.5)
