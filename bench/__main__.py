@@ -1,0 +1,55 @@
+"""``python -m bench``: the loom against the Temporal ceiling and a hand-written loop.
+
+Examples::
+
+    .venv/bin/python -m bench                 # the comparison (a few minutes)
+    .venv/bin/python -m bench --soak          # 200,000 events through the loom, RSS over time
+    .venv/bin/python -m bench --smoke         # a tiny run: checks the harness, not the speed
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.run import Options, main
+
+
+def parse(argv: list[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=20_000, help="events per ceiling/loom run")
+    p.add_argument("--naive-events", type=int, default=None,
+                   help="events for the naive loop (default: min(events, 5000): it is slow)")
+    p.add_argument("--workflows", type=int, default=500, help="distinct workflow ids")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--concurrency", type=int, default=256,
+                   help="the loom's max_in_flight, and the ceiling's concurrent calls")
+    p.add_argument("--latency-events", type=int, default=None,
+                   help="paced events for the loom's latency (default: events / 10)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="rounds of ceiling/naive/loom, in alternating order (figures: means)")
+    p.add_argument("--soak", action="store_true", help="200,000 events through the loom")
+    p.add_argument("--soak-events", type=int, default=200_000)
+    p.add_argument("--smoke", action="store_true", help="a tiny run of everything")
+    a = p.parse_args(argv)
+    if a.smoke:
+        return Options(
+            events=100, naive_events=20, workflows=20, partitions=a.partitions,
+            concurrency=a.concurrency, latency_events=20, soak=a.soak, soak_events=300,
+            router_rounds=5_000, warmup_events=0, rounds=1,
+        )
+    return Options(
+        events=a.events,
+        naive_events=a.naive_events if a.naive_events is not None else min(a.events, 5_000),
+        workflows=a.workflows,
+        partitions=a.partitions,
+        concurrency=a.concurrency,
+        latency_events=a.latency_events if a.latency_events is not None else max(1, a.events // 10),
+        soak=a.soak,
+        soak_events=a.soak_events,
+        rounds=a.rounds,
+    )
+
+
+if __name__ == "__main__":
+    main(parse())

@@ -1,0 +1,269 @@
+"""One measured path (or the worker) in its own process: ``python -m bench.child MODE CONFIG``.
+
+Each path runs alone in its process, so its CPU time (``time.process_time``: every thread,
+including the Temporal SDK's Rust core and aiokafka) and its RSS are its own. The process
+talks to the orchestrator with JSON lines on stdout:
+
+- ``{"event": "ready"}`` once connected (worker) or subscribed;
+- ``{"event": "window"}`` when its measured window opens (first record consumed, or first call);
+- ``{"event": "throughput", ...}`` (loom only) once the backlog is committed: the orchestrator
+  then produces the paced latency events;
+- ``{"event": "result", ...}`` at the end.
+
+Modes: ``worker`` (runs ``BenchWorkflow`` until SIGTERM), ``ceiling``, ``naive``, ``loom``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import resource
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from bench.workload import WORKFLOW_TYPE, BenchWorkflow, bench_router, make_event, naive_payload
+from bridge.actions import Outcome
+from bridge.consumer import Loom, _Job, running
+from bridge.events import EVENT_SIGNAL
+from bridge.kafka_binding import Record
+from bridge.observability import metric_total
+from bridge.settings import LoomSettings
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process, from /proc."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def connect(cfg: dict[str, Any]) -> Client:
+    return await Client.connect(cfg["temporal"], data_converter=pydantic_data_converter)
+
+
+async def start_signal(client: Client, cfg: dict[str, Any], wf: str, payload: Any) -> None:
+    """The call a user writes by hand: signal-with-start through the high-level client."""
+    await client.start_workflow(
+        WORKFLOW_TYPE,
+        id=wf,
+        task_queue=cfg["task_queue"],
+        start_signal=EVENT_SIGNAL,
+        start_signal_args=[payload],
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+
+
+# --- worker --------------------------------------------------------------------------------
+
+
+async def run_worker(cfg: dict[str, Any]) -> None:
+    client = await connect(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Worker(client, task_queue=cfg["task_queue"], workflows=[BenchWorkflow]):
+        emit("ready")
+        await stop.wait()
+
+
+# --- ceiling: the Temporal client alone ------------------------------------------------------
+
+
+async def run_ceiling(cfg: dict[str, Any]) -> None:
+    client = await connect(cfg)
+    n_events, workflows, phase = cfg["events"], cfg["workflows"], cfg["phase"]
+    calls = [
+        (ev.data["wf"], ev.to_payload())
+        for ev in (make_event(phase, n, workflows) for n in range(n_events))
+    ]
+    emit("ready")
+    work: Iterator[tuple[str, Any]] = iter(calls)
+
+    async def lane() -> None:
+        for wf, payload in work:
+            await start_signal(client, cfg, wf, payload)
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    emit("window")
+    await asyncio.gather(*(lane() for _ in range(cfg["concurrency"])))
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    emit("result", events=n_events, seconds=elapsed, eps=n_events / elapsed,
+         cpu_us_per_event=cpu / n_events * 1e6, rss_mb=peak_rss_mb())
+
+
+# --- naive: one awaited call per record, auto-commit --------------------------------------------
+
+
+async def run_naive(cfg: dict[str, Any]) -> None:
+    client = await connect(cfg)
+    n_events = cfg["events"]
+    consumer = AIOKafkaConsumer(
+        cfg["topic"],
+        bootstrap_servers=cfg["bootstrap"],
+        group_id=f"naive-{cfg['phase']}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=True,
+    )
+    await consumer.start()
+    emit("ready")
+    done = 0
+    cpu0 = t0 = 0.0
+    try:
+        async for rec in consumer:
+            if done == 0:
+                cpu0, t0 = time.process_time(), time.perf_counter()
+                emit("window")
+            wf, payload = naive_payload(list(rec.headers), rec.value)
+            await start_signal(client, cfg, wf, payload)
+            done += 1
+            if done >= n_events:
+                break
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    finally:
+        await consumer.stop()
+    emit("result", events=n_events, seconds=elapsed, eps=n_events / elapsed,
+         cpu_us_per_event=cpu / n_events * 1e6, rss_mb=peak_rss_mb())
+
+
+# --- loom ----------------------------------------------------------------------------------------
+
+
+class TimedLoom(Loom):
+    """The loom, unchanged, plus stamps: first record taken, and (while the paced latency
+    phase runs) produce -> taken and taken -> Temporal acknowledgement per record."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first: float | None = None
+        self.first_cpu = 0.0
+        self.acked = 0
+        self.timing = False
+        self.latency_ms: list[float] = []  # produce (Kafka CreateTime) -> Temporal ack
+        self.consume_ms: list[float] = []  # produce -> taken from the consumer
+        self.call_ms: list[float] = []  # taken -> ack: dispatch queue + the Temporal call
+        self._taken: dict[tuple[int, int], float] = {}
+
+    async def _take(self, tp: TopicPartition, record: Record) -> None:
+        if self.first is None:
+            self.first, self.first_cpu = time.perf_counter(), time.process_time()
+        if self.timing and record.timestamp is not None:
+            now = time.time() * 1000
+            self.consume_ms.append(now - record.timestamp)
+            self._taken[record.partition, record.offset] = now
+        await super()._take(tp, record)
+
+    def _on_done(self, job: _Job, result: tuple[Outcome, Any]) -> None:
+        super()._on_done(job, result)
+        self.acked += 1
+        record = job.record
+        if self.timing and record.timestamp is not None:
+            now = time.time() * 1000
+            self.latency_ms.append(now - record.timestamp)
+            taken = self._taken.pop((record.partition, record.offset), None)
+            if taken is not None:
+                self.call_ms.append(now - taken)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def run_loom(cfg: dict[str, Any]) -> None:
+    client = await connect(cfg)
+    n_events, n_latency = cfg["events"], cfg["latency_events"]
+    settings = LoomSettings.model_validate({
+        "kafka": {
+            "bootstrap": cfg["bootstrap"], "topics": [cfg["topic"]],
+            "deadletter_topic": cfg["deadletter_topic"], "group_id": f"loom-{cfg['phase']}",
+        },
+        "dispatch": {"max_in_flight": cfg["concurrency"]},
+        "http_port": 0,
+    })
+    loom = TimedLoom(bench_router(cfg["task_queue"]), client, settings)
+    rss_series: list[tuple[float, int, float]] = []
+
+    def committed() -> float:
+        return metric_total(loom.metrics.committed)
+
+    async with running(loom):
+        emit("ready")
+        while loom.first is None:
+            await asyncio.sleep(0.001)
+        t0, cpu0 = loom.first, loom.first_cpu
+        emit("window")
+        next_sample = 0.0
+        while committed() < n_events:
+            now = time.perf_counter() - t0
+            if now >= next_sample:
+                rss_series.append((round(now, 1), loom.acked, round(rss_mb(), 1)))
+                next_sample += cfg["rss_every_s"]
+            if loom.error is not None:
+                raise loom.error
+            await asyncio.sleep(0.01)
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        rss_series.append((round(elapsed, 1), loom.acked, round(rss_mb(), 1)))
+        eps = n_events / elapsed
+        loom.timing = bool(n_latency)
+        emit("throughput", eps=eps)
+        if n_latency:
+            while committed() < n_events + n_latency:
+                await asyncio.sleep(0.02)
+            loom.timing = False
+    latencies = loom.latency_ms
+    emit(
+        "result",
+        events=n_events,
+        seconds=elapsed,
+        eps=eps,
+        cpu_us_per_event=cpu / n_events * 1e6,
+        rss_mb=peak_rss_mb(),
+        rss_series=rss_series,
+        latency_events=len(latencies),
+        p50_ms=percentile(latencies, 0.50),
+        p99_ms=percentile(latencies, 0.99),
+        consume_p50_ms=percentile(loom.consume_ms, 0.50),
+        consume_p99_ms=percentile(loom.consume_ms, 0.99),
+        call_p50_ms=percentile(loom.call_ms, 0.50),
+        call_p99_ms=percentile(loom.call_ms, 0.99),
+        deadlettered=metric_total(loom.metrics.deadlettered),
+        duplicates=metric_total(loom.metrics.routed, outcome=Outcome.DUPLICATE.value),
+        pauses=metric_total(loom.metrics.paused),
+    )
+
+
+MODES = {"worker": run_worker, "ceiling": run_ceiling, "naive": run_naive, "loom": run_loom}
+
+
+def main(argv: list[str]) -> None:
+    mode, cfg = argv[0], json.loads(argv[1])
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(MODES[mode](cfg))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,401 @@
+"""The orchestrator of ``python -m bench``: servers once, then each path in its own process.
+
+Order of a full run: a warm-up (ceiling, small), ceiling, naive loop, loom, ceiling again.
+The ratio uses the higher of the two ceilings, so drift of the server over the run (it holds
+more workflows as it goes) never flatters the loom. Every path sends the same events (one
+per record, binary mode, ~300 bytes of data) to the same ``BenchWorkflow`` run by the same
+worker process; each phase uses its own topic and its own workflow ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+from rich.table import Table
+
+from bench import router_bench
+from bench.workload import make_event
+from bridge.dev import EmbeddedKafka, EmbeddedTemporal, create_topic
+from bridge.kafka_binding import encode
+
+TARGETS = {
+    "ratio_ceiling": 0.9,
+    "ratio_naive": 1.5,
+    "cpu_us_per_event": 150.0,
+    "router_mps_10k": 200_000.0,
+    "soak_rss_growth_pct": 10.0,
+}
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What ``python -m bench`` measures (see ``bench/__main__.py`` for the flags)."""
+
+    events: int = 20_000
+    workflows: int = 500
+    partitions: int = 4
+    concurrency: int = 256
+    naive_events: int = 5_000
+    latency_events: int = 2_000
+    latency_load: float = 0.5
+    soak: bool = False
+    soak_events: int = 200_000
+    router_rounds: int = 200_000
+    warmup_events: int = 1_000
+    rounds: int = 2
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (everything but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / _TICK
+
+
+class Child:
+    """A ``bench.child`` process: JSON lines in, stopped by its own pid."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, mode: str) -> None:
+        self.proc = proc
+        self.mode = mode
+
+    @classmethod
+    async def start(cls, mode: str, cfg: dict[str, Any]) -> Child:
+        argv = [sys.executable, "-m", "bench.child", mode, json.dumps(cfg)]
+        # BENCH_PYSPY=loom:/tmp/loom.txt profiles one path with py-spy (pip install py-spy).
+        spy_mode, _, spy_out = os.environ.get("BENCH_PYSPY", "").partition(":")
+        if spy_mode == mode:
+            argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
+                    "--format", "raw", "--threads", "-o", spy_out or f"/tmp/{mode}.txt", "--", *argv]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(proc, mode)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def expect(self, event: str) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                code = await self.proc.wait()
+                raise RuntimeError(f"bench child {self.mode!r} exited ({code}) before {event!r}")
+            try:
+                msg: dict[str, Any] = json.loads(line)
+            except ValueError:
+                sys.stderr.write(line.decode(errors="replace"))  # stray output: pass it on
+                continue
+            if msg.get("event") == event:
+                return msg
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Wait ``grace`` seconds for the process to exit by itself, then SIGTERM it."""
+        if grace:
+            try:
+                async with asyncio.timeout(grace):
+                    await self.proc.wait()
+            except TimeoutError:
+                pass
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        await self.proc.wait()
+
+
+class Bench:
+    def __init__(self, opts: Options, temporal: EmbeddedTemporal, kafka: EmbeddedKafka) -> None:
+        self.opts = opts
+        self.temporal = temporal
+        self.kafka = kafka
+        self.task_queue = f"bench-{uuid.uuid4().hex[:8]}"
+        self.worker: Child | None = None
+        self.producer: Any = None
+
+    def others(self) -> dict[str, float]:
+        """CPU seconds so far of the other processes sharing the cores, and of the machine."""
+        return {
+            "temporal": cpu_seconds(self.temporal.pid),
+            "broker": cpu_seconds(self.kafka.pid),
+            "worker": cpu_seconds(self.worker.pid if self.worker else None),
+            "machine": machine_busy_seconds(),
+            "wall": time.perf_counter(),
+        }
+
+    def cfg(self, phase: str, events: int, **extra: Any) -> dict[str, Any]:
+        return {
+            "temporal": self.temporal.address, "bootstrap": self.kafka.bootstrap,
+            "task_queue": self.task_queue, "phase": phase, "events": events,
+            "workflows": self.opts.workflows, "concurrency": self.opts.concurrency, **extra,
+        }
+
+    async def topic(self, phase: str) -> str:
+        name = f"bench-{phase}-{uuid.uuid4().hex[:6]}"
+        await create_topic(self.kafka.bootstrap, name, self.opts.partitions)
+        return name
+
+    async def produce(self, topic: str, phase: str, first: int, count: int,
+                      rate: float | None = None) -> None:
+        """Produce events ``first .. first+count-1``; at ``rate`` per second when given."""
+        started = time.perf_counter()
+        futures = []
+        for i in range(count):
+            if rate is not None:
+                due = started + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0.002:
+                    await asyncio.sleep(delay)
+            key, value, headers = encode(make_event(phase, first + i, self.opts.workflows))
+            futures.append(await self.producer.send(
+                topic, value=value, key=key, headers=headers,
+                timestamp_ms=int(time.time() * 1000),
+            ))
+            if len(futures) >= 5_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+
+    async def phase(self, mode: str, phase: str, events: int, **extra: Any) -> dict[str, Any]:
+        """Run one path in its own process and return its figures."""
+        topic = None
+        if mode != "ceiling":
+            topic = await self.topic(phase)
+            await self.produce(topic, phase, 0, events)
+        cfg = self.cfg(phase, events, topic=topic, **extra)
+        if mode == "loom":
+            cfg["deadletter_topic"] = await self.topic(f"{phase}-dlq")
+        child = await Child.start(mode, cfg)
+        try:
+            await child.expect("ready")
+            await child.expect("window")
+            before = self.others()
+            if mode == "loom":
+                thr = await child.expect("throughput")
+                after = self.others()
+                if extra.get("latency_events"):
+                    rate = max(1.0, thr["eps"] * self.opts.latency_load)
+                    extra["latency_rate"] = rate
+                    await self.produce(topic or "", phase, events, extra["latency_events"], rate)
+                result = await child.expect("result")
+            else:
+                result = await child.expect("result")
+                after = self.others()
+        finally:
+            await child.stop(grace=30.0)
+        delta = {name: after[name] - before[name] for name in after}
+        result["others_us_per_event"] = {
+            name: delta[name] / events * 1e6 for name in ("temporal", "broker", "worker")
+        }
+        # Load from outside this benchmark (other jobs on the machine), in cores.
+        ours = result["cpu_us_per_event"] * events / 1e6
+        ours += delta["temporal"] + delta["broker"] + delta["worker"]
+        result["foreign_cores"] = max(0.0, delta["machine"] - ours) / delta["wall"]
+        result["mode"], result["phase"] = mode, phase
+        if "latency_rate" in extra:
+            result["latency_rate"] = extra["latency_rate"]
+        return result
+
+    async def __aenter__(self) -> Bench:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.kafka.bootstrap, enable_idempotence=False, linger_ms=5,
+            max_batch_size=256 * 1024,
+        )
+        await self.producer.start()
+        self.worker = await Child.start("worker", self.cfg("worker", 0))
+        await self.worker.expect("ready")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+
+
+def router_figures(rounds: int) -> dict[int, float]:
+    return {size: router_bench.measure(size, rounds) for size in router_bench.SIZES}
+
+
+async def comparison(opts: Options, console: Console) -> dict[str, Any]:
+    async with EmbeddedTemporal() as temporal, EmbeddedKafka() as kafka, \
+            Bench(opts, temporal, kafka) as bench:
+        console.print(f"[dim]servers up: temporal pid {temporal.pid}, broker pid {kafka.pid}, "
+                      f"worker pid {bench.worker.pid if bench.worker else '?'}[/dim]")
+        runs: list[dict[str, Any]] = []
+        if opts.warmup_events:
+            await bench.phase("ceiling", "warmup", opts.warmup_events)
+        loom_extra = {"latency_events": opts.latency_events, "rss_every_s": 1.0}
+        paths: list[tuple[str, int, dict[str, Any]]] = [
+            ("ceiling", opts.events, {}),
+            ("naive", opts.naive_events, {}),
+            ("loom", opts.events, loom_extra),
+        ]
+        for n in range(1, opts.rounds + 1):
+            # Alternate the order: the server holds more workflows as the run goes on.
+            for mode, events, extra in paths if n % 2 else paths[::-1]:
+                phase = f"{mode}-{n}"
+                console.print(f"[dim]{phase}: {events:,} events ...[/dim]")
+                runs.append(await bench.phase(mode, phase, events, **dict(extra)))
+    router = router_figures(opts.router_rounds)
+    return summarize(runs, router, opts)
+
+
+async def soak(opts: Options, console: Console) -> dict[str, Any]:
+    async with EmbeddedTemporal() as temporal, EmbeddedKafka() as kafka, \
+            Bench(opts, temporal, kafka) as bench:
+        console.print(f"[dim]soak: producing {opts.soak_events:,} events ...[/dim]")
+        run = await bench.phase("loom", "soak", opts.soak_events, latency_events=0,
+                                rss_every_s=2.0)
+    series = run["rss_series"]
+    # Growth after warm-up: from the first sample past 10% of the events to the last one.
+    base = next((s for s in series if s[1] >= opts.soak_events * 0.1), series[0])
+    growth = (series[-1][2] - base[2]) / base[2] * 100
+    return {"run": run, "base": base, "growth_pct": growth, "series": series}
+
+
+def summarize(runs: list[dict[str, Any]], router: dict[int, float],
+              opts: Options) -> dict[str, Any]:
+    def mean(mode: str, key: str) -> float:
+        values = [float(r[key]) for r in runs if r["mode"] == mode]
+        return sum(values) / len(values)
+
+    loom_eps, ceiling_eps, naive_eps = (mean(m, "eps") for m in ("loom", "ceiling", "naive"))
+    return {
+        "runs": runs,
+        "router": router,
+        "loom_eps": loom_eps,
+        "ceiling_eps": ceiling_eps,
+        "naive_eps": naive_eps,
+        "ratio_ceiling": loom_eps / ceiling_eps,
+        "ratio_naive": loom_eps / naive_eps,
+        "p50_ms": mean("loom", "p50_ms"),
+        "p99_ms": mean("loom", "p99_ms"),
+        "cpu_us_per_event": mean("loom", "cpu_us_per_event"),
+        "rss_mb": max(r["rss_mb"] for r in runs if r["mode"] == "loom"),
+        "router_mps_10k": router[10_000],
+        "foreign_cores": sum(r["foreign_cores"] for r in runs) / len(runs),
+    }
+
+
+def _f(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def render(summary: dict[str, Any], opts: Options, console: Console) -> None:
+    table = Table(title=(
+        f"temporal-loom on {os.cpu_count()} cores shared by broker, Temporal server, worker "
+        f"and the measured path - {opts.partitions} partitions, {opts.workflows} workflow ids, "
+        f"concurrency {opts.concurrency}, binary-mode CloudEvents"
+    ))
+    for col in ("run", "events", "s", "events/s", "÷ mean ceiling", "own CPU µs/ev",
+                "peak RSS MB", "server µs/ev", "broker µs/ev", "worker µs/ev", "foreign cores"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for r in summary["runs"]:
+        o = r["others_us_per_event"]
+        table.add_row(
+            r["phase"], _f(r["events"]), _f(r["seconds"], 1), _f(r["eps"]),
+            _f(r["eps"] / summary["ceiling_eps"], 2), _f(r["cpu_us_per_event"]),
+            _f(r["rss_mb"], 1), _f(o["temporal"]), _f(o["broker"]), _f(o["worker"]),
+            _f(r["foreign_cores"], 2),
+        )
+    console.print(table)
+    for loom in (r for r in summary["runs"] if r["mode"] == "loom"):
+        console.print(
+            f"{loom['phase']} latency, {loom['latency_events']:,} events produced at "
+            f"{_f(loom.get('latency_rate', 0))}/s ({opts.latency_load:.0%} of its throughput): "
+            f"produce -> Temporal ack p50 {_f(loom['p50_ms'], 1)} ms, p99 {_f(loom['p99_ms'], 1)} ms "
+            f"(produce -> taken p50 {_f(loom['consume_p50_ms'], 1)} / p99 "
+            f"{_f(loom['consume_p99_ms'], 1)}; taken -> ack p50 {_f(loom['call_p50_ms'], 1)} / p99 "
+            f"{_f(loom['call_p99_ms'], 1)}); dead-lettered {loom['deadlettered']:.0f}, "
+            f"duplicates {loom['duplicates']:.0f}, partition pauses {loom['pauses']:.0f}"
+        )
+    rt = Table(title="router.match (bench/router_bench.py)")
+    rt.add_column("exact-type routes", justify="right")
+    rt.add_column("matches/s", justify="right")
+    for size, rate in summary["router"].items():
+        rt.add_row(_f(size), _f(rate))
+    console.print(rt)
+    targets = Table(title=f"targets (means over {opts.rounds} rounds)")
+    for col in ("figure", "value", "target", ""):
+        targets.add_column(col)
+    checks = [
+        ("ratio_ceiling", summary["ratio_ceiling"], ">=", 2),
+        ("ratio_naive", summary["ratio_naive"], ">=", 2),
+        ("cpu_us_per_event", summary["cpu_us_per_event"], "<=", 0),
+        ("router_mps_10k", summary["router_mps_10k"], ">=", 0),
+    ]
+    for name, value, op, digits in checks:
+        goal = TARGETS[name]
+        met = value >= goal if op == ">=" else value <= goal
+        targets.add_row(name, _f(value, digits), f"{op} {_f(goal, digits)}",
+                        "met" if met else "[bold red]missed[/bold red]")
+    console.print(targets)
+
+
+def render_soak(result: dict[str, Any], console: Console) -> None:
+    run = result["run"]
+    table = Table(title=f"soak: {run['events']:,} events through the loom, RSS of the loom process")
+    for col in ("s", "acked", "RSS MB"):
+        table.add_column(col, justify="right")
+    series = result["series"]
+    step = max(1, len(series) // 20)
+    for s in [*series[::step], series[-1]] if series[-1] not in series[::step] else series[::step]:
+        table.add_row(_f(s[0], 1), _f(s[1]), _f(s[2], 1))
+    console.print(table)
+    console.print(
+        f"soak: {_f(run['eps'])} events/s, {_f(run['cpu_us_per_event'])} µs CPU/event, "
+        f"RSS {_f(result['base'][2], 1)} MB at {_f(result['base'][1])} acked -> "
+        f"{_f(series[-1][2], 1)} MB at the end: growth {result['growth_pct']:+.1f}% "
+        f"(target < {TARGETS['soak_rss_growth_pct']:.0f}%), peak {_f(run['rss_mb'], 1)} MB; "
+        f"dead-lettered {run['deadlettered']:.0f}"
+    )
+
+
+def main(opts: Options) -> dict[str, Any]:
+    """Run the benchmark, print the tables, and print the summary as the last JSON line."""
+    console = Console(width=int(os.environ.get("COLUMNS", "132")))
+    if opts.soak:
+        result = asyncio.run(soak(opts, console))
+        render_soak(result, console)
+        run = result["run"]
+        out = {
+            "soak_events": run["events"], "soak_eps": round(run["eps"], 1),
+            "cpu_us_per_event": round(run["cpu_us_per_event"], 1),
+            "rss_mb": round(run["rss_mb"], 1), "rss_base_mb": result["base"][2],
+            "rss_end_mb": result["series"][-1][2],
+            "soak_rss_growth_pct": round(result["growth_pct"], 2),
+        }
+    else:
+        summary = asyncio.run(comparison(opts, console))
+        render(summary, opts, console)
+        out = {k: v for k, v in summary.items() if k not in ("runs", "router")}
+        out["router_mps_1"] = summary["router"][1]
+        out["router_mps_100"] = summary["router"][100]
+        out = {k: round(v, 3 if k.startswith("ratio") else 1) for k, v in out.items()}
+    print(json.dumps(out), flush=True)
+    return out

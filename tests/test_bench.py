@@ -1,0 +1,29 @@
+"""Smoke of ``python -m bench --smoke``: the harness runs end to end. Never about speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = {
+    "loom_eps", "ceiling_eps", "naive_eps", "ratio_ceiling", "ratio_naive", "p99_ms",
+    "cpu_us_per_event", "rss_mb", "router_mps_10k",
+}
+
+
+def test_smoke_run_prints_the_summary_as_the_last_json_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke"],
+        cwd=ROOT, capture_output=True, text=True, timeout=150, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary.keys() >= KEYS
+    assert "router.match" in proc.stdout  # the tables were printed too
