@@ -299,3 +299,14 @@ def test_worker_runs_the_entry_point_with_the_flags(
     assert calls == [("settings", "t:1"), ("env", "t:2")]
     code, output = invoke("worker", "--entry", f"{mod}:nothing_here")
     assert code == 2 and "--entry" in output
+
+
+def test_console_script_lists_every_command() -> None:
+    import subprocess
+
+    script = Path(sys.executable).parent / "loom"  # beside the interpreter: PATH may lack it
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60,
+                            check=False, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    for command in ("run", "worker", "check", "routes", "publish", "dlq"):
+        assert f"│ {command} " in result.stdout, result.stdout

@@ -1,0 +1,214 @@
+"""``loom publish`` and ``loom dlq``: the commands that write or read Kafka records.
+
+Registered on :data:`bridge.cli.app` when :mod:`bridge.cli` is imported; kept apart so each
+module stays small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from bridge.cli import (
+    EXIT_SETTINGS,
+    Bootstrap,
+    _overrides,
+    app,
+    dlq_app,
+    fail,
+    out,
+    settings_from,
+)
+from bridge.deadletter import DeadLetter
+from bridge.events import Event
+from bridge.settings import LoomSettings
+
+__all__ = ["dlq_list", "dlq_redrive", "publish"]
+
+
+# --- loom publish --------------------------------------------------------------------------------
+
+
+def _parse_ext(pairs: list[str]) -> dict[str, str]:
+    ext: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            fail(f"--ext: expected NAME=VALUE, got {pair!r}", EXIT_SETTINGS)
+        ext[name] = value
+    return ext
+
+
+def _event_from_flags(
+    file: Path | None,
+    type_: str | None,
+    source: str | None,
+    id_: str | None,
+    subject: str | None,
+    data: str | None,
+    content_type: str | None,
+    ext: list[str],
+) -> Event:
+    payload: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"--file: cannot read a JSON event from {file}: {exc}", EXIT_SETTINGS)
+        if not isinstance(loaded, dict):
+            fail(f"--file: {file} holds no JSON object", EXIT_SETTINGS)
+        payload.update(loaded)
+    flags = {"type": type_, "source": source, "id": id_, "subject": subject,
+             "datacontenttype": content_type}
+    payload.update({k: v for k, v in flags.items() if v is not None})
+    if data is not None:
+        try:
+            payload["data"] = json.loads(data)
+        except ValueError as exc:
+            fail(f"--data: not JSON: {exc}", EXIT_SETTINGS)
+    payload.update(_parse_ext(ext))
+    payload.setdefault("id", str(uuid.uuid4()))
+    missing = [name for name in ("type", "source") if not payload.get(name)]
+    if missing:
+        fail("missing " + ", ".join(f"--{m}" for m in missing) + " (or --file)", EXIT_SETTINGS)
+    try:
+        return Event.from_payload(payload)
+    except (KeyError, TypeError, ValueError) as exc:
+        fail(f"invalid event: {exc}", EXIT_SETTINGS)
+
+
+@app.command()
+def publish(
+    type_: Annotated[str | None, typer.Option("--type", help="CloudEvent type.")] = None,
+    source: Annotated[str | None, typer.Option(help="CloudEvent source.")] = None,
+    id_: Annotated[str | None, typer.Option("--id", help="CloudEvent id (a UUID when omitted).")] = None,
+    subject: Annotated[str | None, typer.Option(help="CloudEvent subject.")] = None,
+    data: Annotated[str | None, typer.Option(help="Event data as JSON.")] = None,
+    content_type: Annotated[str | None, typer.Option("--content-type", help="datacontenttype.")] = None,
+    ext: Annotated[list[str] | None, typer.Option("--ext", help="Extension NAME=VALUE; repeatable.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Event in CloudEvents JSON format; flags override its attributes.")] = None,
+    key: Annotated[str | None, typer.Option(help="Kafka key (default: the partitionkey extension).")] = None,
+    mode: Annotated[str, typer.Option(help="binary or structured.")] = "binary",
+    topic: Annotated[str | None, typer.Option(help="Target topic (default: the first consumed topic).")] = None,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Publish one CloudEvent to Kafka, to drive workflows from the shell."""
+    from bridge.operations import publish_event
+
+    if mode not in ("binary", "structured"):
+        fail(f"--mode: expected binary or structured, got {mode!r}", EXIT_SETTINGS)
+    settings = settings_from(_overrides(bootstrap=bootstrap))
+    event = _event_from_flags(file, type_, source, id_, subject, data, content_type, ext or [])
+    target = topic or (settings.kafka.topics[0] if settings.kafka.topics else None)
+    if not target:
+        fail("--topic is required (LOOM_KAFKA__TOPICS is empty)", EXIT_SETTINGS)
+    try:
+        where = asyncio.run(
+            publish_event(settings, event, target, mode=mode, key=key)  # type: ignore[arg-type]
+        )
+    except ValueError as exc:
+        fail(f"cannot encode the event: {exc}", EXIT_SETTINGS)
+    except Exception as exc:  # connection problems: one line, not a traceback
+        fail(f"publish to {settings.kafka.bootstrap} failed: {type(exc).__name__}: {exc}")
+    out.print(f"published {event.type} id={event.id} to {where.topic}[{where.partition}]@{where.offset}")
+
+
+# --- loom dlq ------------------------------------------------------------------------------------
+
+DlqTopic = Annotated[
+    str | None,
+    typer.Option("--dlq-topic", help="Dead-letter topic (LOOM_KAFKA__DEADLETTER_TOPIC)."),
+]
+
+
+def _letter_id(letter: DeadLetter) -> str:
+    return f"{letter.record.partition}:{letter.record.offset}"
+
+
+def _load_letters(settings: LoomSettings, topic: str | None) -> list[DeadLetter]:
+    from bridge.operations import read_deadletters
+
+    try:
+        return asyncio.run(read_deadletters(settings, topic=topic))
+    except Exception as exc:  # connection problems: one line, not a traceback
+        fail(f"cannot read the dead-letter topic: {type(exc).__name__}: {exc}")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    reason: Annotated[str | None, typer.Option(help="Only this reason (e.g. unmatched).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per record.")] = False,
+    dlq_topic: DlqTopic = None,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """List dead-lettered records with their error headers."""
+    settings = settings_from(_overrides(bootstrap=bootstrap, deadletter_topic=dlq_topic))
+    letters = [
+        d for d in _load_letters(settings, None) if reason is None or d.info.get("reason") == reason
+    ]
+    if as_json:
+        for d in letters:
+            out.print_json(json.dumps({"dlq_offset": _letter_id(d), **d.info}), indent=None)
+        return
+    table = Table(title=f"{settings.kafka.deadletter_topic}: {len(letters)} records")
+    for column in ("offset", "reason", "route", "original", "message"):
+        table.add_column(column, overflow="fold")
+    for d in letters:
+        i = d.info
+        table.add_row(
+            _letter_id(d), i.get("reason", ""), i.get("route", ""),
+            f"{i.get('topic', '')}[{i.get('partition', '')}]@{i.get('offset', '')}",
+            i.get("message", "")[:200],
+        )
+    out.print(table)
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    offset: Annotated[
+        list[str] | None,
+        typer.Option("--offset", help="Dead-letter offset to re-drive, N (partition 0) or P:N; repeatable."),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Re-drive every record (after filters).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Only records with this reason.")] = None,
+    to_topic: Annotated[str | None, typer.Option("--to-topic", help="Send here instead of the original topic.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent.")] = False,
+    dlq_topic: DlqTopic = None,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Re-drive dead-lettered records, byte for byte, to their original topic."""
+    from bridge.operations import redrive
+
+    if not offset and not all_ and reason is None:
+        fail("choose records: --offset N (repeatable), --reason R or --all", EXIT_SETTINGS)
+    wanted = {o if ":" in o else f"0:{o}" for o in offset or []}
+    settings = settings_from(_overrides(bootstrap=bootstrap, deadletter_topic=dlq_topic))
+    letters = [
+        d for d in _load_letters(settings, None)
+        if (not wanted or _letter_id(d) in wanted)
+        and (reason is None or d.info.get("reason") == reason)
+    ]
+    unknown = wanted - {_letter_id(d) for d in letters}
+    if unknown and reason is None:
+        fail(f"no dead-lettered record at offset(s) {', '.join(sorted(unknown))}")
+    if dry_run:
+        for d in letters:
+            out.print(f"would re-drive {_letter_id(d)} to {to_topic or d.original_topic}")
+        return
+
+    def sent(letter: DeadLetter, topic: str) -> None:
+        out.print(f"re-drove {_letter_id(letter)} ({letter.info.get('reason', '')}) to {topic}")
+
+    try:
+        count = asyncio.run(redrive(settings, letters, topic=to_topic, on_sent=sent))
+    except ValueError as exc:
+        fail(str(exc))
+    except Exception as exc:  # connection problems: one line, not a traceback
+        fail(f"re-drive failed: {type(exc).__name__}: {exc}")
+    out.print(f"{count} record(s) re-driven")
