@@ -258,6 +258,24 @@ def worker(
     raise typer.Exit(result if isinstance(result, int) else 0)
 
 
+# --- loom dev ------------------------------------------------------------------------------------
+
+
+@app.command()
+def dev(
+    orders: Annotated[int, typer.Option(help="Sample orders to publish.")] = 12,
+    bounded: Annotated[
+        bool, typer.Option(help="Exit when every order finished: 0 when all ended as designed.")
+    ] = False,
+    ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Serve the Temporal Web UI.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds the bounded demo may take.")] = 180.0,
+) -> None:
+    """Run the reference order saga on embedded Temporal and Kafka, with live progress."""
+    from bridge.devstack import run_dev
+
+    raise typer.Exit(asyncio.run(run_dev(orders=orders, bounded=bounded, ui=ui, timeout=timeout)))
+
+
 # --- loom check ----------------------------------------------------------------------------------
 
 
