@@ -1,0 +1,22 @@
+"""`loom dev --bounded`, the README's main job, as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.kafka
+@pytest.mark.temporal
+def test_loom_dev_bounded_demo_runs_to_completion() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "dev", "--bounded", "--no-ui", "--orders", "6"],
+        capture_output=True, text=True, timeout=170, check=False,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "completed 3, compensated 3, failed 0, unfinished 0" in proc.stdout
+    assert "every order ended as designed" in proc.stdout
