@@ -235,6 +235,29 @@ class Loom:
             self.health.kafka_connected = False
             self._stopped.set()
 
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        """The aiokafka consumer once started (read-only use: lag, assignment)."""
+        return self._consumer
+
+    async def probe_kafka(self, timeout: float = 2.0) -> bool:
+        """Ask the cluster for metadata; sets and returns ``health.kafka_connected``.
+
+        aiokafka reconnects silently and an empty fetch looks the same as an idle topic, so
+        readiness needs an explicit round trip to notice a broker outage.
+        """
+        consumer = self._consumer
+        ok = False
+        if consumer is not None:
+            try:
+                await asyncio.wait_for(consumer.topics(), timeout)
+                ok = True
+            except Exception as exc:  # any failure means "not connected" for readiness
+                if self.health.kafka_connected:
+                    log.warning("Kafka metadata probe failed: %s", exc or type(exc).__name__)
+        self.health.kafka_connected = ok
+        return ok
+
     # --- one record ---------------------------------------------------------------------------
 
     async def _take(self, tp: TopicPartition, record: Record) -> None:

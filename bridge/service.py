@@ -395,7 +395,7 @@ class Sidecar:
             ",".join(self.settings.kafka.topics),
             self.settings.kafka.group_id,
         )
-        checker = asyncio.create_task(self._check_temporal(client, loom), name="loom-health")
+        checker = asyncio.create_task(self._check_health(client, loom), name="loom-health")
         try:
             await loom.run()
         except Exception:
@@ -424,7 +424,7 @@ class Sidecar:
             return None
         return connect.result()
 
-    async def _check_temporal(self, client: Client, loom: Loom) -> None:
+    async def _check_health(self, client: Client, loom: Loom) -> None:
         # The loom only learns about Temporal when it calls it; an idle sidecar would stay
         # "ready" through an outage without this probe.
         timeout = timedelta(seconds=max(HEALTH_INTERVAL_S * 2, 2.0))
@@ -436,6 +436,7 @@ class Sidecar:
                 if loom.health.temporal_connected:
                     log.warning("Temporal health check failed: %s", exc)
             loom.health.temporal_connected = ok
+            await loom.probe_kafka(timeout=max(HEALTH_INTERVAL_S * 2, 2.0))
             _update_lag(loom)
             await asyncio.sleep(HEALTH_INTERVAL_S)
 
@@ -446,8 +447,7 @@ def _update_lag(loom: Loom) -> None:
     The high watermark comes with every fetch response (no extra request); partitions not
     fetched yet or never committed are left out rather than reported wrong.
     """
-    # The Loom does not expose its aiokafka consumer; read it here rather than add a request.
-    consumer = getattr(loom, "_consumer", None)
+    consumer = loom.consumer
     if consumer is None:
         return
     committed: dict[tuple[str, str], float] = {}

@@ -300,3 +300,21 @@ async def test_second_consumer_joins_and_leaves_mid_stream(
     handled = metric_total(first.metrics.routed) + metric_total(second.metrics.routed)
     assert handled >= len(events)
     assert metric_total(second.metrics.routed) > 0  # the second member did real work
+
+
+async def test_kafka_probe_follows_the_broker(
+    temporal_client: Client, new_topic: Callable[..., Awaitable[str]], task_queue: str
+) -> None:
+    from bridge.dev import EmbeddedKafka, create_topic
+
+    async with EmbeddedKafka() as kafka:
+        await create_topic(kafka.bootstrap, "probe")
+        settings = make_settings(kafka.bootstrap, "probe", "probe.dlq")
+        loom = Loom(recorder_router(task_queue), temporal_client, settings)
+        async with running(loom):
+            assert await loom.probe_kafka(timeout=5)
+            assert loom.health.kafka_connected
+            await kafka.stop()
+            assert not await loom.probe_kafka(timeout=2)
+            assert not loom.health.ready
+            loom.settings.dispatch.drain_timeout_s = 0
