@@ -166,7 +166,42 @@ async def _wait_tcp(proc: _Process, port: int, timeout: float) -> None:
         return
 
 
-class EmbeddedTemporal:
+class _EmbeddedServer:
+    """A server process this object started: ``async with`` starts it, leaving stops it."""
+
+    _proc: _Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the server process while it runs."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._proc is not None and self._proc.exited() is None
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Stop the server process (and only it)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            await proc.stop()
+            proc.remove_log()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+class EmbeddedTemporal(_EmbeddedServer):
     """The Temporal CLI dev server on a free loopback port.
 
     Args:
@@ -210,16 +245,6 @@ class EmbeddedTemporal:
     def ui_url(self) -> str | None:
         """Address of the Web UI, when it runs."""
         return None if self.ui_port is None else f"http://127.0.0.1:{self.ui_port}"
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the server process while it runs."""
-        return None if self._proc is None else self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        """True while the server process is alive."""
-        return self._proc is not None and self._proc.exited() is None
 
     def _argv(self) -> list[str]:
         argv = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1"]
@@ -266,29 +291,13 @@ class EmbeddedTemporal:
             await self.stop()
             raise
 
-    async def stop(self) -> None:
-        """Stop the server process (its database file, if any, is kept)."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            await proc.stop()
-            proc.remove_log()
-
     async def restart(self) -> None:
-        """Stop and start again on the same port (and database file)."""
+        """Stop and start again on the same port (and database file, which stop keeps)."""
         await self.stop()
         await self.start()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-
-class EmbeddedKafka:
+class EmbeddedKafka(_EmbeddedServer):
     """The Kafka-compatible broker Tansu (memory only) on a free loopback port.
 
     Tansu refuses idempotent and transactional producers (InitProducerId fails): producers
@@ -319,14 +328,9 @@ class EmbeddedKafka:
         """Bootstrap servers string for Kafka clients."""
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        """PID of the broker process while it runs."""
-        return None if self._proc is None else self._proc.pid
-
     async def start(self) -> None:
         """Start the broker and wait until it answers metadata requests."""
-        if self._proc is not None and self._proc.exited() is None:
+        if self.running:
             return
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"
@@ -363,21 +367,6 @@ class EmbeddedKafka:
             finally:
                 await admin.close()
 
-    async def stop(self) -> None:
-        """Stop the broker (all its data is lost: it is memory only)."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            await proc.stop()
-            proc.remove_log()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
