@@ -330,6 +330,30 @@ class Loom:
             self.tracker.done(job.pending.ticket)
         self.metrics.in_flight.set(self.dispatcher.in_flight)
 
+    async def _write_deadletter(
+        self, record: Record, exc: BaseException, route: str | None
+    ) -> None:
+        # The record's offset must not commit before the dead-letter write is acknowledged,
+        # and the line must not stop for a broker hiccup: retry with the dispatch backoff.
+        assert self._deadletters is not None
+        d = self.settings.dispatch
+        policy = RetryPolicy(
+            initial=d.retry_initial_s, maximum=d.retry_max_s, multiplier=d.retry_multiplier
+        )
+        attempt = 0
+        while True:
+            try:
+                await self._deadletters.write(record, exc, route)
+                return
+            except KafkaError as err:
+                attempt += 1
+                delay = policy.delay(attempt)
+                self.metrics.retries.labels("deadletter-write").inc()
+                log.warning(
+                    "dead-letter write failed (attempt %d, retry in %.2fs): %s", attempt, delay, err
+                )
+                await asyncio.sleep(delay)
+
     async def _deadletter(self, record: Record, exc: BaseException, route: str | None) -> None:
         assert self._deadletters is not None
         reason = error_reason(exc)
@@ -342,7 +366,7 @@ class Loom:
             reason,
             exc,
         )
-        await self._deadletters.write(record, exc, route)
+        await self._write_deadletter(record, exc, route)
         self.metrics.deadlettered.labels(reason).inc()
         for hook in self._hooks:
             result = hook(record, exc, route)
