@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import signal
 import sys
@@ -263,6 +264,10 @@ def main(argv: list[str]) -> None:
     mode, cfg = argv[0], json.loads(argv[1])
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(MODES[mode](cfg))
+    # Skip interpreter finalization: the Temporal SDK's core threads can abort it
+    # ("PyGILState_Release ... finalizing") after the result was already reported.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -272,10 +272,18 @@ async def soak(opts: Options, console: Console) -> dict[str, Any]:
         run = await bench.phase("loom", "soak", opts.soak_events, latency_events=0,
                                 rss_every_s=2.0)
     series = run["rss_series"]
-    # Growth after warm-up: from the first sample past 10% of the events to the last one.
-    base = next((s for s in series if s[1] >= opts.soak_events * 0.1), series[0])
-    growth = (series[-1][2] - base[2]) / base[2] * 100
-    return {"run": run, "base": base, "growth_pct": growth, "series": series}
+    # Steady state under the same load, early vs late: the median RSS of the samples taken
+    # between 10% and 30% of the events acknowledged, and between 70% and 95%. (The last
+    # sample, taken once the pipeline drained, would understate growth.)
+    def median_rss(lo: float, hi: float) -> float:
+        window = sorted(
+            s[2] for s in series if lo * opts.soak_events <= s[1] <= hi * opts.soak_events
+        ) or [series[-1][2]]
+        return float(window[len(window) // 2])
+
+    base, late = median_rss(0.10, 0.30), median_rss(0.70, 0.95)
+    growth = (late - base) / base * 100
+    return {"run": run, "base": base, "late": late, "growth_pct": growth, "series": series}
 
 
 def summarize(runs: list[dict[str, Any]], router: dict[int, float],
@@ -369,8 +377,8 @@ def render_soak(result: dict[str, Any], console: Console) -> None:
     console.print(table)
     console.print(
         f"soak: {_f(run['eps'])} events/s, {_f(run['cpu_us_per_event'])} µs CPU/event, "
-        f"RSS {_f(result['base'][2], 1)} MB at {_f(result['base'][1])} acked -> "
-        f"{_f(series[-1][2], 1)} MB at the end: growth {result['growth_pct']:+.1f}% "
+        f"RSS median {_f(result['base'], 1)} MB at 10-30% of the events -> "
+        f"{_f(result['late'], 1)} MB at 70-95%: growth {result['growth_pct']:+.1f}% "
         f"(target < {TARGETS['soak_rss_growth_pct']:.0f}%), peak {_f(run['rss_mb'], 1)} MB; "
         f"dead-lettered {run['deadlettered']:.0f}"
     )
@@ -386,8 +394,8 @@ def main(opts: Options) -> dict[str, Any]:
         out = {
             "soak_events": run["events"], "soak_eps": round(run["eps"], 1),
             "cpu_us_per_event": round(run["cpu_us_per_event"], 1),
-            "rss_mb": round(run["rss_mb"], 1), "rss_base_mb": result["base"][2],
-            "rss_end_mb": result["series"][-1][2],
+            "rss_mb": round(run["rss_mb"], 1), "rss_base_mb": result["base"],
+            "rss_late_mb": result["late"], "rss_end_mb": result["series"][-1][2],
             "soak_rss_growth_pct": round(result["growth_pct"], 2),
         }
     else:
