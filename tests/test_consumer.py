@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 from pydantic import BaseModel
-from temporalio import workflow
+from recorder import RecorderWorkflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
@@ -21,34 +21,13 @@ from bridge import deadletter
 from bridge.actions import SignalWithStart
 from bridge.consumer import Loom, running
 from bridge.dev import EmbeddedTemporal
-from bridge.events import EVENT_SIGNAL, Event
+from bridge.events import Event
 from bridge.kafka_binding import encode
 from bridge.observability import metric_total
 from bridge.routing import Match, Route, Router
 from bridge.settings import LoomSettings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
-
-
-@workflow.defn(sandboxed=False)
-class RecorderWorkflow:
-    """Records every routed event it receives (duplicates included), until told to stop."""
-
-    def __init__(self) -> None:
-        self.received: list[str] = []
-
-    @workflow.run
-    async def run(self) -> list[str]:
-        await workflow.wait_condition(lambda: "stop" in self.received)
-        return self.received
-
-    @workflow.signal(name=EVENT_SIGNAL)
-    def on_event(self, payload: dict[str, Any]) -> None:
-        self.received.append(str(payload["id"]))
-
-    @workflow.query
-    def events(self) -> list[str]:
-        return self.received
 
 
 class Step(BaseModel):

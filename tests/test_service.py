@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from temporalio import workflow
+from recorder import RECORDER, RecorderWorkflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bridge.dev import EmbeddedTemporal, free_port
-from bridge.events import EVENT_SIGNAL, Event
+from bridge.events import Event
 from bridge.kafka_binding import encode
 from bridge.routing import Router
 from bridge.service import Sidecar, load_router, make_data_converter
@@ -34,28 +34,7 @@ from bridge.testing import TemporalServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
 
-WORKFLOW_TYPE = "LoomCliRecorder"
-
-
-@workflow.defn(name=WORKFLOW_TYPE, sandboxed=False)
-class CliRecorder:
-    """Records the ids of routed events until told to stop."""
-
-    def __init__(self) -> None:
-        self.received: list[str] = []
-
-    @workflow.run
-    async def run(self) -> list[str]:
-        await workflow.wait_condition(lambda: "stop" in self.received)
-        return self.received
-
-    @workflow.signal(name=EVENT_SIGNAL)
-    def on_event(self, payload: dict[str, Any]) -> None:
-        self.received.append(str(payload["id"]))
-
-    @workflow.query
-    def events(self) -> list[str]:
-        return self.received
+WORKFLOW_TYPE = RECORDER
 
 
 ROUTES_WITH_STEP = '''
@@ -229,7 +208,7 @@ async def query_events(client: Client, workflow_id: str, count: int, timeout: fl
     got: list[str] = []
     while asyncio.get_running_loop().time() < deadline:
         try:
-            got = await client.get_workflow_handle(workflow_id).query(CliRecorder.events)
+            got = await client.get_workflow_handle(workflow_id).query(RecorderWorkflow.events)
         except Exception:  # not started yet
             got = []
         if len(got) >= count:
@@ -312,7 +291,7 @@ async def test_loom_run_subprocess_routes_serves_metrics_and_stops_cleanly_on_si
 ) -> None:
     routes = write_routes(loom_env.directory, ROUTES_WITH_STEP, wf=WORKFLOW_TYPE, tq=task_queue)
     entity = uuid.uuid4().hex[:8]
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[CliRecorder]):
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         loom = await start_loom(["run", "--routes", routes], loom_env.env, loom_env.directory)
         loom_processes.append(loom)
         ready = json.loads(await wait_ready(loom_env.http_port, loom))
@@ -377,7 +356,7 @@ async def test_dlq_redrive_after_the_route_is_fixed_reaches_the_workflow(
 
     # 2. The route is fixed; the loom (same group) does not see the old record again...
     fixed = write_routes(loom_env.directory, ROUTES_WITH_STEP, wf=WORKFLOW_TYPE, tq=task_queue)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[CliRecorder]):
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         loom = await start_loom(["run", "--routes", fixed], loom_env.env, loom_env.directory)
         loom_processes.append(loom)
         await wait_ready(loom_env.http_port, loom, timeout=60)
@@ -497,7 +476,7 @@ async def test_payload_codec_is_used_by_the_sidecar_and_the_worker(
         data_converter=make_data_converter(settings),
     )
     entity = uuid.uuid4().hex[:8]
-    async with Worker(worker_client, task_queue=task_queue, workflows=[CliRecorder]):
+    async with Worker(worker_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         task = asyncio.create_task(sidecar.run())
         try:
             await wait_for(lambda: sidecar.health is not None and sidecar.health.ready, 30, "ready")
@@ -508,7 +487,7 @@ async def test_payload_codec_is_used_by_the_sidecar_and_the_worker(
             got: list[str] = []
             for _ in range(100):
                 with contextlib.suppress(Exception):
-                    got = await handle.query(CliRecorder.events)
+                    got = await handle.query(RecorderWorkflow.events)
                 if got:
                     break
                 await asyncio.sleep(0.2)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
-from temporalio import workflow
+from recorder import RECORDER, RecorderWorkflow
 from temporalio.client import Client
 
 from bridge.actions import SignalWithStart
-from bridge.events import EVENT_SIGNAL, Event
+from bridge.events import Event
 from bridge.kafka_binding import encode
 from bridge.routing import Match, Route, Router
 
@@ -29,24 +29,8 @@ SOURCE = "test://faults"
 WORKFLOW_PREFIX = "fault-"
 
 
-@workflow.defn(name="FaultRecorder", sandboxed=False)
-class FaultRecorder:
-    """Records the id of every routed event it receives, in arrival order, forever."""
-
-    def __init__(self) -> None:
-        self.received: list[str] = []
-
-    @workflow.run
-    async def run(self) -> None:
-        await workflow.wait_condition(lambda: False)
-
-    @workflow.signal(name=EVENT_SIGNAL)
-    def on_event(self, payload: dict[str, Any]) -> None:
-        self.received.append(str(payload["id"]))
-
-    @workflow.query
-    def events(self) -> list[str]:
-        return self.received
+#: The workflow every fault scenario routes to (records duplicates too).
+FaultRecorder = RecorderWorkflow
 
 
 class Step(BaseModel):
@@ -63,7 +47,7 @@ def make_router(task_queue: str) -> Router:
             match=Match(type=EVENT_TYPE),
             data=Step,
             action=SignalWithStart(
-                workflow="FaultRecorder",
+                workflow=RECORDER,
                 task_queue=task_queue,
                 workflow_id=WORKFLOW_PREFIX + "{data.entity}",
             ),
