@@ -1,0 +1,161 @@
+"""Answers over the event bus, through the sidecar: update-with-start replies and request()."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+from test_consumer import make_settings
+
+from bridge.actions import UpdateWithStart
+from bridge.activities import PublishSettings, loom_activities
+from bridge.consumer import Loom, running
+from bridge.events import CAUSATION, CORRELATION, EVENT_UPDATE, Event
+from bridge.kafka_binding import Record, decode, encode
+from bridge.matching import Match
+from bridge.producer import LoomProducer
+from bridge.routing import Route, Router
+from bridge.workflow import LoomWorkflow, request
+
+pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
+
+
+@workflow.defn(sandboxed=False)
+class QuoteWorkflow:
+    """Answers quote requests by update; counts how often its handler really ran."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.update(name=EVENT_UPDATE)
+    def quote(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        return {"price": payload["data"]["qty"] * 10, "calls": self.calls}
+
+
+@workflow.defn(sandboxed=False)
+class AskWorkflow(LoomWorkflow):
+    """Asks a pricing service over Kafka and returns its answer."""
+
+    @workflow.run
+    async def run(self, topic: str) -> Any:
+        reply = await request(
+            "price.requested", {"sku": "sku-1"}, reply_type="price.quoted",
+            timeout=timedelta(seconds=60), topic=topic,
+        )
+        return reply.data
+
+
+async def read(bootstrap: str, topic: str, count: int) -> list[Event]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    events: list[Event] = []
+    try:
+        for _ in range(120):
+            batch = await consumer.getmany(timeout_ms=500)
+            events += [decode(Record.from_aiokafka(r)) for rs in batch.values() for r in rs]
+            if len(events) >= count:
+                break
+    finally:
+        await consumer.stop()
+    return events
+
+
+async def test_update_with_start_result_goes_back_to_kafka_once_per_request(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    topic, replies, dlq = await new_topic(), await new_topic(), await new_topic()
+    customer = uuid.uuid4().hex[:8]
+    router = Router([
+        Route("quote", Match(type="quote.requested"), UpdateWithStart(
+            workflow=QuoteWorkflow, task_queue=task_queue, workflow_id="quote-{subject}",
+            reply_topic=replies,
+        )),
+    ])
+    request_event = Event(id="q-1", source="test/shop", type="quote.requested",
+                          subject=customer, data={"qty": 3})
+    key, value, headers = encode(request_event)
+    producer = await make_producer()
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[QuoteWorkflow]):
+        async with running(Loom(router, temporal_client, make_settings(loom_kafka_bootstrap, topic, dlq))):
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+            first = await read(loom_kafka_bootstrap, replies, 1)
+            # Redelivered: the same update id returns the first result; the handler ran once.
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+            both = await read(loom_kafka_bootstrap, replies, 2)
+    assert [e.data for e in both] == [{"price": 30, "calls": 1}] * 2
+    reply = first[0]
+    assert reply.type == "quote.requested.reply"
+    assert reply.extensions[CAUSATION] == "q-1"
+    assert reply.subject == f"quote-{customer}"
+    assert both[0].id == both[1].id  # deterministic: consumers can drop the repeat
+
+
+async def test_request_reply_round_trip_through_the_sidecar_without_a_route(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    commands, replies, dlq = await new_topic(), await new_topic(), await new_topic()
+    producer = await make_producer()
+
+    async def pricing_service() -> None:
+        """A plain Kafka service: answers each command, copying its correlation."""
+        consumer = AIOKafkaConsumer(
+            commands, bootstrap_servers=loom_kafka_bootstrap, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=200)
+                for rec in (r for rs in batch.values() for r in rs):
+                    command = decode(Record.from_aiokafka(rec))
+                    answer = Event(
+                        id=f"answer-{command.id}", source="test/pricing", type="price.quoted",
+                        data={"sku": command.data["sku"], "price": 42},
+                        extensions={CORRELATION: command.extensions[CORRELATION],
+                                    CAUSATION: command.id},
+                    )
+                    k, v, h = encode(answer)
+                    await producer.send_and_wait(replies, value=v, key=k, headers=h)
+        finally:
+            await consumer.stop()
+
+    publisher = LoomProducer(factory=lambda: AIOKafkaProducer(
+        bootstrap_servers=loom_kafka_bootstrap, enable_idempotence=False))
+    service = asyncio.create_task(pricing_service())
+    try:
+        async with publisher, Worker(
+            temporal_client, task_queue=task_queue, workflows=[AskWorkflow],
+            activities=loom_activities(publisher, PublishSettings(default_topic=commands)),
+        ):
+            loom = Loom(Router([]), temporal_client, make_settings(loom_kafka_bootstrap, replies, dlq))
+            async with running(loom):
+                result = await temporal_client.execute_workflow(
+                    AskWorkflow.run, commands, id=f"ask-{uuid.uuid4().hex[:8]}",
+                    task_queue=task_queue, execution_timeout=timedelta(seconds=90),
+                )
+    finally:
+        service.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await service
+    assert result == {"sku": "sku-1", "price": 42}
