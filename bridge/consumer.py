@@ -141,6 +141,7 @@ class Loom:
             enable_auto_commit=False,
             auto_offset_reset=k.auto_offset_reset,
             max_poll_records=k.max_poll_records,
+            fetch_max_wait_ms=k.fetch_max_wait_ms,
             session_timeout_ms=k.session_timeout_ms,
             heartbeat_interval_ms=k.heartbeat_interval_ms,
         )

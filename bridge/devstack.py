@@ -220,6 +220,8 @@ def dev_settings(kafka_bootstrap: str, temporal_address: str) -> LoomSettings:
             "group_id": "loom-dev",
             "session_timeout_ms": 6000,
             "heartbeat_interval_ms": 1000,
+            # The embedded broker holds each fetch for the whole wait: keep it short.
+            "fetch_max_wait_ms": 50,
         },
         "temporal": {"address": temporal_address},
         "dispatch": {"commit_interval_s": 0.5, "drain_timeout_s": 10},

@@ -43,6 +43,9 @@ class KafkaSettings(BaseModel):
     deadletter_topic: str = "loom.deadletter"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = Field(default=500, gt=0)
+    # How long the broker may hold a fetch waiting for data. Real Kafka answers as soon as
+    # data arrives; the embedded broker tends to hold the full time, so lower it there.
+    fetch_max_wait_ms: int = Field(default=500, ge=0)
     session_timeout_ms: int = Field(default=30_000, gt=0)
     heartbeat_interval_ms: int = Field(default=3_000, gt=0)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
