@@ -355,7 +355,12 @@ def routes_cmd(
     if asyncapi is not None:
         from bridge.asyncapi import asyncapi_document, dump_document
 
-        emits = guarded(lambda: _emitted(settings.routes))
+        emits, emit_topics = guarded(lambda: _emitted(settings.routes))
+        # The application's own emit topics count after the configured map (as on the worker).
+        topic_map = {**emit_topics, **settings.emit.topic_map}
+        settings = settings.model_copy(
+            update={"emit": settings.emit.model_copy(update={"topic_map": topic_map})}
+        )
         text = dump_document(
             asyncapi_document(router, settings, emits=emits), yaml=asyncapi.suffix in (".yaml", ".yml")
         )
@@ -374,12 +379,13 @@ def routes_cmd(
     out.print(table)
 
 
-def _emitted(spec: str) -> Any:
-    """The optional ``emits`` attribute beside the router (event type -> pydantic model)."""
+def _emitted(spec: str) -> tuple[Any, dict[str, str]]:
+    """The optional ``emits`` (event type -> pydantic model) and ``emit_topics`` (type glob ->
+    topic) attributes beside the router."""
     from bridge.service import load_object
 
     module = load_object(spec.partition(":")[0], default_attr=None, setting="LOOM_ROUTES")
-    return getattr(module, "emits", None)
+    return getattr(module, "emits", None), dict(getattr(module, "emit_topics", None) or {})
 
 
 def main() -> None:

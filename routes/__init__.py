@@ -15,14 +15,17 @@ does not consume, so the reply routes only ever see replies.
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from bridge.actions import Signal, SignalWithStart
 from bridge.events import Event
 from bridge.routing import Match, Route, Router
 from workflows import TASK_QUEUE
-from workflows.models import OrderPlaced, OrderRef, OrderSagaInput
-from workflows.workflows import OrderSaga
+from workflows.activities import COMMAND_TOPICS
+from workflows.models import CommandData, OrderPlaced, OrderRef, OrderResult, OrderSagaInput
+from workflows.workflows import STEPS, OrderSaga
 
-__all__ = ["SAGA_ID", "router"]
+__all__ = ["SAGA_ID", "emit_topics", "emits", "router"]
 
 #: Workflow id of an order's saga.
 SAGA_ID = "order-{data.order_id}"
@@ -60,3 +63,14 @@ router = Router([
     _reply_route("payment-replies", "payment.", "services/payment"),
     _reply_route("shipping-replies", "shipment.", "services/shipping"),
 ])
+
+#: What the saga emits, for ``loom routes --asyncapi``: its commands and undo commands to the
+#: participants, and its outcome.
+emits: dict[str, type[BaseModel] | None] = {
+    **{step.command: CommandData for step in STEPS},
+    **{step.undo: CommandData for step in STEPS if step.undo is not None},
+    "order.completed": OrderResult,
+    "order.compensated": OrderResult,
+}
+#: Where those go (the worker's publish activity uses the same map).
+emit_topics = COMMAND_TOPICS
