@@ -132,10 +132,13 @@ class Loom:
         """Connect the producer and the consumer and join the group."""
         k = self.settings.kafka
         self._producer = AIOKafkaProducer(**k.producer_options())
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()  # a half-started producer still holds its client
+            raise
         self._deadletters = DeadLetterWriter(self._producer, k.deadletter_topic)
         self._consumer = AIOKafkaConsumer(
-            *k.topics,
             **k.client_options(),
             group_id=k.group_id,
             enable_auto_commit=False,
