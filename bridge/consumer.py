@@ -7,7 +7,9 @@ dead-letter topic and update replies, a :class:`~bridge.dispatch.Dispatcher` and
 - an offset is committed only once its record was acknowledged by Temporal (every route of a
   fan-out) or written to the dead-letter topic, up to the highest contiguous finished offset;
 - calls for one workflow id run one at a time in partition order; different ids run
-  concurrently up to ``max_in_flight``; when full, the partitions are paused;
+  concurrently up to ``max_in_flight``; records taken and not finished (running or queued
+  behind their workflow id) are bounded by ``max_buffered``: when full, the partitions are
+  paused;
 - bad input goes to the dead-letter topic byte for byte, transient Temporal errors are
   retried without skipping;
 - :meth:`Loom.stop` stops fetching, drains within a timeout, commits and closes.
@@ -107,6 +109,7 @@ class Loom:
         self.dispatcher: Dispatcher[str, _Job, tuple[Outcome, Any]] = Dispatcher(
             self._call,
             max_in_flight=d.max_in_flight,
+            max_buffered=d.buffered_bound,
             on_done=self._on_done,
             on_failed=self._on_failed,
             retry=RetryPolicy(
@@ -192,7 +195,12 @@ class Loom:
             )
             for tp, records in batch.items():
                 self.metrics.consumed.labels(tp.topic).inc(len(records))
+                owned = (tp.topic, tp.partition)
                 for rec in records:
+                    # A rebalance may revoke the partition while this batch is being taken
+                    # (submit can wait): the rest of it belongs to the partition's next owner.
+                    if owned not in self.health.assigned:
+                        break
                     await self._take(tp, Record.from_aiokafka(rec))
             if time.monotonic() - self._last_commit >= interval:
                 await self.commit()
