@@ -87,8 +87,11 @@ _TRANSIENT_STATUSES = frozenset(
         RPCStatusCode.ABORTED,
         RPCStatusCode.INTERNAL,
         RPCStatusCode.UNAVAILABLE,
-        # Credentials expire and get rotated (API keys, mTLS certs): not the event's fault.
+        # Credentials expire and get rotated (API keys, mTLS certs), and permissions get
+        # fixed: not the event's fault. Dead-lettering would send every event to the
+        # dead-letter topic during a misconfiguration; retrying stalls visibly instead.
         RPCStatusCode.UNAUTHENTICATED,
+        RPCStatusCode.PERMISSION_DENIED,
     }
 )
 

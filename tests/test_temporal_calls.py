@@ -482,7 +482,7 @@ async def test_signal_cap_and_stopped_server() -> None:
         (RPCStatusCode.CANCELLED, TransientTemporalError),
         (RPCStatusCode.UNAUTHENTICATED, TransientTemporalError),
         (RPCStatusCode.INVALID_ARGUMENT, PermanentTemporalError),
-        (RPCStatusCode.PERMISSION_DENIED, PermanentTemporalError),
+        (RPCStatusCode.PERMISSION_DENIED, TransientTemporalError),
         (RPCStatusCode.FAILED_PRECONDITION, PermanentTemporalError),
         (RPCStatusCode.NOT_FOUND, PermanentTemporalError),
         (RPCStatusCode.UNIMPLEMENTED, PermanentTemporalError),
