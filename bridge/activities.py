@@ -47,12 +47,14 @@ class PublishSettings(BaseModel):
             wins; otherwise the first matching pattern in declaration order.
         default_topic: Topic for types that match nothing; None makes such emits fail
             (non-retryable) with a message naming the type.
+        mode: CloudEvents Kafka content mode of emits that do not choose one.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     topics: dict[str, str] = {}
     default_topic: str | None = None
+    mode: ContentMode = "binary"
 
     def topic_for(self, event_type: str) -> str | None:
         """The topic of ``event_type``, or None when nothing matches."""
@@ -116,7 +118,7 @@ class PublishActivities:
                 non_retryable=True,
             )
         try:
-            key, value, headers = self.encoder(event, request.mode)
+            key, value, headers = self.encoder(event, request.mode or self.settings.mode)
         except ValueError as err:
             raise ApplicationError(
                 f"event {event.type!r} (id {event.id}) cannot be encoded: {err}",

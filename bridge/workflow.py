@@ -83,12 +83,12 @@ class PublishRequest:
     Attributes:
         event: The CloudEvent in payload form (``Event.to_payload()``).
         topic: Target topic; None lets the activity pick it from its topic map.
-        mode: CloudEvents Kafka content mode.
+        mode: CloudEvents Kafka content mode; None lets the activity's settings choose.
     """
 
     event: dict[str, Any]
     topic: str | None = None
-    mode: ContentMode = "binary"
+    mode: ContentMode | None = None
 
 
 @dataclass
@@ -190,7 +190,7 @@ async def emit(
     key: str | None = None,
     extensions: Mapping[str, Any] | None = None,
     correlate: bool = False,
-    mode: ContentMode = "binary",
+    mode: ContentMode | None = None,
     start_to_close_timeout: timedelta = DEFAULT_PUBLISH_TIMEOUT,
     retry_policy: RetryPolicy = DEFAULT_PUBLISH_RETRY,
 ) -> Event:
@@ -208,7 +208,8 @@ async def emit(
         key: Kafka key (``partitionkey`` extension); default: the workflow id.
         extensions: Extra extension attributes (e.g. ``traceparent``).
         correlate: Add ``loomcorrelation`` = workflow id so replies are routed back here.
-        mode: ``"binary"`` (default) or ``"structured"`` CloudEvents Kafka content mode.
+        mode: ``"binary"`` or ``"structured"`` CloudEvents Kafka content mode; by default the
+            publish activity's (``LOOM_EMIT__MODE``, binary unless configured).
         start_to_close_timeout: Per-attempt timeout of the publish activity.
         retry_policy: Retry policy of the publish activity (default: unlimited, backoff).
 

@@ -323,6 +323,35 @@ async def test_producer_starts_lazily_and_refuses_sends_after_close(
         await producer.send(topic, b"v")
 
 
+@pytest.mark.kafka
+async def test_content_mode_defaults_to_the_activity_settings(
+    loom_kafka_bootstrap: str, new_topic: Callable[..., Awaitable[str]]
+) -> None:
+    from temporalio.testing import ActivityEnvironment
+
+    topic = await new_topic()
+    event = Event(id="m-1", source="test", type="mode.check", data={"n": 1})
+    async with LoomProducer(ProducerSettings(bootstrap_servers=loom_kafka_bootstrap)) as producer:
+        publish = PublishActivities(producer, PublishSettings(default_topic=topic, mode="structured"))
+        env = ActivityEnvironment()
+        await env.run(publish.publish, PublishRequest(event=event.to_payload()))
+        await env.run(publish.publish, PublishRequest(event=event.to_payload(), mode="binary"))
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=loom_kafka_bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        records: list[Any] = []
+        for _ in range(40):
+            batch = await consumer.getmany(timeout_ms=500)
+            records += [r for rs in batch.values() for r in rs]
+            if len(records) >= 2:
+                break
+    finally:
+        await consumer.stop()
+    content_types = [dict(r.headers).get("content-type", b"").decode() for r in records]
+    assert content_types[0].startswith("application/cloudevents+json")  # the settings' mode
+    assert not content_types[1].startswith("application/cloudevents")  # the call's own mode
+
+
 # --- request-reply ---------------------------------------------------------------------------------
 
 

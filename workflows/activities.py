@@ -32,7 +32,9 @@ def publish_settings(settings: LoomSettings) -> PublishSettings:
     topics = dict(settings.emit.topic_map)
     for pattern, topic in COMMAND_TOPICS.items():
         topics.setdefault(pattern, topic)
-    return PublishSettings(topics=topics, default_topic=settings.emit.default_topic)
+    return PublishSettings(
+        topics=topics, default_topic=settings.emit.default_topic, mode=settings.emit.mode
+    )
 
 
 def activities(producer: LoomProducer, settings: LoomSettings) -> list[Callable[..., Any]]:
