@@ -114,7 +114,6 @@ class TemporalSettings(BaseModel):
 
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
-    task_queue: str = "loom-orders"
     tls: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
