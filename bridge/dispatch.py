@@ -1,11 +1,17 @@
-"""Ordered, bounded execution with retries: one in flight per key, a bound across keys.
+"""Ordered, bounded execution with retries: one in flight per key, two bounds across keys.
 
 Guarantees 3, 4 and 5 of the design: items with the same key (the workflow id) run one at a
-time in submission order, different keys run concurrently; at most ``max_in_flight`` items are
-accepted and not yet finished, so the consumer pauses partitions instead of buffering; a
+time in submission order, different keys run concurrently, at most ``max_in_flight`` at once;
+at most ``max_buffered`` items are accepted and not yet finished (running, or queued behind an
+earlier item of their key), so the consumer pauses partitions instead of buffering; a
 retriable error is retried with exponential backoff and jitter without letting later items of
 the key overtake it, any other error goes to ``on_failed`` (the dead-letter path) and the key
 carries on.
+
+Two bounds, because one cannot do both jobs: with a single bound on accepted items, items
+queued behind their key take slots, so fewer than the bound run when keys repeat within a
+batch (events of the same workflow close together in a partition). ``max_buffered`` above
+``max_in_flight`` lets the dispatcher look past them to other keys.
 
 One worker task runs per key that has work, and ends when the key's queue empties, so no
 per-key state outlives its work (millions of workflow ids stay bounded in memory).
@@ -100,8 +106,14 @@ class Dispatcher(Generic[K, T, R]):
     Args:
         handler: Does the work for one item (the Temporal call); its result goes to
             ``on_done``.
-        max_in_flight: Bound on items accepted by :meth:`submit` and not yet finished, across
-            all keys (queued behind their key or running).
+        max_in_flight: Bound on items running at once across keys (different keys: the
+            Temporal calls in flight). An item holds its slot from its first call until it
+            finished, retry backoff and ``on_failed`` included.
+        max_buffered: Bound on items accepted by :meth:`submit` and not yet finished (running,
+            or queued behind an earlier item of their key): :meth:`submit` waits, and
+            :attr:`full` turns True, at this bound. None means ``max_in_flight`` (then nothing
+            waits behind its key without taking a running slot's place: the single bound of
+            earlier versions). Must be >= ``max_in_flight``.
         on_done: Called with the item and the handler's result when it succeeded.
         on_failed: Called with the item and the error when the handler raised a non-retriable
             error (or retries ran out); may be async, and the item counts as finished only
@@ -133,6 +145,7 @@ class Dispatcher(Generic[K, T, R]):
         handler: Callable[[K, T], Awaitable[R]],
         *,
         max_in_flight: int,
+        max_buffered: int | None = None,
         on_done: Callable[[T, R], None],
         on_failed: Callable[[T, BaseException], Awaitable[None] | None],
         retry: RetryPolicy | None = None,
@@ -141,8 +154,15 @@ class Dispatcher(Generic[K, T, R]):
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if max_buffered is None:
+            max_buffered = max_in_flight
+        if max_buffered < max_in_flight:
+            raise ValueError(
+                f"max_buffered must be >= max_in_flight ({max_in_flight}), got {max_buffered}"
+            )
         self._handler = handler
-        self._max = max_in_flight
+        self._max_running = max_in_flight
+        self._max = max_buffered
         self._on_done = on_done
         self._on_failed = on_failed
         self._retry = retry or RetryPolicy()
@@ -151,6 +171,9 @@ class Dispatcher(Generic[K, T, R]):
         # key -> (its pending items, head first and in progress; its worker task)
         self._keys: dict[K, tuple[deque[T], asyncio.Task[None]]] = {}
         self._in_flight = 0
+        self._running = 0
+        # FIFO across keys: a key worker that finished an item queues behind waiting keys.
+        self._run_slots = asyncio.Semaphore(max_in_flight)
         self._closed = False
         self._space = asyncio.Event()
         self._space.set()
@@ -161,8 +184,15 @@ class Dispatcher(Generic[K, T, R]):
 
     @property
     def in_flight(self) -> int:
-        """Items accepted and not yet finished (running, backing off, or queued)."""
+        """Items accepted and not yet finished (running, backing off, or queued); bounded by
+        :attr:`max_buffered`."""
         return self._in_flight
+
+    @property
+    def running(self) -> int:
+        """Items holding a running slot (calling, backing off before a retry, or in
+        ``on_failed``); bounded by :attr:`max_in_flight`."""
+        return self._running
 
     @property
     def keys_in_flight(self) -> int:
@@ -171,17 +201,24 @@ class Dispatcher(Generic[K, T, R]):
 
     @property
     def max_in_flight(self) -> int:
-        """The bound on :attr:`in_flight`."""
+        """The bound on :attr:`running`."""
+        return self._max_running
+
+    @property
+    def max_buffered(self) -> int:
+        """The bound on :attr:`in_flight` (accepted, not finished)."""
         return self._max
 
     @property
     def free_slots(self) -> int:
-        """How many more items :meth:`submit` accepts without waiting."""
+        """How many more items :meth:`submit` accepts without waiting (under
+        :attr:`max_buffered`)."""
         return self._max - self._in_flight
 
     @property
     def full(self) -> bool:
-        """True when :meth:`submit` would wait: the time to pause partitions."""
+        """True when :meth:`submit` would wait (:attr:`max_buffered` reached): the time to
+        pause partitions."""
         return self._in_flight >= self._max
 
     @property
@@ -269,7 +306,12 @@ class Dispatcher(Generic[K, T, R]):
             # The head stays in the queue while it runs, so submit() appends behind it
             # instead of starting a second worker for the key.
             while queue:
-                await self._run_one(key, queue[0])
+                async with self._run_slots:
+                    self._running += 1
+                    try:
+                        await self._run_one(key, queue[0])
+                    finally:
+                        self._running -= 1
                 queue.popleft()
                 self._finished()
         finally:

@@ -1,4 +1,4 @@
-"""Tests for bridge.dispatch: order per key, the bound, retries, failures, drain and close."""
+"""Tests for bridge.dispatch: order per key, the two bounds, retries, failures, drain, close."""
 
 from __future__ import annotations
 
@@ -166,6 +166,154 @@ async def test_wait_for_space_lets_the_consumer_pause_instead_of_blocking() -> N
     assert not d.full
     await d.wait_for_space()  # returns at once when there is space
     assert await d.drain(timeout=1)
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_running_and_buffered_bounds_hold_and_order_per_key_is_kept(seed: int) -> None:
+    """max_in_flight bounds the calls running at once, max_buffered the items accepted."""
+    rng = random.Random(seed)
+    rec = Recorder()
+    max_in_flight = rng.randint(1, 8)
+    max_buffered = max_in_flight + rng.randint(0, 24)
+    started: dict[str, list[int]] = defaultdict(list)
+    running_seen: list[int] = []
+    accepted_seen: list[int] = []
+    d: Dispatcher[str, Item, object]
+
+    async def handler(key: str, item: Item) -> int:
+        rec.enter(key)
+        running_seen.append(d.running)
+        started[key].append(item[1])
+        await asyncio.sleep(rng.random() * 0.003)
+        rec.leave(key)
+        return item[1]
+
+    d = Dispatcher(
+        handler, max_in_flight=max_in_flight, max_buffered=max_buffered,
+        on_done=rec.on_done, on_failed=rec.on_failed, retry=FAST,
+    )
+    assert (d.max_in_flight, d.max_buffered) == (max_in_flight, max_buffered)
+    submitted: dict[str, list[int]] = defaultdict(list)
+    for n in range(400):
+        key = f"wf-{rng.randint(0, 11)}"  # keys repeat: items queue behind their key
+        submitted[key].append(n)
+        await d.submit(key, (key, n))
+        accepted_seen.append(d.in_flight)
+        assert d.running <= max_in_flight
+        assert d.free_slots == max_buffered - d.in_flight
+    assert await d.drain(timeout=10)
+    assert rec.overlaps == 0
+    assert rec.max_running <= max_in_flight
+    assert max(running_seen) <= max_in_flight
+    assert max(accepted_seen) <= max_buffered
+    assert max(accepted_seen) == max_buffered  # the buffer fills: submit waited at the bound
+    assert started == submitted
+    assert {k: [n for key, n, _ in rec.done if key == k] for k in submitted} == submitted
+    assert d.running == 0 and d.in_flight == 0
+
+
+async def test_items_queued_behind_their_key_leave_running_slots_to_other_keys() -> None:
+    """Hypothesis (b) of the benchmark: with one bound, queued items took running slots."""
+    rec = Recorder()
+    gate = asyncio.Event()
+
+    async def handler(key: str, item: Item) -> None:
+        rec.enter(key)
+        await gate.wait()
+        rec.leave(key)
+
+    d = Dispatcher(handler, max_in_flight=4, max_buffered=16, on_done=rec.on_done,
+                   on_failed=rec.on_failed, retry=FAST)
+    for n in range(4):
+        await d.submit("hot", ("hot", n))
+    for key in ("b", "c", "d", "e"):
+        await d.submit(key, (key, 0))  # accepted at once: the buffer has room
+    await asyncio.sleep(0.01)
+    assert d.in_flight == 8
+    assert d.running == 4  # hot-0, b, c, d: three items of "hot" wait without a slot
+    assert rec.active == {"hot", "b", "c", "d"}
+    assert not d.full
+    gate.set()
+    assert await d.drain(timeout=1)
+    assert [n for key, n, _ in rec.done if key == "hot"] == [0, 1, 2, 3]
+    assert rec.max_running == 4
+
+    # The single bound of earlier versions (max_buffered = max_in_flight): the same
+    # submissions fill it with one running call.
+    gate.clear()
+    old = Dispatcher(handler, max_in_flight=4, on_done=rec.on_done, on_failed=rec.on_failed)
+    assert old.max_buffered == 4
+    for n in range(4):
+        await old.submit("hot", ("hot", n))
+    await asyncio.sleep(0.01)
+    assert old.full and old.running == 1
+    gate.set()
+    assert await old.drain(timeout=1)
+
+
+async def test_full_and_wait_for_space_follow_the_buffered_bound() -> None:
+    rec = Recorder()
+    release = asyncio.Event()
+
+    async def handler(key: str, item: Item) -> None:
+        await release.wait()
+
+    d = Dispatcher(handler, max_in_flight=2, max_buffered=5, on_done=rec.on_done,
+                   on_failed=rec.on_failed)
+    for n in range(5):
+        await d.submit(f"k{n}", (f"k{n}", n))
+    await asyncio.sleep(0.01)
+    assert d.running == 2  # k0, k1 run; k2..k4 accepted, waiting for a running slot
+    assert d.in_flight == 5
+    assert d.full and d.free_slots == 0
+    waiter = asyncio.create_task(d.wait_for_space())
+    blocked = asyncio.create_task(d.submit("late", ("late", 9)))
+    await asyncio.sleep(0.01)
+    assert not waiter.done() and not blocked.done()
+    release.set()
+    await asyncio.wait_for(asyncio.gather(waiter, blocked), 1)
+    assert await d.drain(timeout=1)
+    assert sorted(n for _, n, _ in rec.done) == [0, 1, 2, 3, 4, 9]
+
+
+async def test_running_slots_go_to_waiting_keys_in_turn() -> None:
+    """A key with many items queues behind other waiting keys after each item (FIFO)."""
+    order: list[Item] = []
+
+    async def handler(key: str, item: Item) -> None:
+        order.append(item)
+        await asyncio.sleep(0.001)
+
+    d: Dispatcher[str, Item, None] = Dispatcher(
+        handler, max_in_flight=1, max_buffered=10, on_done=lambda i, r: None,
+        on_failed=lambda i, e: None,
+    )
+    for n in range(3):
+        await d.submit("hot", ("hot", n))
+    await d.submit("cold", ("cold", 0))
+    assert await d.drain(timeout=1)
+    assert order == [("hot", 0), ("cold", 0), ("hot", 1), ("hot", 2)]
+
+
+async def test_a_key_backing_off_holds_its_running_slot() -> None:
+    """Retries count as running: during an outage no more than max_in_flight keys call."""
+    rec = Recorder()
+    calls: list[str] = []
+
+    async def handler(key: str, item: Item) -> None:
+        calls.append(key)
+        if key == "stuck":
+            raise TransientTemporalError("unavailable")
+
+    d = Dispatcher(handler, max_in_flight=1, max_buffered=4, on_done=rec.on_done,
+                   on_failed=rec.on_failed, retry=RetryPolicy(initial=0.005, jitter=False))
+    await d.submit("stuck", ("stuck", 0))
+    await d.submit("free", ("free", 0))
+    assert not await d.drain(timeout=0.05)
+    assert d.running == 1
+    assert set(calls) == {"stuck"}  # "free" waits for the slot
+    await d.close()
+    assert d.running == 0
 
 
 async def test_retriable_error_backs_off_with_growing_delays_and_keeps_order() -> None:
@@ -452,6 +600,9 @@ def test_retry_policy_validates() -> None:
         RetryPolicy(max_attempts=0)
     with pytest.raises(ValueError, match="max_in_flight"):
         Dispatcher(lambda k, i: asyncio.sleep(0), max_in_flight=0, on_done=print, on_failed=print)
+    with pytest.raises(ValueError, match="max_buffered"):
+        Dispatcher(lambda k, i: asyncio.sleep(0), max_in_flight=4, max_buffered=3,
+                   on_done=print, on_failed=print)
 
 
 @given(
