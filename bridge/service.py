@@ -253,6 +253,7 @@ def settings_summary(settings: LoomSettings) -> dict[str, Any]:
         "temporal.api_key": "set" if t.api_key is not None else None,
         "temporal.codec": t.codec,
         "dispatch.max_in_flight": d.max_in_flight,
+        "dispatch.max_buffered": d.buffered_bound,
         "dispatch.drain_timeout_s": d.drain_timeout_s,
         "unmatched": settings.unmatched.value,
         "tracing.exporter": settings.tracing.exporter,

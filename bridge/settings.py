@@ -11,7 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.exceptions import SettingsError
@@ -150,14 +158,34 @@ class TemporalSettings(BaseModel):
 
 
 class DispatchSettings(BaseModel):
-    """Concurrency bound, retries and shutdown."""
+    """Concurrency bounds, retries and shutdown."""
 
+    # Temporal calls running at once (different workflow ids).
     max_in_flight: int = Field(default=256, gt=0)
+    # Records accepted and not finished (running + queued behind their workflow id); reaching
+    # it pauses the partitions. None or 0: 4 x max_in_flight (see ``buffered_bound``).
+    max_buffered: int | None = Field(default=None, ge=0)
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)
     retry_multiplier: float = Field(default=2.0, ge=1)
     commit_interval_s: float = Field(default=1.0, gt=0)
     drain_timeout_s: float = Field(default=30.0, ge=0)
+
+    @field_validator("max_buffered")
+    @classmethod
+    def _buffered_covers_running(cls, value: int | None, info: ValidationInfo) -> int | None:
+        running = info.data.get("max_in_flight")  # absent when it failed its own validation
+        if value and running is not None and value < running:
+            raise ValueError(
+                f"must be >= max_in_flight ({running}), or 0 for 4 x max_in_flight; got {value}"
+            )
+        return value
+
+    @property
+    def buffered_bound(self) -> int:
+        """The effective bound on accepted, unfinished records: ``max_buffered`` when set,
+        else 4 x ``max_in_flight``."""
+        return self.max_buffered or 4 * self.max_in_flight
 
 
 class EmitSettings(BaseModel):

@@ -54,6 +54,18 @@ def test_environment_nested_and_lists(env: pytest.MonkeyPatch) -> None:
     assert s.unmatched is UnmatchedPolicy.SKIP
 
 
+def test_max_buffered_defaults_to_four_times_max_in_flight(env: pytest.MonkeyPatch) -> None:
+    env.setenv("LOOM_DISPATCH__MAX_IN_FLIGHT", "64")
+    assert load_settings().dispatch.buffered_bound == 256
+    env.setenv("LOOM_DISPATCH__MAX_BUFFERED", "0")
+    assert load_settings().dispatch.buffered_bound == 256
+    env.setenv("LOOM_DISPATCH__MAX_BUFFERED", "64")  # the single bound of earlier versions
+    assert load_settings().dispatch.buffered_bound == 64
+    env.setenv("LOOM_DISPATCH__MAX_BUFFERED", "63")
+    with pytest.raises(SettingsError, match=r"LOOM_DISPATCH__MAX_BUFFERED: .*max_in_flight"):
+        load_settings()
+
+
 def test_dotenv_file_then_environment_then_overrides(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(
         "LOOM_KAFKA__GROUP_ID=from-dotenv\nLOOM_KAFKA__BOOTSTRAP=dotenv:1\nLOOM_HTTP_PORT=9000\n"
