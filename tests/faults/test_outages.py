@@ -144,7 +144,8 @@ async def test_slow_temporal_in_flight_and_memory_bounded(
     task_queue: str,
     fault_results: Callable[[Row], None],
 ) -> None:
-    """5. Temporal slowed by the proxy, low bound: in-flight within it, memory bounded."""
+    """5. Temporal slowed by the proxy, low bound: calls running within ``max_in_flight``,
+    records held within ``max_buffered`` (its default, 4 x max_in_flight), memory bounded."""
     started = time.monotonic()
     bound = 8
     entities, per_entity = size(40, 100), size(10, 20)
@@ -164,13 +165,17 @@ async def test_slow_temporal_in_flight_and_memory_bounded(
             bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g5"),
             temporal=proxy.address, task_queue=task_queue, max_in_flight=bound,
         )
-        loom = Loom(make_router(task_queue), slow, settings_from_env(env))
-        peak = {"dispatcher": 0, "tracker": 0}
+        settings = settings_from_env(env)
+        buffered = settings.dispatch.buffered_bound
+        assert buffered == 4 * bound
+        loom = Loom(make_router(task_queue), slow, settings)
+        peak = {"running": 0, "accepted": 0, "tracker": 0}
         rss: list[int] = []
 
         async def sample() -> None:
             while True:
-                peak["dispatcher"] = max(peak["dispatcher"], loom.dispatcher.in_flight)
+                peak["running"] = max(peak["running"], loom.dispatcher.running)
+                peak["accepted"] = max(peak["accepted"], loom.dispatcher.in_flight)
                 peak["tracker"] = max(peak["tracker"], loom.tracker.in_flight())
                 if len(rss) < 100_000:
                     rss.append(rss_bytes(os.getpid()))
@@ -191,14 +196,16 @@ async def test_slow_temporal_in_flight_and_memory_bounded(
     fault_results(Row(
         "5. Temporal slowed (+100 ms round trip), max_in_flight 8", result.sent, result.lost,
         result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
-        f"peak in flight {peak['dispatcher']} (records held {peak['tracker']}), "
+        f"peak calls running {peak['running']} (bound {bound}), peak accepted "
+        f"{peak['accepted']} and records held {peak['tracker']} (max_buffered {buffered}), "
         f"{pauses:.0f} pauses, RSS +{growth:.0f} MiB for a {backlog:.0f} MiB backlog",
-        passed=result.clean and peak["dispatcher"] <= bound,
+        passed=result.clean and peak["running"] <= bound and peak["accepted"] <= buffered,
     ))
     assert result.clean, result
     assert lag == 0
-    assert 0 < peak["dispatcher"] <= bound
-    assert peak["tracker"] <= bound  # records taken from Kafka and not finished
+    assert 0 < peak["running"] <= bound  # Temporal calls at once: the configured bound
+    assert peak["accepted"] <= buffered  # accepted by the dispatcher, queued or running
+    assert peak["tracker"] <= buffered  # records taken from Kafka and not finished
     assert pauses > 0, "the bound was never reached: the test did not slow Temporal enough"
     # The test process holds the worker and the queries too; the loom's own share is bounded
     # by ``bound`` records plus aiokafka's per-partition fetch buffers (1 MiB each).
