@@ -24,6 +24,9 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--concurrency", type=int, default=256,
                    help="the loom's max_in_flight, and the ceiling's concurrent calls")
+    p.add_argument("--max-buffered", type=int, default=0,
+                   help="the loom's max_buffered (0: its default, 4 x concurrency; "
+                        "= concurrency: the single bound of earlier versions)")
     p.add_argument("--latency-events", type=int, default=None,
                    help="paced events for the loom's latency (default: events / 10)")
     p.add_argument("--rounds", type=int, default=2,
@@ -35,7 +38,8 @@ def parse(argv: list[str] | None = None) -> Options:
     if a.smoke:
         return Options(
             events=100, naive_events=20, workflows=20, partitions=a.partitions,
-            concurrency=a.concurrency, latency_events=20, soak=a.soak, soak_events=300,
+            concurrency=a.concurrency, max_buffered=a.max_buffered, latency_events=20,
+            soak=a.soak, soak_events=300,
             router_rounds=5_000, warmup_events=0, rounds=1,
         )
     return Options(
@@ -44,6 +48,7 @@ def parse(argv: list[str] | None = None) -> Options:
         workflows=a.workflows,
         partitions=a.partitions,
         concurrency=a.concurrency,
+        max_buffered=a.max_buffered,
         latency_events=a.latency_events if a.latency_events is not None else max(1, a.events // 10),
         soak=a.soak,
         soak_events=a.soak_events,

@@ -202,11 +202,15 @@ async def run_loom(cfg: dict[str, Any]) -> None:
             "bootstrap": cfg["bootstrap"], "topics": [cfg["topic"]],
             "deadletter_topic": cfg["deadletter_topic"], "group_id": f"loom-{cfg['phase']}",
         },
-        "dispatch": {"max_in_flight": cfg["concurrency"]},
+        "dispatch": {
+            "max_in_flight": cfg["concurrency"], "max_buffered": cfg.get("max_buffered") or None,
+        },
         "http_port": 0,
     })
     loom = TimedLoom(bench_router(cfg["task_queue"]), client, settings)
     rss_series: list[tuple[float, int, float]] = []
+    running_samples: list[int] = []  # dispatcher.running every 10 ms of the measured window
+    accepted_samples: list[int] = []
 
     def committed() -> float:
         return metric_total(loom.metrics.committed)
@@ -225,6 +229,8 @@ async def run_loom(cfg: dict[str, Any]) -> None:
                 next_sample += cfg["rss_every_s"]
             if loom.error is not None:
                 raise loom.error
+            running_samples.append(loom.dispatcher.running)
+            accepted_samples.append(loom.dispatcher.in_flight)
             await asyncio.sleep(0.01)
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         rss_series.append((round(elapsed, 1), loom.acked, round(rss_mb(), 1)))
@@ -254,6 +260,10 @@ async def run_loom(cfg: dict[str, Any]) -> None:
         deadlettered=metric_total(loom.metrics.deadlettered),
         duplicates=metric_total(loom.metrics.routed, outcome=Outcome.DUPLICATE.value),
         pauses=metric_total(loom.metrics.paused),
+        max_buffered=loom.dispatcher.max_buffered,
+        running_mean=sum(running_samples) / max(1, len(running_samples)),
+        running_max=max(running_samples, default=0),
+        accepted_mean=sum(accepted_samples) / max(1, len(accepted_samples)),
     )
 
 

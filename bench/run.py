@@ -46,6 +46,7 @@ class Options:
     workflows: int = 500
     partitions: int = 4
     concurrency: int = 256
+    max_buffered: int = 0  # the loom's; 0: 4 x concurrency
     naive_events: int = 5_000
     latency_events: int = 2_000
     latency_load: float = 0.5
@@ -151,7 +152,8 @@ class Bench:
         return {
             "temporal": self.temporal.address, "bootstrap": self.kafka.bootstrap,
             "task_queue": self.task_queue, "phase": phase, "events": events,
-            "workflows": self.opts.workflows, "concurrency": self.opts.concurrency, **extra,
+            "workflows": self.opts.workflows, "concurrency": self.opts.concurrency,
+            "max_buffered": self.opts.max_buffered, **extra,
         }
 
     async def topic(self, phase: str) -> str:
@@ -318,7 +320,8 @@ def render(summary: dict[str, Any], opts: Options, console: Console) -> None:
     table = Table(title=(
         f"temporal-loom on {os.cpu_count()} cores shared by broker, Temporal server, worker "
         f"and the measured path - {opts.partitions} partitions, {opts.workflows} workflow ids, "
-        f"concurrency {opts.concurrency}, binary-mode CloudEvents"
+        f"concurrency {opts.concurrency}, loom max_buffered "
+        f"{opts.max_buffered or 4 * opts.concurrency}, binary-mode CloudEvents"
     ))
     for col in ("run", "events", "s", "events/s", "÷ mean ceiling", "own CPU µs/ev",
                 "peak RSS MB", "server µs/ev", "broker µs/ev", "worker µs/ev", "foreign cores"):
@@ -339,7 +342,10 @@ def render(summary: dict[str, Any], opts: Options, console: Console) -> None:
             f"produce -> Temporal ack p50 {_f(loom['p50_ms'], 1)} ms, p99 {_f(loom['p99_ms'], 1)} ms "
             f"(produce -> taken p50 {_f(loom['consume_p50_ms'], 1)} / p99 "
             f"{_f(loom['consume_p99_ms'], 1)}; taken -> ack p50 {_f(loom['call_p50_ms'], 1)} / p99 "
-            f"{_f(loom['call_p99_ms'], 1)}); dead-lettered {loom['deadlettered']:.0f}, "
+            f"{_f(loom['call_p99_ms'], 1)}); calls running mean {_f(loom['running_mean'])} / "
+            f"max {loom['running_max']} of {opts.concurrency}, accepted mean "
+            f"{_f(loom['accepted_mean'])} of {loom['max_buffered']}; "
+            f"dead-lettered {loom['deadlettered']:.0f}, "
             f"duplicates {loom['duplicates']:.0f}, partition pauses {loom['pauses']:.0f}"
         )
     rt = Table(title="router.match (bench/router_bench.py)")
