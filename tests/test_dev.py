@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -186,3 +188,32 @@ async def test_failed_start_reports_the_log_tail() -> None:
         await server.start()
     assert "temporal" in str(info.value)
     assert port_is_free(server.port)
+
+
+@pytest.mark.kafka
+async def test_servers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    # A test runner killed with SIGKILL cannot stop its servers: they must not outlive it.
+    script = (
+        "import asyncio, sys\n"
+        "from bridge.dev import EmbeddedKafka\n"
+        "async def main():\n"
+        "    kafka = EmbeddedKafka()\n"
+        "    await kafka.start()\n"
+        "    print(kafka.pid, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+    broker = int(line)
+    assert _pid_alive(broker)
+    proc.kill()
+    await proc.wait()
+    for _ in range(100):
+        if not _pid_alive(broker):
+            break
+        await asyncio.sleep(0.1)
+    assert not _pid_alive(broker)
