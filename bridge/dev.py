@@ -87,6 +87,8 @@ def _parent_death_signal() -> Callable[[], None] | None:
 
     Without it, a test runner killed with SIGKILL leaves its servers running (they have
     their own session). Linux only; elsewhere the servers are stopped by ``stop`` alone.
+    Linux sends the signal when the *thread* that started the server ends: start servers
+    from the event loop's thread (as ``async with`` does), not from a short-lived thread.
     """
     if not sys.platform.startswith("linux"):
         return None
