@@ -288,7 +288,7 @@ class Loom:
         pending = _Pending(ticket, len(invocations))
         for inv in invocations:
             await self.dispatcher.submit(inv.workflow_id, _Job(record, inv, pending))
-            self.metrics.in_flight.set(self.dispatcher.in_flight)
+            self._gauge_in_flight()
 
     async def _unmatched(self, record: Record, event: Event) -> None:
         policy = self.router.unmatched
@@ -340,7 +340,11 @@ class Loom:
         job.pending.remaining -= 1
         if job.pending.remaining == 0:
             self.tracker.done(job.pending.ticket)
+        self._gauge_in_flight()
+
+    def _gauge_in_flight(self) -> None:
         self.metrics.in_flight.set(self.dispatcher.in_flight)
+        self.metrics.running.set(self.dispatcher.running)
 
     async def _write_deadletter(
         self, record: Record, exc: BaseException, route: str | None

@@ -49,7 +49,12 @@ class Metrics:
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.in_flight = Gauge(
-            "loom_in_flight", "Temporal calls accepted, not finished", registry=r
+            "loom_in_flight", "Records' calls accepted, not finished (bounded by max_buffered)",
+            registry=r,
+        )
+        self.running = Gauge(
+            "loom_calls_running", "Temporal calls running now (bounded by max_in_flight)",
+            registry=r,
         )
         self.committed = Gauge(
             "loom_committed_offset", "Last committed offset", ["topic", "partition"], registry=r
