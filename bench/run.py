@@ -1,8 +1,9 @@
 """The orchestrator of ``python -m bench``: servers once, then each path in its own process.
 
-Order of a full run: a warm-up (ceiling, small), ceiling, naive loop, loom, ceiling again.
-The ratio uses the higher of the two ceilings, so drift of the server over the run (it holds
-more workflows as it goes) never flatters the loom. Every path sends the same events (one
+Order of a full run: a warm-up (ceiling, small), then rounds that alternate their order
+(ceiling, naive, loom; then loom, naive, ceiling). Each figure is the mean over the rounds, so
+the drift of the server over the run (it holds more workflows as it goes) falls on every path
+alike. Every path sends the same events (one
 per record, binary mode, ~300 bytes of data) to the same ``BenchWorkflow`` run by the same
 worker process; each phase uses its own topic and its own workflow ids.
 """
