@@ -14,6 +14,9 @@ Fixtures:
     make_producer: ``await make_producer(**kwargs)`` returns a started aiokafka producer
         (idempotence off, as Tansu requires), stopped after the test.
     task_queue: a unique task queue name.
+
+Helper:
+    read_records: read a topic from its start, e.g. the dead-letter topic or emitted events.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bridge.dev import EmbeddedKafka, EmbeddedTemporal, create_topic
+from bridge.kafka_binding import Record
 
 #: Search attributes the session Temporal server registers (tests of memo/search mapping).
 TEST_SEARCH_ATTRIBUTES = {"LoomOrderId": "Keyword", "LoomAmount": "Double"}
@@ -117,3 +121,30 @@ async def make_producer(loom_kafka_bootstrap: str) -> AsyncIterator[Callable[...
 def task_queue() -> str:
     """A task queue name no other test uses."""
     return f"loom-tq-{uuid.uuid4().hex[:12]}"
+
+
+async def read_records(
+    bootstrap: str, *topics: str, count: int, timeout: float = 30.0
+) -> list[Record]:
+    """Read ``topics`` from their start until ``count`` records came (or ``timeout`` passed).
+
+    Returns what was read: fewer than ``count`` records when the timeout passed first, so the
+    caller's assertion says what was missing.
+    """
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records: list[Record] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(records) < count and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            records.extend(Record.from_aiokafka(r) for rs in batch.values() for r in rs)
+    finally:
+        await consumer.stop()
+    return records

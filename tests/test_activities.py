@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 from bridge.activities import PublishActivities, PublishSettings, loom_activities
 from bridge.events import CORRELATION, EVENT_SIGNAL, Event
 from bridge.producer import LoomProducer, ProducerSettings
+from bridge.testing import read_records
 from bridge.workflow import (
     CAUSATION,
     PUBLISH_ACTIVITY,
@@ -68,7 +69,7 @@ async def loom_producer(loom_kafka_bootstrap: str) -> AsyncIterator[LoomProducer
         yield producer
 
 
-async def read_records(bootstrap: str, topics: list[str], count: int) -> list[Any]:
+async def read_exactly(bootstrap: str, topics: list[str], count: int) -> list[Any]:
     """Read exactly ``count`` records from the start of ``topics``; fail on more or fewer."""
     consumer = AIOKafkaConsumer(
         *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
@@ -157,7 +158,7 @@ async def test_emitted_events_are_valid_cloudevents_with_deterministic_ids(
     assert ids == [event_id(wid, handle.result_run_id, n) for n in range(4)]
     assert len(set(ids)) == 4
 
-    records = await read_records(loom_kafka_bootstrap, [events_topic, payments, explicit], 4)
+    records = await read_exactly(loom_kafka_bootstrap, [events_topic, payments, explicit], 4)
     by_id = {sdk_event(r).get_id(): (r, sdk_event(r)) for r in records}
     assert set(by_id) == set(ids)
 
@@ -233,7 +234,7 @@ async def test_retried_publish_repeats_the_same_cloudevent_id(
             TwoEventsWorkflow.run, topic, id=f"retry-{uuid.uuid4()}", task_queue=task_queue
         )
     assert attempts == [1, 2, 1, 2]
-    records = await read_records(loom_kafka_bootstrap, [topic], 4)
+    records = await read_exactly(loom_kafka_bootstrap, [topic], 4)
     assert [sdk_event(r).get_id() for r in records] == [ids[0], ids[0], ids[1], ids[1]]
 
 
@@ -271,7 +272,7 @@ async def test_event_ids_replay_identically_outside_the_sandbox(
         ids = await handle.result()
     assert handle.result_run_id is not None
     assert ids == [event_id(wid, handle.result_run_id, n) for n in range(2)]
-    records = await read_records(loom_kafka_bootstrap, [topic], 2)
+    records = await read_exactly(loom_kafka_bootstrap, [topic], 2)
     assert [sdk_event(r).get_id() for r in records] == ids
 
 
@@ -336,17 +337,7 @@ async def test_content_mode_defaults_to_the_activity_settings(
         env = ActivityEnvironment()
         await env.run(publish.publish, PublishRequest(event=event.to_payload()))
         await env.run(publish.publish, PublishRequest(event=event.to_payload(), mode="binary"))
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=loom_kafka_bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        records: list[Any] = []
-        for _ in range(40):
-            batch = await consumer.getmany(timeout_ms=500)
-            records += [r for rs in batch.values() for r in rs]
-            if len(records) >= 2:
-                break
-    finally:
-        await consumer.stop()
+    records = await read_records(loom_kafka_bootstrap, topic, count=2, timeout=20)
     content_types = [dict(r.headers).get("content-type", b"").decode() for r in records]
     assert content_types[0].startswith("application/cloudevents+json")  # the settings' mode
     assert not content_types[1].startswith("application/cloudevents")  # the call's own mode
@@ -393,7 +384,7 @@ async def test_request_reply_round_trip(
             task_queue=task_queue,
         )
         # The test plays the payment service and the loom's routing of the reply.
-        [record] = await read_records(loom_kafka_bootstrap, [topic], 1)
+        [record] = await read_exactly(loom_kafka_bootstrap, [topic], 1)
         command = sdk_event(record)
         assert command.get_type() == "payment.charge"
         target = command.get_extension(CORRELATION)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from pydantic import BaseModel
 from recorder import RecorderWorkflow
 from temporalio.client import Client
@@ -26,6 +25,7 @@ from bridge.kafka_binding import encode
 from bridge.observability import metric_total
 from bridge.routing import Match, Route, Router
 from bridge.settings import LoomSettings
+from bridge.testing import read_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
 
@@ -111,23 +111,6 @@ def expected_by_workflow(events: Sequence[Event]) -> dict[str, list[str]]:
     return dict(out)
 
 
-async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(records) < count and asyncio.get_running_loop().time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for recs in batch.values():
-                records.extend(recs)
-    finally:
-        await consumer.stop()
-    return records
-
-
 async def test_2000_events_200_workflows_in_order_exactly_once_and_redelivery(
     temporal_client: Client,
     loom_kafka_bootstrap: str,
@@ -198,7 +181,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_good_ones_pass(
                     key, value, headers, _ = poison[i]
                     await producer.send_and_wait(topic, value=value, key=key, headers=headers)
             assert await wait_for_events(temporal_client, expected) == expected
-            letters = await read_topic(loom_kafka_bootstrap, dlq, len(poison))
+            letters = await read_records(loom_kafka_bootstrap, dlq, count=len(poison))
     assert [_header(r, deadletter.REASON) for r in letters] == [p[3] for p in poison]
     for letter, (key, value, headers, _) in zip(letters, poison, strict=True):
         assert letter.key == key

@@ -24,6 +24,7 @@ from bridge.kafka_binding import Record, decode, encode
 from bridge.matching import Match
 from bridge.producer import LoomProducer
 from bridge.routing import Route, Router
+from bridge.testing import read_records
 from bridge.workflow import LoomWorkflow, request
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
@@ -60,18 +61,7 @@ class AskWorkflow(LoomWorkflow):
 
 
 async def read(bootstrap: str, topic: str, count: int) -> list[Event]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    events: list[Event] = []
-    try:
-        for _ in range(120):
-            batch = await consumer.getmany(timeout_ms=500)
-            events += [decode(Record.from_aiokafka(r)) for rs in batch.values() for r in rs]
-            if len(events) >= count:
-                break
-    finally:
-        await consumer.stop()
-    return events
+    return [decode(r) for r in await read_records(bootstrap, topic, count=count, timeout=60)]
 
 
 async def test_update_with_start_result_goes_back_to_kafka_once_per_request(
