@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -198,6 +198,23 @@ async def _wait_tcp(proc: _Process, port: int, timeout: float) -> None:
         return
 
 
+async def _poll_until_ready(
+    proc: _Process, probe: Callable[[], Awaitable[None]], timeout: float
+) -> None:
+    """Call ``probe`` until it succeeds; fail with the log tail if the server exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await probe()
+            return
+        except Exception as exc:
+            if proc.exited() is not None:
+                raise proc.fail(f"exited with code {proc.exited()}") from exc
+            if time.monotonic() > deadline:
+                raise proc.fail(f"not answering: {exc}") from exc
+            await asyncio.sleep(0.1)
+
+
 class _EmbeddedServer:
     """A server process this object started: ``async with`` starts it, leaving stops it."""
 
@@ -306,19 +323,13 @@ class EmbeddedTemporal(_EmbeddedServer):
         self._proc = proc
         try:
             await _wait_tcp(proc, self.port, self.startup_timeout)
-            deadline = time.monotonic() + self.startup_timeout
-            while True:
-                try:
-                    client = await Client.connect(self.address, namespace=self.namespace)
-                    # The namespace answers only once the server is really serving.
-                    await client.count_workflows()
-                    break
-                except Exception as exc:
-                    if proc.exited() is not None:
-                        raise proc.fail(f"exited with code {proc.exited()}") from exc
-                    if time.monotonic() > deadline:
-                        raise proc.fail(f"not answering: {exc}") from exc
-                    await asyncio.sleep(0.1)
+
+            async def answers() -> None:
+                client = await Client.connect(self.address, namespace=self.namespace)
+                # The namespace answers only once the server is really serving.
+                await client.count_workflows()
+
+            await _poll_until_ready(proc, answers, self.startup_timeout)
         except BaseException:
             await self.stop()
             raise
@@ -383,21 +394,15 @@ class EmbeddedKafka(_EmbeddedServer):
     async def _wait_metadata(self, proc: _Process) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
+        async def answers() -> None:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
             try:
                 await admin.start()
                 await admin.list_topics()
-                return
-            except Exception as exc:
-                if proc.exited() is not None:
-                    raise proc.fail(f"exited with code {proc.exited()}") from exc
-                if time.monotonic() > deadline:
-                    raise proc.fail(f"not answering: {exc}") from exc
-                await asyncio.sleep(0.1)
             finally:
                 await admin.close()
+
+        await _poll_until_ready(proc, answers, self.startup_timeout)
 
 
 
