@@ -265,7 +265,7 @@ async def test_second_consumer_joins_and_leaves_mid_stream(
 
 
 async def test_kafka_probe_follows_the_broker(
-    temporal_client: Client, new_topic: Callable[..., Awaitable[str]], task_queue: str
+    temporal_client: Client, task_queue: str
 ) -> None:
     from bridge.dev import EmbeddedKafka, create_topic
 
