@@ -100,7 +100,11 @@ class LoomProducer:
                 raise RuntimeError("LoomProducer is closed")
             if self._producer is None:
                 producer = self._factory()
-                await producer.start()
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()  # a half-started producer still holds its client
+                    raise
                 self._producer = producer
             return self._producer
 

@@ -108,8 +108,8 @@ async def make_producer(loom_kafka_bootstrap: str) -> AsyncIterator[Callable[...
         }
         options.update(kwargs)
         producer = AIOKafkaProducer(**options)
+        producers.append(producer)  # stopped at teardown even when start fails
         await producer.start()
-        producers.append(producer)
         return producer
 
     yield make
