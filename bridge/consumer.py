@@ -237,15 +237,16 @@ class Loom:
                 )
             await self.commit(force=True)
         finally:
-            await self.dispatcher.close()
-            if self._consumer is not None:
-                with contextlib.suppress(Exception):
-                    await self._consumer.stop()
-            if self._producer is not None:
-                with contextlib.suppress(Exception):
-                    await self._producer.stop()
-            self.health.kafka_connected = False
-            self._stopped.set()
+            try:
+                await self.dispatcher.close()
+                if self._consumer is not None:
+                    await _stop_client(self._consumer)
+            finally:
+                # Also when stopping the consumer raised: the producer holds connections too.
+                if self._producer is not None:
+                    await _stop_client(self._producer)
+                self.health.kafka_connected = False
+                self._stopped.set()
 
     @property
     def consumer(self) -> AIOKafkaConsumer | None:
@@ -465,6 +466,24 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.loom._assigned(assigned)
+
+
+async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Stop an aiokafka client, keeping its errors out of the shutdown path.
+
+    With the broker gone, ``AIOKafkaConsumer.stop()`` raises the ``CancelledError`` of its own
+    coordinator task (leaving the group cannot finish). That is not a cancellation of ours:
+    it is logged and swallowed unless this task really is being cancelled.
+    """
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("%s stopped with its internal task cancelled", type(client).__name__)
+    except Exception as exc:
+        log.warning("%s stopped with an error: %s", type(client).__name__, exc)
 
 
 @contextlib.asynccontextmanager

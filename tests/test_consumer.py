@@ -280,3 +280,8 @@ async def test_kafka_probe_follows_the_broker(
             assert not await loom.probe_kafka(timeout=2)
             assert not loom.health.ready
             loom.settings.dispatch.drain_timeout_s = 0
+        # With the broker gone the consumer's stop() raises its coordinator's CancelledError;
+        # the shutdown must still stop the producer (aiokafka warns "Unclosed" otherwise).
+        producer = loom._producer
+        assert producer is not None and producer._closed
+        assert not loom.health.kafka_connected
