@@ -15,6 +15,7 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from bridge.dev import EmbeddedTemporal
 from bridge.events import EVENT_SIGNAL, Event
 from bridge.saga import Compensations
 from bridge.workflow import Inbox, InboxState, LoomWorkflow, event_data
@@ -156,17 +157,35 @@ class CollectWorkflow(LoomWorkflow):
 
     @workflow.run
     async def run(self, input: CollectInput) -> CollectResult:
-        self.inbox.restore(input.inbox)
-        processed = input.processed
-        while True:
-            event = await self.inbox.next()
-            assert event is not None
-            processed.append(event.id)
-            if event.type == "done":
-                return CollectResult(processed=processed, runs=self.inbox.runs + 1)
-            await self.inbox.continue_as_new_if_needed(
-                lambda state: CollectInput(inbox=state, processed=processed)
-            )
+        return await collect(self.inbox, input)
+
+
+async def collect(inbox: Inbox, input: CollectInput) -> CollectResult:
+    """The collecting workflows' loop: take events in order until ``done``."""
+    inbox.restore(input.inbox)
+    processed = input.processed
+    while True:
+        event = await inbox.next()
+        assert event is not None
+        processed.append(event.id)
+        if event.type == "done":
+            return CollectResult(processed=processed, runs=inbox.runs + 1)
+        await inbox.continue_as_new_if_needed(
+            lambda state: CollectInput(inbox=state, processed=processed)
+        )
+
+
+@workflow.defn(sandboxed=False)
+class SuggestedCollectWorkflow(LoomWorkflow):
+    """As :class:`CollectWorkflow`, with the signal backstop out of reach: only Temporal's
+    continue-as-new suggestion can end a run."""
+
+    def make_inbox(self) -> Inbox:
+        return Inbox(max_signals_per_run=1_000_000)
+
+    @workflow.run
+    async def run(self, input: CollectInput) -> CollectResult:
+        return await collect(self.inbox, input)
 
 
 @pytest.mark.temporal
@@ -216,6 +235,36 @@ async def test_inbox_dedups_3000_signals_in_order_across_continue_as_new(
     async for _ in temporal_client.list_workflows(f"WorkflowId = '{ids[0]}'"):
         history_runs += 1
     assert history_runs == results[0].runs
+
+
+@pytest.mark.temporal
+async def test_inbox_continues_as_new_when_temporal_suggests_it() -> None:
+    # Own server: it suggests continue-as-new once a run's history has 60 events (the default
+    # is thousands), so a steady signal stream crosses several runs on the suggestion alone.
+    async with EmbeddedTemporal(
+        dynamic_config={"limit.historyCount.suggestContinueAsNew": "60"}
+    ) as server:
+        client = await Client.connect(server.address)
+        task_queue, wid = f"tq-{uuid.uuid4().hex[:8]}", f"suggested-{uuid.uuid4().hex[:8]}"
+        source = "test://producer/suggested"
+        events = [Event(id=f"e{i}", source=source, type="item") for i in range(150)]
+        # Every tenth event is sent twice; the repeat may land in the next run.
+        stream = [e for i, e in enumerate(events) for e in ([e, e] if i % 10 == 9 else [e])]
+        stream.append(Event(id="end", source=source, type="done"))
+        async with Worker(client, task_queue=task_queue, workflows=[SuggestedCollectWorkflow]):
+            handle = await client.start_workflow(
+                SuggestedCollectWorkflow.run, CollectInput(), id=wid, task_queue=task_queue,
+                start_signal=EVENT_SIGNAL, start_signal_args=[stream[0].to_payload()],
+            )
+            for event in stream[1:]:
+                await handle.signal(EVENT_SIGNAL, event.to_payload())
+            result = await asyncio.wait_for(handle.result(), 60)
+        assert result.processed == [e.id for e in events] + ["end"]
+        history_runs = 0
+        async for _ in client.list_workflows(f"WorkflowId = '{wid}'"):
+            history_runs += 1
+        # 166 signals in runs of at most ~60 history events: the suggestion ended runs.
+        assert history_runs == result.runs >= 3
 
 
 @workflow.defn
