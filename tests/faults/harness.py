@@ -50,6 +50,25 @@ class Row:
     notes: str = ""
     passed: bool = True
 
+    @classmethod
+    def measured(
+        cls,
+        scenario: str,
+        result: Tally,
+        letters: list[Any],
+        started: float,
+        notes: str,
+        *,
+        passed: bool,
+        sent: int | None = None,
+    ) -> Row:
+        """The row of a scenario from its tally, its dead letters and its ``time.monotonic()``
+        start (``sent`` when more went out than the tally counts, as bad input)."""
+        return cls(
+            scenario, result.sent if sent is None else sent, result.lost, result.duplicated,
+            result.out_of_order, len(letters), time.monotonic() - started, notes, passed,
+        )
+
 
 @dataclass
 class Results:

@@ -293,13 +293,13 @@ async def test_bad_input_mixed_into_good_traffic(
     reasons: dict[str, int] = {}
     for b in where.values():
         reasons[b.reason] = reasons.get(b.reason, 0) + 1
-    fault_results(Row(
-        "6. hypothesis bad input mixed into good traffic", len(good) + len(bad), result.lost,
-        result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
+    fault_results(Row.measured(
+        "6. hypothesis bad input mixed into good traffic", result, letters, started,
         f"{len(bad)} bad records ({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))}), "
         f"all dead-lettered with their reason: {not missing and not wrong}; "
         f"{len(health)} health probes, all 200: {not unhealthy}",
         passed=result.clean and not missing and not wrong and not unhealthy,
+        sent=len(good) + len(bad),
     ))
     assert result.clean, result
     assert lag == 0

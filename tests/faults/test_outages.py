@@ -119,9 +119,8 @@ async def test_broker_connection_cut_mid_stream(
             finally:
                 await producer.stop()
             letters = await read_all(direct, dlq, idle=0.5)
-    fault_results(Row(
-        "3. broker connection cut, then stalled (proxy)", result.sent, result.lost,
-        result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
+    fault_results(Row.measured(
+        "3. broker connection cut, then stalled (proxy)", result, letters, started,
         f"cut {cut_for} s with {half - at_cut} undelivered, stall {cut_for} s with "
         f"{len(events) - at_stall} undelivered; {proxy.stats.refused} connections refused",
         passed=result.clean and not letters,
@@ -194,9 +193,8 @@ async def test_slow_temporal_in_flight_and_memory_bounded(
     letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
     growth = (max(rss) - baseline) / 2**20
     backlog = len(events) * len(pad) / 2**20
-    fault_results(Row(
-        "5. Temporal slowed (+100 ms round trip), max_in_flight 8", result.sent, result.lost,
-        result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
+    fault_results(Row.measured(
+        "5. Temporal slowed (+100 ms round trip), max_in_flight 8", result, letters, started,
         f"peak calls running {peak['running']} (bound {bound}), peak accepted "
         f"{peak['accepted']} and records held {peak['tracker']} (max_buffered {buffered}), "
         f"{pauses:.0f} pauses, RSS +{growth:.0f} MiB for a {backlog:.0f} MiB backlog",

@@ -139,9 +139,8 @@ async def test_sigkill_mid_stream_then_restart(
         group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
     )
     letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
-    fault_results(Row(
-        "1. sidecar SIGKILLed mid-stream, restarted", result.sent, result.lost,
-        result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
+    fault_results(Row.measured(
+        "1. sidecar SIGKILLed mid-stream, restarted", result, letters, started,
         f"{kills} kill(s) with {', '.join(f'{b:.0f}' for b in busy)} calls in flight, "
         f"{result.workflows} workflows",
         passed=result.clean and not letters,
@@ -214,9 +213,8 @@ async def test_temporal_down_mid_stream(
     letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
     # The server answers before EmbeddedTemporal.start() returns: count from the stop.
     back = f"{back_at - down_at:.1f} s after the stop" if back_at else "never"
-    fault_results(Row(
-        "2. Temporal down (file db) mid-stream, restarted", result.sent, result.lost,
-        result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
+    fault_results(Row.measured(
+        "2. Temporal down (file db) mid-stream, restarted", result, letters, started,
         f"outage {outage} s; /readyz 503 {went_down - down_at:.1f} s after the stop, "
         f"200 again {back}" if went_down else f"outage {outage} s; /readyz never 503",
         passed=result.clean and not letters,
@@ -274,9 +272,8 @@ async def test_second_sidecar_joins_then_is_killed(
     )
     assert first.returncode() is None, first.log_tail()
     letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
-    fault_results(Row(
-        "4. second sidecar joins, then SIGKILLed (rebalances)", result.sent, result.lost,
-        result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
+    fault_results(Row.measured(
+        "4. second sidecar joins, then SIGKILLed (rebalances)", result, letters, started,
         f"the second routed {routed_by_second:.0f} and had {busy:.0f} in flight at its kill",
         passed=result.clean and not letters,
     ))
@@ -338,9 +335,8 @@ async def test_sigterm_under_heavy_traffic(
         group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
     )
     letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
-    fault_results(Row(
-        "7. SIGTERM under heavy traffic, restarted", result.sent, result.lost,
-        result.duplicated, result.out_of_order, len(letters), time.monotonic() - started,
+    fault_results(Row.measured(
+        "7. SIGTERM under heavy traffic, restarted", result, letters, started,
         f"exit code {code} after {exit_after:.1f} s (drain timeout {drain_timeout:.0f} s), "
         f"{in_flight:.0f} calls in flight at the signal",
         passed=result.clean and code == 0 and exit_after <= drain_timeout + 5,
