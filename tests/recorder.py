@@ -1,4 +1,5 @@
-"""A test workflow that records every routed event it receives, duplicates included.
+"""A test workflow that records every routed event it receives, duplicates included, and the
+workload around it: known step events, publishing them, and reading back what each workflow got.
 
 Shared by the end-to-end, sidecar and fault tests: since it never deduplicates, the ids it
 recorded show exactly what reached Temporal (lost, duplicated, out of order).
@@ -6,11 +7,16 @@ recorded show exactly what reached Temporal (lost, duplicated, out of order).
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from temporalio import workflow
+from temporalio.client import Client
 
-from bridge.events import EVENT_SIGNAL
+from bridge.events import EVENT_SIGNAL, Event
+from bridge.kafka_binding import encode
 
 #: Workflow type name, for routes declared by name (route modules written by tests).
 RECORDER = "LoomTestRecorder"
@@ -35,3 +41,74 @@ class RecorderWorkflow:
     @workflow.query
     def events(self) -> list[str]:
         return self.received
+
+
+# --- the workload -----------------------------------------------------------------------------
+
+
+def step_events(
+    prefix: str, entities: int, per_entity: int, *, type: str, source: str
+) -> list[Event]:
+    """``entities * per_entity`` events, interleaved, each entity's in ``seq`` order."""
+    events = []
+    for seq in range(per_entity):
+        for n in range(entities):
+            entity = f"{prefix}-{n}"
+            events.append(
+                Event(
+                    id=f"{entity}-{seq}",
+                    source=source,
+                    type=type,
+                    data={"entity": entity, "seq": seq},
+                    extensions={"partitionkey": entity},
+                )
+            )
+    return events
+
+
+def expected_by_workflow(events: Iterable[Event], workflow_prefix: str) -> dict[str, list[str]]:
+    """The ids each workflow ``<workflow_prefix><data.entity>`` should record, in order."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for event in events:
+        out[workflow_prefix + str(event.data["entity"])].append(event.id)
+    return dict(out)
+
+
+async def publish(producer: Any, topic: str, events: Sequence[Event]) -> None:
+    """Send ``events`` (binary mode, key = partitionkey) and wait for every ack."""
+    futures = []
+    for event in events:
+        key, value, headers = encode(event)
+        futures.append(await producer.send(topic, value=value, key=key, headers=headers))
+    await asyncio.gather(*futures)
+
+
+async def query_all(client: Client, workflow_ids: Iterable[str]) -> dict[str, list[str]]:
+    """The received ids of every workflow (empty for a workflow that never started)."""
+    sem = asyncio.Semaphore(32)
+
+    async def one(wf_id: str) -> tuple[str, list[str]]:
+        async with sem:
+            try:
+                got = await client.get_workflow_handle(wf_id).query(RecorderWorkflow.events)
+            except Exception:
+                return wf_id, []
+            return wf_id, list(got)
+
+    return dict(await asyncio.gather(*(one(w) for w in workflow_ids)))
+
+
+async def wait_delivered(
+    client: Client, expected: Mapping[str, Sequence[str]], timeout: float
+) -> dict[str, list[str]]:
+    """Query until every workflow holds at least its expected ids (or ``timeout``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = set(expected)
+    seen: dict[str, list[str]] = {}
+    while True:
+        seen.update(await query_all(client, pending))
+        pending = {w for w in pending if len(set(seen[w])) < len(expected[w])}
+        if not pending or loop.time() > deadline:
+            return seen
+        await asyncio.sleep(0.5)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import recorder
 from pydantic import BaseModel
-from recorder import RecorderWorkflow
+from recorder import RecorderWorkflow, publish, wait_delivered
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
@@ -62,53 +62,13 @@ def make_settings(bootstrap: str, topic: str, dlq: str, **dispatch: Any) -> Loom
 
 
 def step_events(prefix: str, entities: int, per_entity: int) -> list[Event]:
-    events = []
-    for seq in range(per_entity):
-        for n in range(entities):
-            entity = f"{prefix}-{n}"
-            events.append(Event(
-                id=f"{entity}-{seq}", source="test://producer", type="test.step",
-                data={"entity": entity, "seq": seq}, extensions={"partitionkey": entity},
-            ))
-    return events
-
-
-async def publish(producer: Any, topic: str, events: Sequence[Event]) -> None:
-    futures = []
-    for event in events:
-        key, value, headers = encode(event)
-        futures.append(await producer.send(topic, value=value, key=key, headers=headers))
-    await asyncio.gather(*futures)
-
-
-async def wait_for_events(
-    client: Client, expected: dict[str, list[str]], timeout: float = 90.0
-) -> dict[str, list[str]]:
-    """Poll the workflows until each shows at least its expected count; return what they saw."""
-    seen: dict[str, list[str]] = {}
-    deadline = asyncio.get_running_loop().time() + timeout
-    pending = set(expected)
-    while pending and asyncio.get_running_loop().time() < deadline:
-        for wf_id in list(pending):
-            try:
-                got = await client.get_workflow_handle(wf_id).query(RecorderWorkflow.events)
-            except Exception:  # not started yet
-                continue
-            seen[wf_id] = got
-            if len(got) >= len(expected[wf_id]):
-                pending.discard(wf_id)
-        if pending:
-            await asyncio.sleep(0.5)
-    for wf_id in pending:
-        seen.setdefault(wf_id, [])
-    return seen
+    return recorder.step_events(
+        prefix, entities, per_entity, type="test.step", source="test://producer"
+    )
 
 
 def expected_by_workflow(events: Sequence[Event]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = defaultdict(list)
-    for event in events:
-        out[f"rec-{event.data['entity']}"].append(event.id)
-    return dict(out)
+    return recorder.expected_by_workflow(events, "rec-")
 
 
 async def test_2000_events_200_workflows_in_order_exactly_once_and_redelivery(
@@ -130,14 +90,14 @@ async def test_2000_events_200_workflows_in_order_exactly_once_and_redelivery(
                       max_concurrent_workflow_tasks=100):
         async with running(loom):
             await publish(producer, topic, events)
-            seen = await wait_for_events(temporal_client, expected)
+            seen = await wait_delivered(temporal_client, expected, 90)
             assert seen == expected
             # The same events again (same source and id): nothing changes in any workflow.
             await publish(producer, topic, events)
             await asyncio.sleep(1)
             while loom.tracker.in_flight() or loom.dispatcher.in_flight:
                 await asyncio.sleep(0.2)
-            seen = await wait_for_events(temporal_client, expected)
+            seen = await wait_delivered(temporal_client, expected, 90)
             assert seen == expected
         assert metric_total(loom.metrics.committed) == 4000  # every offset committed on stop
     assert metric_total(loom.metrics.deadlettered) == 0
@@ -180,7 +140,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_good_ones_pass(
                 if i < len(poison):
                     key, value, headers, _ = poison[i]
                     await producer.send_and_wait(topic, value=value, key=key, headers=headers)
-            assert await wait_for_events(temporal_client, expected) == expected
+            assert await wait_delivered(temporal_client, expected, 90) == expected
             letters = await read_records(loom_kafka_bootstrap, dlq, count=len(poison))
     assert [_header(r, deadletter.REASON) for r in letters] == [p[3] for p in poison]
     for letter, (key, value, headers, _) in zip(letters, poison, strict=True):
@@ -224,7 +184,7 @@ async def test_temporal_restart_mid_stream_loses_and_duplicates_nothing(
                 await asyncio.sleep(2)
                 await server.start()
                 await publish(producer, topic, events[400:])
-                seen = await wait_for_events(client, expected)
+                seen = await wait_delivered(client, expected, 90)
         assert metric_total(loom.metrics.retries) > 0  # the outage was felt
     assert seen == expected
     assert metric_total(loom.metrics.deadlettered) == 0
@@ -257,7 +217,7 @@ async def test_second_consumer_joins_and_leaves_mid_stream(
                     await asyncio.sleep(0.2)
                 assert second.health.assigned
             await publish(producer, topic, events[400:])
-            seen = await wait_for_events(temporal_client, expected)
+            seen = await wait_delivered(temporal_client, expected, 90)
     assert seen == expected
     handled = metric_total(first.metrics.routed) + metric_total(second.metrics.routed)
     assert handled >= len(events)

@@ -21,8 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from recorder import query_all, wait_delivered
+
 from bridge.settings import LoomSettings
-from faults.workload import Tally, query_all, tally, wait_delivered
+from faults.workload import Tally, tally
 
 FULL = os.environ.get("LOOM_FAULTS_FULL", "") not in ("", "0")
 TESTS_DIR = Path(__file__).resolve().parent.parent

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from recorder import publish, query_all
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
@@ -33,13 +34,7 @@ from faults.harness import (
     unique,
 )
 from faults.proxy import FaultProxy
-from faults.workload import (
-    expected_by_workflow,
-    make_router,
-    publish,
-    query_all,
-    step_events,
-)
+from faults.workload import expected_by_workflow, make_router, step_events
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
 

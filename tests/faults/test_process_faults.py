@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from recorder import publish, query_all
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
@@ -31,14 +32,7 @@ from faults.harness import (
     size,
     unique,
 )
-from faults.workload import (
-    FaultRecorder,
-    expected_by_workflow,
-    publish,
-    publish_paced,
-    query_all,
-    step_events,
-)
+from faults.workload import FaultRecorder, expected_by_workflow, publish_paced, step_events
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
 

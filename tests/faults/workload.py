@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import recorder
 from pydantic import BaseModel
-from recorder import RECORDER, RecorderWorkflow
-from temporalio.client import Client
+from recorder import RECORDER, RecorderWorkflow, publish
 
 from bridge.actions import SignalWithStart
 from bridge.events import Event
-from bridge.kafka_binding import encode
 from bridge.routing import Match, Route, Router
 
 EVENT_TYPE = "faults.step"
@@ -60,34 +58,13 @@ router = make_router(os.environ.get("LOOM_FAULTS_TASK_QUEUE", "loom-faults"))
 
 
 def step_events(prefix: str, entities: int, per_entity: int) -> list[Event]:
-    """``entities * per_entity`` events, interleaved, each entity's in ``seq`` order."""
-    events = []
-    for seq in range(per_entity):
-        for n in range(entities):
-            entity = f"{prefix}-{n}"
-            events.append(
-                Event(
-                    id=f"{entity}-{seq}",
-                    source=SOURCE,
-                    type=EVENT_TYPE,
-                    data={"entity": entity, "seq": seq},
-                    extensions={"partitionkey": entity},
-                )
-            )
-    return events
+    """``entities * per_entity`` fault-suite events, interleaved, each entity's in order."""
+    return recorder.step_events(prefix, entities, per_entity, type=EVENT_TYPE, source=SOURCE)
 
 
-def workflow_id(event: Event) -> str:
-    return WORKFLOW_PREFIX + str(event.data["entity"])
-
-
-async def publish(producer: Any, topic: str, events: Sequence[Event]) -> None:
-    """Send ``events`` (binary mode, key = partitionkey) and wait for every ack."""
-    futures = []
-    for event in events:
-        key, value, headers = encode(event)
-        futures.append(await producer.send(topic, value=value, key=key, headers=headers))
-    await asyncio.gather(*futures)
+def expected_by_workflow(events: Iterable[Event]) -> dict[str, list[str]]:
+    """The ids each ``fault-<entity>`` workflow should record, in order."""
+    return recorder.expected_by_workflow(events, WORKFLOW_PREFIX)
 
 
 async def publish_paced(
@@ -113,13 +90,6 @@ class Tally:
     @property
     def clean(self) -> bool:
         return self.lost == 0 and self.duplicated == 0 and self.out_of_order == 0
-
-
-def expected_by_workflow(events: Iterable[Event]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = defaultdict(list)
-    for event in events:
-        out[workflow_id(event)].append(event.id)
-    return dict(out)
 
 
 def tally(expected: Mapping[str, Sequence[str]], seen: Mapping[str, Sequence[str]]) -> Tally:
@@ -157,34 +127,3 @@ def tally(expected: Mapping[str, Sequence[str]], seen: Mapping[str, Sequence[str
         if (missing or dup or disorder) and len(worst) < 5:
             worst[wf_id] = f"missing={missing[:3]} dup={dup} disorder={disorder} got={len(got)}"
     return Tally(sent, lost, duplicated, out_of_order, len(expected), worst)
-
-
-async def query_all(client: Client, workflow_ids: Iterable[str]) -> dict[str, list[str]]:
-    """The received ids of every workflow (empty for a workflow that never started)."""
-    sem = asyncio.Semaphore(32)
-
-    async def one(wf_id: str) -> tuple[str, list[str]]:
-        async with sem:
-            try:
-                got = await client.get_workflow_handle(wf_id).query(FaultRecorder.events)
-            except Exception:
-                return wf_id, []
-            return wf_id, list(got)
-
-    return dict(await asyncio.gather(*(one(w) for w in workflow_ids)))
-
-
-async def wait_delivered(
-    client: Client, expected: Mapping[str, Sequence[str]], timeout: float
-) -> dict[str, list[str]]:
-    """Query until every workflow holds at least its expected count (or ``timeout``)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    pending = set(expected)
-    seen: dict[str, list[str]] = {}
-    while True:
-        seen.update(await query_all(client, pending))
-        pending = {w for w in pending if len(set(seen[w])) < len(expected[w])}
-        if not pending or loop.time() > deadline:
-            return seen
-        await asyncio.sleep(0.5)
