@@ -20,13 +20,12 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from recorder import RECORDER, RecorderWorkflow
+from recorder import RECORDER, RecorderWorkflow, publish
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bridge.dev import EmbeddedTemporal, free_port
 from bridge.events import Event
-from bridge.kafka_binding import encode
 from bridge.routing import Router
 from bridge.service import Sidecar, load_router, make_data_converter
 from bridge.settings import LoomSettings
@@ -241,12 +240,6 @@ async def committed_offsets(bootstrap: str, group: str, topic: str, partitions: 
         await consumer.stop()
 
 
-async def produce(producer: Any, topic: str, events: Sequence[Event]) -> None:
-    for event in events:
-        key, value, headers = encode(event)
-        await producer.send_and_wait(topic, value=value, key=key, headers=headers)
-
-
 async def loom_publish(env: LoomEnv, entity: str, seq: int, *extra: str) -> str:
     """``loom publish`` one test.step event (subprocess); returns its id."""
     event_id = f"{entity}-{seq}"
@@ -418,27 +411,6 @@ async def test_json_logs_one_dead_letter_line_and_secrets_never_printed(
 
 # --- in process: payload codec on both sides, readiness follows Temporal --------------------------
 
-CODEC_MODULE = '''
-from temporalio.api.common.v1 import Payload
-from temporalio.converter import PayloadCodec
-
-class Reverse(PayloadCodec):
-    async def encode(self, payloads):
-        return [Payload(metadata={"encoding": b"binary/reversed"},
-                        data=p.SerializeToString()[::-1]) for p in payloads]
-
-    async def decode(self, payloads):
-        out = []
-        for p in payloads:
-            if p.metadata.get("encoding") != b"binary/reversed":
-                out.append(p)
-                continue
-            d = Payload()
-            d.ParseFromString(p.data[::-1])
-            out.append(d)
-        return out
-'''
-
 
 def sidecar_settings(env: LoomEnv, **temporal: Any) -> LoomSettings:
     return LoomSettings.model_validate({
@@ -467,11 +439,10 @@ async def test_payload_codec_is_used_by_the_sidecar_and_the_worker(
     task_queue: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    codec_mod = write_routes(loom_env.directory, CODEC_MODULE)
     routes = write_routes(loom_env.directory, ROUTES_WITH_STEP, wf=WORKFLOW_TYPE, tq=task_queue)
     monkeypatch.syspath_prepend(str(loom_env.directory))
     settings = sidecar_settings(loom_env, address=loom_temporal.address,
-                                namespace=loom_temporal.namespace, codec=f"{codec_mod}:Reverse")
+                                namespace=loom_temporal.namespace, codec="reverse_codec:Reverse")
     sidecar = Sidecar(settings, load_router(routes))
     worker_client = await Client.connect(
         loom_temporal.address, namespace=loom_temporal.namespace,
@@ -482,7 +453,7 @@ async def test_payload_codec_is_used_by_the_sidecar_and_the_worker(
         task = asyncio.create_task(sidecar.run())
         try:
             await wait_for(lambda: sidecar.health is not None and sidecar.health.ready, 30, "ready")
-            await produce(await make_producer(), loom_env.topic, [Event(
+            await publish(await make_producer(), loom_env.topic, [Event(
                 id=f"{entity}-0", source="test://codec", type="test.step",
                 data={"entity": entity, "seq": 0})])
             handle = worker_client.get_workflow_handle(f"cli-{entity}")

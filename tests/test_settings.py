@@ -135,33 +135,6 @@ def test_temporal_tls_choices(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
         load_settings(temporal={"tls_cert": cert})
 
 
-#: A toy codec (reverses the bytes, marks the encoding), as a module the loader imports.
-REVERSE_CODEC = """
-from temporalio.api.common.v1 import Payload
-from temporalio.converter import PayloadCodec
-
-class Reverse(PayloadCodec):
-    async def encode(self, payloads):
-        return [Payload(metadata={"encoding": b"binary/reversed"},
-                        data=p.SerializeToString()[::-1]) for p in payloads]
-
-    async def decode(self, payloads):
-        out = []
-        for p in payloads:
-            d = Payload()
-            d.ParseFromString(p.data[::-1])
-            out.append(d)
-        return out
-
-INSTANCE = Reverse()
-
-def factory():
-    return Reverse()
-
-NOT_A_CODEC = object()
-"""
-
-
 def _module(directory: Path, source: str) -> str:
     name = f"loomset_{uuid.uuid4().hex[:10]}"
     (directory / f"{name}.py").write_text(textwrap.dedent(source))
@@ -170,7 +143,7 @@ def _module(directory: Path, source: str) -> str:
 
 async def test_codec_from_instance_or_factory_round_trips(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert make_data_converter(LoomSettings()) is pydantic_data_converter
-    mod = _module(tmp_path, REVERSE_CODEC)
+    mod = "reverse_codec"  # tests/reverse_codec.py
     for attr in ("INSTANCE", "factory"):
         converter = make_data_converter(load_settings(temporal={"codec": f"{mod}:{attr}"}))
         assert type(converter.payload_codec).__name__ == "Reverse"
