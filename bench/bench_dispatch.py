@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bridge.dispatch import Dispatcher
+from bridge.sidecar.dispatch import Dispatcher
 
 
 async def _noop(key: int, item: int) -> None:

@@ -20,7 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from bridge.actions import ActionKind, Invocation
 from bridge.dev import EmbeddedTemporal
 from bridge.events import EVENT_SIGNAL, Event
-from bridge.temporal_calls import TemporalExecutor
+from bridge.temporal.calls import TemporalExecutor
 
 
 async def _rate(calls: int, concurrency: int, call: Callable[[int], Awaitable[object]]) -> float:

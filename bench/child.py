@@ -34,11 +34,11 @@ from temporalio.worker import Worker
 
 from bench.workload import WORKFLOW_TYPE, BenchWorkflow, bench_router, make_event, naive_payload
 from bridge.actions import Outcome
-from bridge.consumer import Loom, _Job, running
 from bridge.events import EVENT_SIGNAL
-from bridge.kafka_binding import Record
-from bridge.observability import metric_total
+from bridge.kafka.record import Record
 from bridge.settings import LoomSettings
+from bridge.sidecar.loop import Loom, _Job, running
+from bridge.sidecar.metrics import metric_total
 
 
 def emit(event: str, **fields: Any) -> None:

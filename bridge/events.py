@@ -1,11 +1,11 @@
 """The CloudEvent type used everywhere in the loom, and its form inside Temporal payloads.
 
 ``Event`` is a small immutable value: the four required CloudEvents attributes, the optional
-ones, the extensions and the data. It converts to and from the ``cloudevents`` SDK's
-``CloudEvent`` (``to_sdk`` / ``from_sdk``) and to and from a JSON-able dict
+ones, the extensions and the data. It converts to and from a JSON-able dict
 (``to_payload`` / ``from_payload``), which is what routed signals and updates carry into
 workflows. The payload form follows the CloudEvents JSON format: attributes at the top level,
-``data`` for JSON data and ``data_base64`` for bytes.
+``data`` for JSON data and ``data_base64`` for bytes. (The ``cloudevents`` SDK's event and
+the Kafka wire format belong to :mod:`bridge.kafka.binding`.)
 
 This module is imported inside Temporal's workflow sandbox: keep it free of I/O and
 non-deterministic calls.
@@ -27,11 +27,16 @@ CORE_ATTRIBUTES = frozenset(REQUIRED_ATTRIBUTES + OPTIONAL_ATTRIBUTES)
 PARTITION_KEY = "partitionkey"
 #: Extension naming the workflow that emitted a command and awaits replies (request-reply).
 CORRELATION = "loomcorrelation"
-#: W3C trace context extension (CloudEvents distributed tracing extension).
 #: Extension of a reply naming the id of the command (or request) event it answers.
 CAUSATION = "loomcausation"
+#: W3C trace context extensions (CloudEvents distributed tracing extension).
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
+
+#: Default signal name of routed events; the workflow-side inbox listens on it.
+EVENT_SIGNAL = "loom_event"
+#: Default update name of routed events (update-with-start routes).
+EVENT_UPDATE = "loom_event_update"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,37 +130,3 @@ class Event:
             dataschema=core.get("dataschema"),
             extensions=values,
         )
-
-    # --- the cloudevents SDK ------------------------------------------------------------------
-
-    def to_sdk(self) -> Any:
-        """Return the ``cloudevents`` SDK (2.x) ``CloudEvent`` with the same attributes and data.
-
-        Unlike the SDK's constructor, no ``time`` is invented when the event has none.
-        """
-        from bridge.kafka_binding import sdk_event
-
-        return sdk_event(self.attributes(), self.data)
-
-    @classmethod
-    def from_sdk(cls, event: Any) -> Event:
-        """Build from a ``cloudevents`` SDK (2.x) ``CloudEvent``."""
-        attrs = dict(event.get_attributes())
-        core = {name: attrs.pop(name) for name in list(attrs) if name in CORE_ATTRIBUTES}
-        return cls(
-            id=str(core["id"]),
-            source=str(core["source"]),
-            type=str(core["type"]),
-            specversion=str(core.get("specversion", "1.0")),
-            data=event.get_data(),
-            subject=core.get("subject"),
-            time=core.get("time"),
-            datacontenttype=core.get("datacontenttype"),
-            dataschema=core.get("dataschema"),
-            extensions=attrs,
-        )
-
-#: Default signal name of routed events; the workflow-side inbox listens on it.
-EVENT_SIGNAL = "loom_event"
-#: Default update name of routed events (update-with-start routes).
-EVENT_UPDATE = "loom_event_update"

@@ -110,3 +110,9 @@ class WorkflowNotFoundError(PermanentTemporalError):
     """A signal-only route targeted a workflow that does not exist or is closed."""
 
     reason = "workflow-not-found"
+
+
+def error_reason(exc: BaseException) -> str:
+    """Short slug for an error (``LoomError.reason``, else ``unexpected``)."""
+    reason = getattr(exc, "reason", None)
+    return reason if isinstance(reason, str) else "unexpected"

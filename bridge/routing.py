@@ -29,143 +29,32 @@ the pseudo-route ``loom.reply``. Otherwise the result is empty and the caller ap
 
 from __future__ import annotations
 
-import enum
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from temporalio.workflow import _Definition, _SignalDefinition, _UpdateDefinition
 
+from bridge._declare import Value, args_fn, describe_action, value_fn
+from bridge._ids import request_id, update_id
 from bridge.actions import (
     Action,
     ActionKind,
     ArgsFn,
-    HandlerRef,
     Invocation,
     MissingWorkflowPolicy,
     Signal,
-    SignalWithStart,
     StartWorkflow,
-    Template,
+    UnmatchedPolicy,
     UpdateWithStart,
-    WorkflowRef,
 )
 from bridge.events import CORRELATION, EVENT_SIGNAL, Event
 from bridge.exceptions import DataValidationError, LoomError, RouteDefinitionError, TemplateError
 from bridge.matching import Match, TypeIndex, as_text, qualname
-from bridge.templates import compile_template
 
-__all__ = [
-    "NAMESPACE",
-    "REPLY_ROUTE",
-    "Match",
-    "Route",
-    "Router",
-    "UnmatchedPolicy",
-    "reply_invocation",
-    "request_id",
-    "update_id",
-]
+__all__ = ["REPLY_ROUTE", "Match", "Route", "Router", "UnmatchedPolicy", "reply_invocation"]
 
-#: UUIDv5 namespace of the deterministic request ids and update ids.
-NAMESPACE = uuid.UUID("6f1d3c1e-55a8-5c3e-9a0e-6c6f6f6d0001")
 #: Route name of reply events signalled through the ``loomcorrelation`` extension.
 REPLY_ROUTE = "loom.reply"
-
-_Value = Callable[[Event, Any], Any]
-
-
-class UnmatchedPolicy(enum.StrEnum):
-    """What the sidecar does with an event that no route applies to.
-
-    Attributes:
-        DEAD_LETTER: Write the original record to the dead-letter topic with reason
-            ``unmatched`` (the default: nothing is silently dropped).
-        SKIP: Commit the record without doing anything and count it in a metric (for topics
-            shared with events the loom is not meant to handle).
-        FAIL: Stop the sidecar (strict deployments where an unmatched event means the route
-            table and the producers disagree).
-    """
-
-    DEAD_LETTER = "dead-letter"
-    SKIP = "skip"
-    FAIL = "fail"
-
-
-def request_id(route: str, event: Event) -> str:
-    """Deterministic Temporal request id of ``event`` through ``route`` (UUIDv5)."""
-    return str(uuid.uuid5(NAMESPACE, f"{route}\x1f{event.source}\x1f{event.id}"))
-
-
-def update_id(route: str, event: Event) -> str:
-    """Deterministic update id of ``event`` through an update-with-start ``route`` (UUIDv5)."""
-    return str(uuid.uuid5(NAMESPACE, f"update\x1f{route}\x1f{event.source}\x1f{event.id}"))
-
-
-def _workflow_name(ref: WorkflowRef) -> tuple[str, _Definition | None]:
-    if isinstance(ref, str):
-        if not ref:
-            raise RouteDefinitionError("workflow type name is empty")
-        return ref, None
-    if isinstance(ref, type):
-        defn = _Definition.from_class(ref)
-    elif callable(ref):
-        defn = _Definition.from_run_fn(ref)
-    else:
-        defn = None
-    if defn is None:
-        raise RouteDefinitionError(
-            f"workflow {qualname(ref)} is neither a type name, a @workflow.defn class, "
-            "nor its @workflow.run method"
-        )
-    if not defn.name:
-        raise RouteDefinitionError(
-            f"workflow {qualname(ref)} is dynamic; name the workflow type as a str"
-        )
-    return defn.name, defn
-
-
-def _handler_name(ref: HandlerRef, kind: str, workflow: _Definition | None) -> str:
-    if isinstance(ref, str):
-        if not ref:
-            raise RouteDefinitionError(f"{kind} name is empty")
-        return ref
-    signal = _SignalDefinition.from_fn(ref) if callable(ref) else None
-    update = getattr(ref, "_defn", None)
-    defn = signal if kind == "signal" else update
-    if not isinstance(defn, _SignalDefinition | _UpdateDefinition):
-        other = "update" if kind == "signal" else "signal"
-        hint = f" (it is an @workflow.{other} handler)" if (signal or update) else ""
-        raise RouteDefinitionError(
-            f"{kind} {qualname(ref)} is neither a name nor a @workflow.{kind} method{hint}"
-        )
-    if not defn.name:
-        raise RouteDefinitionError(f"{kind} {qualname(ref)} is dynamic; give its name as a str")
-    if workflow is not None:
-        handlers: Mapping[str | None, Any] = (
-            workflow.signals if kind == "signal" else workflow.updates
-        )
-        # A dynamic handler (key None) on the workflow receives any name.
-        if defn.name not in handlers and None not in handlers:
-            raise RouteDefinitionError(
-                f"workflow {workflow.name!r} has no {kind} {defn.name!r} ({qualname(ref)})"
-            )
-    return defn.name
-
-
-def _value_fn(spec: Template, what: str, model: type[BaseModel] | None, *, raw: bool) -> _Value:
-    if isinstance(spec, str):
-        try:
-            template = compile_template(spec, model=model)
-        except RouteDefinitionError as exc:
-            raise RouteDefinitionError(f"{what}: {exc}") from None
-        return template.value if raw else template.render
-    if callable(spec):
-        return spec
-    raise RouteDefinitionError(
-        f"{what} must be a template str or a callable (event, data) -> value, got {spec!r}"
-    )
 
 
 class Route:
@@ -223,16 +112,16 @@ class Route:
             raise RouteDefinitionError(f"data must be a pydantic model class or None, got {data!r}")
         self.data: type[BaseModel] | None = data
         self.action = action
-        self.kind, self.workflow_type, self.task_queue, self.handler = _describe_action(action)
-        self._workflow_id = _value_fn(action.workflow_id, "workflow_id", data, raw=False)
-        self._args = _args_fn(action.args, "args")
+        self.kind, self.workflow_type, self.task_queue, self.handler = describe_action(action)
+        self._workflow_id = value_fn(action.workflow_id, "workflow_id", data, raw=False)
+        self._args = args_fn(action.args, "args")
         self._start_args: ArgsFn | None = None
-        self._memo: dict[str, _Value] = {}
-        self._search_attributes: dict[str, _Value] = {}
+        self._memo: dict[str, Value] = {}
+        self._search_attributes: dict[str, Value] = {}
         if isinstance(action, Signal):
             return
         if not isinstance(action, StartWorkflow):
-            self._start_args = _args_fn(action.start_args, "start_args")
+            self._start_args = args_fn(action.start_args, "start_args")
         for label, specs, target in (
             ("memo", action.memo, self._memo),
             ("search_attributes", action.search_attributes, self._search_attributes),
@@ -240,7 +129,7 @@ class Route:
             for key, spec in specs.items():
                 if not isinstance(key, str) or not key:
                     raise RouteDefinitionError(f"{label} keys must be non-empty str, got {key!r}")
-                target[key] = _value_fn(spec, f"{label}[{key!r}]", data, raw=True)
+                target[key] = value_fn(spec, f"{label}[{key!r}]", data, raw=True)
 
     def __repr__(self) -> str:
         return f"Route({self.name!r}, {self.match.describe()!r}, {self.kind.value})"
@@ -354,7 +243,7 @@ class Route:
             reply_type=reply_type,
         )
 
-    def _call(self, what: str, fn: _Value, event: Event, data: Any) -> Any:
+    def _call(self, what: str, fn: Value, event: Event, data: Any) -> Any:
         # Values come from user templates and callables: any failure is about this event's
         # content, so it becomes a TemplateError (dead-lettered), never a crash of the line.
         try:
@@ -393,37 +282,6 @@ class Route:
             "task_queue": self.task_queue,
             "handler": self.handler,
         }
-
-
-def _describe_action(action: Any) -> tuple[ActionKind, str | None, str | None, str | None]:
-    """Kind, workflow type, task queue and handler name of an action declaration."""
-    if isinstance(action, Signal):
-        return ActionKind.SIGNAL, None, None, _handler_name(action.signal, "signal", None)
-    if not isinstance(action, SignalWithStart | StartWorkflow | UpdateWithStart):
-        raise RouteDefinitionError(
-            "action must be SignalWithStart, StartWorkflow, Signal or UpdateWithStart, "
-            f"got {action!r}"
-        )
-    workflow_type, defn = _workflow_name(action.workflow)
-    if not isinstance(action.task_queue, str) or not action.task_queue:
-        raise RouteDefinitionError(f"task_queue must be a non-empty str, got {action.task_queue!r}")
-    if isinstance(action, StartWorkflow):
-        return ActionKind.START, workflow_type, action.task_queue, None
-    if isinstance(action, UpdateWithStart):
-        if action.reply_type is not None and action.reply_topic is None:
-            raise RouteDefinitionError("reply_type is set but reply_topic is not")
-        handler = _handler_name(action.update, "update", defn)
-        return ActionKind.UPDATE_WITH_START, workflow_type, action.task_queue, handler
-    handler = _handler_name(action.signal, "signal", defn)
-    return ActionKind.SIGNAL_WITH_START, workflow_type, action.task_queue, handler
-
-
-def _args_fn(fn: ArgsFn | None, what: str) -> ArgsFn | None:
-    if fn is not None and not callable(fn):
-        raise RouteDefinitionError(
-            f"{what} must be a callable (event, data) -> sequence, got {fn!r}"
-        )
-    return fn
 
 
 class Router:

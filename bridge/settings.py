@@ -8,11 +8,14 @@ that names the setting at fault (as its environment variable).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -22,9 +25,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridge.actions import UnmatchedPolicy
 from bridge.exceptions import SettingsError
-from bridge.routing import UnmatchedPolicy
-from bridge.tracing import TracingSettings
 
 
 class ProducerOptions(BaseModel):
@@ -108,8 +110,8 @@ class KafkaSettings(BaseModel):
         if self.security_protocol.startswith("SASL"):
             options["sasl_mechanism"] = self.sasl_mechanism
             options["sasl_plain_username"] = self.sasl_username
-            assert self.sasl_password is not None
-            options["sasl_plain_password"] = self.sasl_password.get_secret_value()
+            if self.sasl_password is not None:  # always set: _sasl_complete checked it
+                options["sasl_plain_password"] = self.sasl_password.get_secret_value()
         return options
 
     def producer_options(self) -> dict[str, Any]:
@@ -129,7 +131,7 @@ class TemporalSettings(BaseModel):
     api_key: SecretStr | None = None
     payload_limit_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     # "module:attr" naming a PayloadCodec, or a factory returning one (e.g. encryption);
-    # the sidecar's client and the worker both use it (bridge.service.make_data_converter).
+    # the sidecar's client and the worker both use it (bridge.temporal.client.make_data_converter).
     codec: str | None = None
     # How long the sidecar keeps trying to reach Temporal at start-up before giving up.
     connect_timeout_s: float = Field(default=30.0, ge=0)
@@ -189,11 +191,55 @@ class DispatchSettings(BaseModel):
 
 
 class EmitSettings(BaseModel):
-    """Where events emitted by workflows go."""
+    """Where events emitted by workflows go (the publish activity and the AsyncAPI document).
 
-    default_topic: str = "loom.events"
-    topic_map: dict[str, str] = Field(default_factory=dict)  # type glob -> topic
+    Attributes:
+        default_topic: Topic of types that ``topic_map`` does not name; None makes such
+            emits fail (non-retryable) with a message naming the type.
+        topic_map: Event type (exact, or glob such as ``payment.*``) to topic.
+        mode: CloudEvents Kafka content mode of emits that do not choose one.
+    """
+
+    default_topic: str | None = "loom.events"
+    topic_map: dict[str, str] = Field(default_factory=dict)
     mode: Literal["binary", "structured"] = "binary"
+
+    def topic_for(self, event_type: str) -> str | None:
+        """The topic of ``event_type``: an exact entry wins, then the first matching pattern
+        in declaration order, then ``default_topic``."""
+        if event_type in self.topic_map:
+            return self.topic_map[event_type]
+        for pattern, topic in self.topic_map.items():
+            if fnmatchcase(event_type, pattern):
+                return topic
+        return self.default_topic
+
+    def with_defaults(self, topics: Mapping[str, str]) -> EmitSettings:
+        """These settings over an application's own map: a configured entry wins over the
+        application's entry for the same pattern and comes before the application's."""
+        merged = dict(self.topic_map)
+        for pattern, topic in topics.items():
+            merged.setdefault(pattern, topic)
+        return self.model_copy(update={"topic_map": merged})
+
+
+class TracingSettings(BaseModel):
+    """Tracing of a loom process (``LOOM_TRACING__*``).
+
+    Attributes:
+        exporter: ``none`` (no SDK: context still propagates, nothing recorded), ``console``
+            (spans as JSON on stdout), ``memory`` (kept in memory: tests, ``loom dev``) or
+            ``otlp`` (needs ``opentelemetry-exporter-otlp``, which is not a dependency).
+        service_name: ``service.name`` resource attribute.
+        sample_ratio: Root sampling ratio; a sampled incoming ``traceparent`` is always
+            followed (parent-based).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    exporter: Literal["none", "console", "memory", "otlp"] = "none"
+    service_name: str = "temporal-loom"
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
 class LoomSettings(BaseSettings):
@@ -251,7 +297,7 @@ def settings_reference() -> list[tuple[str, str, str]]:
             type_name = str(annotation) if getattr(annotation, "__args__", None) else getattr(
                 annotation, "__name__", str(annotation)
             )
-            for noise in ("typing.", "pydantic.types.", "pathlib.", "bridge.routing."):
+            for noise in ("typing.", "pydantic.types.", "pathlib.", "bridge.actions."):
                 type_name = type_name.replace(noise, "")
             rows.append((env, type_name, shown))
 

@@ -33,7 +33,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bridge.dev import EmbeddedKafka, EmbeddedTemporal, create_topic
-from bridge.kafka_binding import Record
+from bridge.kafka.record import Record
 
 #: Search attributes the session Temporal server registers (tests of memo/search mapping).
 TEST_SEARCH_ATTRIBUTES = {"LoomOrderId": "Keyword", "LoomAmount": "Double"}
@@ -98,6 +98,8 @@ async def make_producer(loom_kafka_bootstrap: str) -> AsyncIterator[Callable[...
     """Factory of started aiokafka producers; all are stopped after the test."""
     from aiokafka import AIOKafkaProducer
 
+    from bridge.kafka.clients import start_client, stop_client
+
     producers: list[Any] = []
 
     async def make(**kwargs: Any) -> Any:
@@ -107,14 +109,13 @@ async def make_producer(loom_kafka_bootstrap: str) -> AsyncIterator[Callable[...
             "max_request_size": 8 * 1024 * 1024,
         }
         options.update(kwargs)
-        producer = AIOKafkaProducer(**options)
-        producers.append(producer)  # stopped at teardown even when start fails
-        await producer.start()
+        producer = await start_client(AIOKafkaProducer(**options))
+        producers.append(producer)
         return producer
 
     yield make
     for producer in producers:
-        await producer.stop()
+        await stop_client(producer)
 
 
 @pytest.fixture
@@ -135,16 +136,15 @@ async def read_records(
 
     from aiokafka import AIOKafkaConsumer
 
+    from bridge.kafka.clients import started
+
     consumer = AIOKafkaConsumer(
         *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
     )
-    await consumer.start()
     records: list[Record] = []
-    try:
+    async with started(consumer):
         deadline = asyncio.get_running_loop().time() + timeout
         while len(records) < count and asyncio.get_running_loop().time() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             records.extend(Record.from_aiokafka(r) for rs in batch.values() for r in rs)
-    finally:
-        await consumer.stop()
     return records

@@ -1,4 +1,4 @@
-"""Routes of the reference application (what the sidecar loads by default: ``LOOM_ROUTES``).
+"""Routes of the reference application (``LOOM_ROUTES=routes``).
 
 ``order.placed`` starts the order saga by signal-with-start, keyed by the order id; the
 participants' replies are signalled into the running saga of their order::
@@ -25,8 +25,10 @@ from workflows.activities import COMMAND_TOPICS
 from workflows.models import CommandData, OrderPlaced, OrderRef, OrderResult, OrderSagaInput
 from workflows.workflows import STEPS, OrderSaga
 
-__all__ = ["SAGA_ID", "emit_topics", "emits", "router"]
+__all__ = ["SAGA_ID", "TOPICS", "emit_topics", "emits", "router"]
 
+#: Topics the sidecar consumes for these routes (``LOOM_KAFKA__TOPICS``).
+TOPICS = ("orders", "payments", "inventory", "shipping")
 #: Workflow id of an order's saga.
 SAGA_ID = "order-{data.order_id}"
 

@@ -21,7 +21,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bridge.events import PARTITION_KEY, Event
 from bridge.exceptions import BadInputError
-from bridge.kafka_binding import Record, decode, encode
+from bridge.kafka.binding import decode, encode
+from bridge.kafka.record import Record
 from bridge.workflow import CAUSATION
 from workflows.models import CommandData
 

@@ -19,7 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bridge.events import PARTITION_KEY, Event
-from bridge.kafka_binding import encode
+from bridge.kafka.binding import encode
 from services.inventory import OUT_OF_STOCK
 from services.payment import CREDIT_LIMIT
 from services.shipping import UNREACHABLE

@@ -16,7 +16,7 @@ from temporalio import workflow
 from temporalio.client import Client
 
 from bridge.events import EVENT_SIGNAL, Event
-from bridge.kafka_binding import encode
+from bridge.kafka.binding import encode
 
 #: Workflow type name, for routes declared by name (route modules written by tests).
 RECORDER = "LoomTestRecorder"

@@ -17,10 +17,11 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import Worker
 
-from bridge.activities import PublishActivities, PublishSettings, loom_activities
 from bridge.events import CORRELATION, EVENT_SIGNAL, Event
-from bridge.producer import LoomProducer, ProducerSettings
+from bridge.kafka.clients import LoomProducer
+from bridge.settings import EmitSettings, KafkaSettings
 from bridge.testing import read_records
+from bridge.worker.activities import PublishActivities, loom_activities
 from bridge.workflow import (
     CAUSATION,
     PUBLISH_ACTIVITY,
@@ -28,7 +29,7 @@ from bridge.workflow import (
     PublishRequest,
     PublishResult,
     emit,
-    event_id,
+    emitted_event_id,
     request,
 )
 
@@ -36,28 +37,40 @@ from bridge.workflow import (
 
 
 def test_topic_map_prefers_exact_types_then_first_pattern_then_default() -> None:
-    settings = PublishSettings(
-        topics={"payment.*": "payments", "payment.refund": "refunds", "*.failed": "failures"},
+    settings = EmitSettings(
+        topic_map={"payment.*": "payments", "payment.refund": "refunds", "*.failed": "failures"},
         default_topic="events",
     )
     assert settings.topic_for("payment.refund") == "refunds"
     assert settings.topic_for("payment.failed") == "payments"
     assert settings.topic_for("shipping.failed") == "failures"
     assert settings.topic_for("order.placed") == "events"
-    assert PublishSettings(topics={"a": "b"}).topic_for("c") is None
+    assert EmitSettings(topic_map={"a": "b"}, default_topic=None).topic_for("c") is None
 
 
-def test_producer_settings_defaults_and_secrets() -> None:
-    kwargs = ProducerSettings().producer_kwargs()
-    assert kwargs["acks"] == "all"
-    assert kwargs["enable_idempotence"] is False
-    assert kwargs["max_request_size"] > 2 * 1024 * 1024
-    assert "sasl_mechanism" not in kwargs
-    sasl = ProducerSettings(
-        sasl_mechanism="PLAIN", sasl_plain_username="u", sasl_plain_password=SecretStr("hunter2")
+def test_configured_topics_win_over_the_applications_defaults() -> None:
+    configured = EmitSettings(topic_map={"payment.*": "mine"}, default_topic="events")
+    merged = configured.with_defaults({"payment.*": "theirs", "shipment.*": "shipping"})
+    assert merged.topic_map == {"payment.*": "mine", "shipment.*": "shipping"}
+    assert merged.topic_for("payment.charge") == "mine"
+    assert merged.topic_for("shipment.ship") == "shipping"
+    assert merged.default_topic == "events"
+
+
+def test_producer_options_defaults_and_secrets() -> None:
+    options = KafkaSettings().producer_options()
+    assert options["acks"] == "all"
+    assert options["enable_idempotence"] is False
+    assert options["max_request_size"] > 2 * 1024 * 1024
+    assert "sasl_mechanism" not in options
+    sasl = KafkaSettings(
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username="u",
+        sasl_password=SecretStr("hunter2"),
     )
     assert "hunter2" not in repr(sasl)
-    assert sasl.producer_kwargs()["sasl_plain_password"] == "hunter2"
+    assert sasl.producer_options()["sasl_plain_password"] == "hunter2"
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -65,7 +78,7 @@ def test_producer_settings_defaults_and_secrets() -> None:
 
 @pytest.fixture
 async def loom_producer(loom_kafka_bootstrap: str) -> AsyncIterator[LoomProducer]:
-    async with LoomProducer(ProducerSettings(bootstrap_servers=loom_kafka_bootstrap)) as producer:
+    async with LoomProducer(KafkaSettings(bootstrap=loom_kafka_bootstrap)) as producer:
         yield producer
 
 
@@ -139,7 +152,7 @@ async def test_emitted_events_are_valid_cloudevents_with_deterministic_ids(
     loom_producer: LoomProducer,
 ) -> None:
     events_topic, payments, explicit = await new_topic(), await new_topic(), await new_topic()
-    settings = PublishSettings(topics={"payment.*": payments}, default_topic=events_topic)
+    settings = EmitSettings(topic_map={"payment.*": payments}, default_topic=events_topic)
     wid = f"emit-{uuid.uuid4()}"
     before = datetime.now(UTC)
     # No workflow cache: every activation replays from the start, so ids must replay too.
@@ -155,7 +168,7 @@ async def test_emitted_events_are_valid_cloudevents_with_deterministic_ids(
         )
         ids = await handle.result()
     assert handle.result_run_id is not None
-    assert ids == [event_id(wid, handle.result_run_id, n) for n in range(4)]
+    assert ids == [emitted_event_id(wid, handle.result_run_id, n) for n in range(4)]
     assert len(set(ids)) == 4
 
     records = await read_exactly(loom_kafka_bootstrap, [events_topic, payments, explicit], 4)
@@ -271,7 +284,7 @@ async def test_event_ids_replay_identically_outside_the_sandbox(
         )
         ids = await handle.result()
     assert handle.result_run_id is not None
-    assert ids == [event_id(wid, handle.result_run_id, n) for n in range(2)]
+    assert ids == [emitted_event_id(wid, handle.result_run_id, n) for n in range(2)]
     records = await read_exactly(loom_kafka_bootstrap, [topic], 2)
     assert [sdk_event(r).get_id() for r in records] == ids
 
@@ -292,7 +305,7 @@ async def test_event_without_topic_fails_without_retrying(
         temporal_client,
         task_queue=task_queue,
         workflows=[NoTopicWorkflow],
-        activities=loom_activities(loom_producer),
+        activities=loom_activities(loom_producer, EmitSettings(default_topic=None)),
     ):
         with pytest.raises(WorkflowFailureError) as failure:
             await asyncio.wait_for(
@@ -313,7 +326,7 @@ async def test_producer_starts_lazily_and_refuses_sends_after_close(
     loom_kafka_bootstrap: str, new_topic: Callable[..., Awaitable[str]]
 ) -> None:
     topic = await new_topic()
-    producer = LoomProducer(ProducerSettings(bootstrap_servers=loom_kafka_bootstrap))
+    producer = LoomProducer(KafkaSettings(bootstrap=loom_kafka_bootstrap))
     assert not producer.started
     metadata = await producer.send(topic, b"v", key=b"k", headers=[("h", b"1")])
     assert producer.started
@@ -332,8 +345,8 @@ async def test_content_mode_defaults_to_the_activity_settings(
 
     topic = await new_topic()
     event = Event(id="m-1", source="test", type="mode.check", data={"n": 1})
-    async with LoomProducer(ProducerSettings(bootstrap_servers=loom_kafka_bootstrap)) as producer:
-        publish = PublishActivities(producer, PublishSettings(default_topic=topic, mode="structured"))
+    async with LoomProducer(KafkaSettings(bootstrap=loom_kafka_bootstrap)) as producer:
+        publish = PublishActivities(producer, EmitSettings(default_topic=topic, mode="structured"))
         env = ActivityEnvironment()
         await env.run(publish.publish, PublishRequest(event=event.to_payload()))
         await env.run(publish.publish, PublishRequest(event=event.to_payload(), mode="binary"))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from bridge.actions import Signal, SignalWithStart
-from bridge.asyncapi import asyncapi_document, channel_id, glob_pattern
+from bridge.cli.asyncapi import asyncapi_document, channel_id, glob_pattern
 from bridge.routing import Match, Route, Router
 from bridge.settings import LoomSettings
 

@@ -16,9 +16,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from typer.testing import CliRunner
 
-from bridge.cli import app
+from bridge.cli.app import app
 from bridge.dev import free_port
-from bridge.kafka_binding import Record, decode
+from bridge.kafka.binding import decode
+from bridge.kafka.record import Record
 from bridge.testing import TemporalServer
 
 ROUTES = '''

@@ -18,5 +18,18 @@ def test_loom_dev_bounded_demo_runs_to_completion() -> None:
         env={**os.environ, "COLUMNS": "120"},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "completed 3, compensated 3, failed 0, unfinished 0" in proc.stdout
+    assert "compensated 3, completed 3, unfinished 0" in proc.stdout
     assert "every order ended as designed" in proc.stdout
+
+
+def test_loom_dev_outside_a_checkout_says_what_to_do(tmp_path: object) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "dev", "--bounded", "--no-ui"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=str(tmp_path),
+        env={**os.environ, "COLUMNS": "200", "PYTHONPATH": ""},
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = " ".join(proc.stderr.split())
+    assert "services.demo" in message
+    assert "checkout" in message and "--app" in message
+    assert "Traceback" not in proc.stderr

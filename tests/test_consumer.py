@@ -16,15 +16,15 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from bridge import deadletter
 from bridge.actions import SignalWithStart
-from bridge.consumer import Loom, running
 from bridge.dev import EmbeddedTemporal
 from bridge.events import Event
-from bridge.kafka_binding import encode
-from bridge.observability import metric_total
+from bridge.kafka import deadletters as deadletter
+from bridge.kafka.binding import encode
 from bridge.routing import Match, Route, Router
 from bridge.settings import LoomSettings
+from bridge.sidecar.loop import Loom, running
+from bridge.sidecar.metrics import metric_total
 from bridge.testing import read_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]

@@ -1,4 +1,4 @@
-"""Tests for bridge.dispatch: order per key, the two bounds, retries, failures, drain, close."""
+"""Tests for bridge.sidecar.dispatch: order per key, the two bounds, retries, failures, drain, close."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.dispatch import Dispatcher, DispatcherClosedError, RetryPolicy, is_retriable
 from bridge.exceptions import (
     DataValidationError,
     PermanentTemporalError,
     TransientTemporalError,
 )
+from bridge.sidecar.dispatch import Dispatcher, DispatcherClosedError, RetryPolicy, is_retriable
 
 FAST = RetryPolicy(initial=0.001, maximum=0.01, jitter=False)
 

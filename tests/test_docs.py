@@ -15,11 +15,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from temporalio.client import Client
 
-from bridge.consumer import Loom, running
 from bridge.dev import create_topic
 from bridge.events import Event
-from bridge.kafka_binding import Record, decode, encode
+from bridge.kafka.binding import decode, encode
+from bridge.kafka.record import Record
 from bridge.settings import LoomSettings, settings_reference
+from bridge.sidecar.loop import Loom, running
 from bridge.testing import TemporalServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Tests for bridge.kafka_binding: spec examples, error messages, round trips, fuzzing."""
+"""Tests for bridge.kafka.binding: spec examples, error messages, round trips, fuzzing."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from bridge.events import CORE_ATTRIBUTES, Event
 from bridge.exceptions import DecodeError
-from bridge.kafka_binding import STRUCTURED_CONTENT_TYPE, Record, decode, encode
+from bridge.kafka.binding import STRUCTURED_CONTENT_TYPE, decode, encode
+from bridge.kafka.record import Record
 
 Headers = list[tuple[str, bytes]]
 

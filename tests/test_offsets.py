@@ -1,4 +1,4 @@
-"""Tests for bridge.offsets: contiguous commits, gaps, revocation, reassignment."""
+"""Tests for bridge.sidecar.offsets: contiguous commits, gaps, revocation, reassignment."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.offsets import OffsetTracker, Ticket
+from bridge.sidecar.offsets import OffsetTracker, Ticket
 
 TP = ("orders", 0)
 TP2 = ("orders", 1)

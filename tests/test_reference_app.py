@@ -15,10 +15,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bridge.actions import ActionKind
-from bridge.devstack import run_dev
+from bridge.cli.dev import run_dev
 from bridge.events import EVENT_SIGNAL, Event
 from bridge.workflow import PUBLISH_ACTIVITY, PublishRequest, PublishResult
 from routes import router
+from services import demo
 from services.shop import expected_status, order_event, sample_orders
 from workflows.models import OrderPlaced, OrderResult, OrderSagaInput
 from workflows.workflows import OrderSaga
@@ -153,10 +154,10 @@ async def test_a_step_timeout_undoes_the_uncertain_step_too(
 @pytest.mark.slow
 async def test_bounded_demo_finishes_every_order_as_designed() -> None:
     console = Console(file=io.StringIO(), record=True, width=200)
-    code = await run_dev(orders=6, bounded=True, ui=False, console=console, timeout=60)
+    code = await run_dev(demo.app, count=6, bounded=True, ui=False, console=console, timeout=60)
     text = console.export_text()
     assert code == 0, text
-    assert "completed 3, compensated 3, failed 0, unfinished 0" in text
+    assert "compensated 3, completed 3, unfinished 0" in text
     assert "dead-lettered 0" in text
     # Every step of every saga went through the sidecar: 6 order.placed, 6 inventory replies,
     # 5 payment replies, 4 shipping replies, 1 + 2 compensation confirmations.

@@ -17,14 +17,16 @@ from temporalio.worker import Worker
 from test_consumer import make_settings
 
 from bridge.actions import UpdateWithStart
-from bridge.activities import PublishSettings, loom_activities
-from bridge.consumer import Loom, running
 from bridge.events import CAUSATION, CORRELATION, EVENT_UPDATE, Event
-from bridge.kafka_binding import Record, decode, encode
+from bridge.kafka.binding import decode, encode
+from bridge.kafka.clients import LoomProducer
+from bridge.kafka.record import Record
 from bridge.matching import Match
-from bridge.producer import LoomProducer
 from bridge.routing import Route, Router
+from bridge.settings import EmitSettings
+from bridge.sidecar.loop import Loom, running
 from bridge.testing import read_records
+from bridge.worker.activities import loom_activities
 from bridge.workflow import LoomWorkflow, request
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
@@ -136,7 +138,7 @@ async def test_request_reply_round_trip_through_the_sidecar_without_a_route(
     try:
         async with publisher, Worker(
             temporal_client, task_queue=task_queue, workflows=[AskWorkflow],
-            activities=loom_activities(publisher, PublishSettings(default_topic=commands)),
+            activities=loom_activities(publisher, EmitSettings(default_topic=commands)),
         ):
             loom = Loom(Router([]), temporal_client, make_settings(loom_kafka_bootstrap, replies, dlq))
             async with running(loom):

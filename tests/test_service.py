@@ -24,11 +24,13 @@ from recorder import RECORDER, RecorderWorkflow, publish
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from bridge._loading import load_router
 from bridge.dev import EmbeddedTemporal, free_port
 from bridge.events import Event
 from bridge.routing import Router
-from bridge.service import Sidecar, load_router, make_data_converter
 from bridge.settings import LoomSettings
+from bridge.sidecar.process import Sidecar
+from bridge.temporal.client import make_data_converter
 from bridge.testing import TemporalServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]

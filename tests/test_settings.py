@@ -11,17 +11,13 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import TLSConfig
 
+from bridge._loading import load_codec, load_router
+from bridge.actions import UnmatchedPolicy
 from bridge.exceptions import SettingsError
-from bridge.routing import Router, UnmatchedPolicy
-from bridge.service import (
-    Sidecar,
-    load_codec,
-    load_router,
-    make_data_converter,
-    settings_summary,
-    temporal_tls,
-)
+from bridge.routing import Router
 from bridge.settings import LoomSettings, load_settings
+from bridge.sidecar.process import Sidecar, settings_summary
+from bridge.temporal.client import make_data_converter, temporal_tls
 
 SECRET = "pw-91c3e0aa"
 KEY = "key-55df19b2"

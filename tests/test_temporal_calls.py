@@ -29,7 +29,8 @@ from bridge.exceptions import (
     TransientTemporalError,
     WorkflowNotFoundError,
 )
-from bridge.temporal_calls import TemporalExecutor, classify_error, typed_search_attributes
+from bridge.temporal.calls import TemporalExecutor, typed_search_attributes
+from bridge.temporal.errors import classify_error
 
 ROUTE = "test-route"
 

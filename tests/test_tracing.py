@@ -23,16 +23,17 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.contrib.opentelemetry import TracingInterceptor
     from temporalio.worker import Worker
 
-    from bridge import tracing
     from bridge.actions import ActionKind, Invocation, SignalWithStart
-    from bridge.activities import PublishSettings, loom_activities
-    from bridge.consumer import Loom, running
     from bridge.events import EVENT_SIGNAL, Event
     from bridge.exceptions import SettingsError
-    from bridge.kafka_binding import Record, decode, encode
-    from bridge.producer import LoomProducer, ProducerSettings
+    from bridge.kafka.binding import decode, encode
+    from bridge.kafka.clients import LoomProducer
+    from bridge.kafka.record import Record
     from bridge.routing import Match, Route, Router
-    from bridge.settings import LoomSettings
+    from bridge.settings import EmitSettings, KafkaSettings, LoomSettings, TracingSettings
+    from bridge.sidecar.loop import Loom, running
+    from bridge.telemetry import tracing
+    from bridge.worker.activities import loom_activities
     from bridge.workflow import emit
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
@@ -183,9 +184,9 @@ def test_without_an_sdk_the_incoming_context_passes_through() -> None:
 
 
 def test_setup_builds_an_sdk_provider_from_settings() -> None:
-    assert tracing.setup(tracing.TracingSettings()) is None
+    assert tracing.setup(TracingSettings()) is None
     runtime = tracing.setup(
-        tracing.TracingSettings(exporter="memory", service_name="svc"), set_global=False
+        TracingSettings(exporter="memory", service_name="svc"), set_global=False
     )
     assert runtime is not None
     assert isinstance(runtime.exporter, InMemorySpanExporter)
@@ -194,7 +195,7 @@ def test_setup_builds_an_sdk_provider_from_settings() -> None:
     assert [s.name for s in runtime.exporter.get_finished_spans()] == ["x"]
     runtime.shutdown()
     with pytest.raises(SettingsError, match="LOOM_TRACING__EXPORTER"):
-        tracing.setup(tracing.TracingSettings(exporter="otlp"), set_global=False)
+        tracing.setup(TracingSettings(exporter="otlp"), set_global=False)
 
 
 # --- end to end: producer -> loom -> workflow -> emitted event ----------------------------------
@@ -229,7 +230,7 @@ class TracedWorkflow:
 
 @pytest.fixture
 async def loom_producer(loom_kafka_bootstrap: str) -> AsyncIterator[LoomProducer]:
-    async with LoomProducer(ProducerSettings(bootstrap_servers=loom_kafka_bootstrap)) as producer:
+    async with LoomProducer(KafkaSettings(bootstrap=loom_kafka_bootstrap)) as producer:
         yield producer
 
 
@@ -318,7 +319,7 @@ async def test_one_trace_spans_producer_loom_workflow_and_the_emitted_event(
         task_queue=task_queue,
         workflows=[TracedWorkflow],
         # The publish activity's default trace_context hook is tracing.event_trace_context.
-        activities=loom_activities(loom_producer, PublishSettings(default_topic=outbound)),
+        activities=loom_activities(loom_producer, EmitSettings(default_topic=outbound)),
         interceptors=tracing.worker_interceptors(),
     )
     async with worker, running(Loom(router, temporal_client, settings)):

@@ -17,8 +17,8 @@ from temporalio.worker import Worker
 
 from bridge.dev import EmbeddedTemporal
 from bridge.events import EVENT_SIGNAL, Event
-from bridge.saga import Compensations
 from bridge.workflow import Inbox, InboxState, LoomWorkflow, event_data
+from bridge.workflow.saga import Compensations
 
 
 def _event(id: str, type: str = "thing.happened", data: Any = None) -> Event:

@@ -1,7 +1,7 @@
 """Activities of the reference application.
 
 The saga's only side effect is publishing CloudEvents, done by the loom's ``loom.publish``
-activity (``bridge.activities``). This module decides where the reference app's events go:
+activity (``bridge.worker.activities``). This module decides where the reference app's events go:
 commands to the participants' command topics, everything else (``order.completed``,
 ``order.compensated``) to ``LoomSettings.emit.default_topic``. ``LOOM_EMIT__TOPIC_MAP``
 entries override these defaults.
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bridge.activities import PublishSettings, loom_activities
-from bridge.producer import LoomProducer
-from bridge.settings import LoomSettings
+from bridge.kafka.clients import LoomProducer
+from bridge.settings import EmitSettings, LoomSettings
+from bridge.worker.activities import loom_activities
 
 __all__ = ["COMMAND_TOPICS", "activities", "publish_settings"]
 
@@ -26,15 +26,9 @@ COMMAND_TOPICS = {
 }
 
 
-def publish_settings(settings: LoomSettings) -> PublishSettings:
-    """The publish activity's topic map: the reference defaults, then the configured map."""
-    # Configured entries come first: the first matching pattern wins.
-    topics = dict(settings.emit.topic_map)
-    for pattern, topic in COMMAND_TOPICS.items():
-        topics.setdefault(pattern, topic)
-    return PublishSettings(
-        topics=topics, default_topic=settings.emit.default_topic, mode=settings.emit.mode
-    )
+def publish_settings(settings: LoomSettings) -> EmitSettings:
+    """The publish activity's topic map: the configured map over the reference defaults."""
+    return settings.emit.with_defaults(COMMAND_TOPICS)
 
 
 def activities(producer: LoomProducer, settings: LoomSettings) -> list[Callable[..., Any]]:

@@ -13,13 +13,12 @@ import logging
 import signal
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaProducer
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from bridge.producer import LoomProducer
-from bridge.service import connect_temporal, tracing_plugins
+from bridge.kafka.clients import LoomProducer
 from bridge.settings import LoomSettings, load_settings
+from bridge.temporal.client import connect_temporal
 from workflows import TASK_QUEUE
 from workflows.activities import activities
 from workflows.workflows import OrderSaga
@@ -42,17 +41,14 @@ async def run_worker(
     Args:
         settings: Temporal and Kafka settings (the publish producer uses ``settings.kafka``).
         client: A connected client; when omitted, one is connected from ``settings.temporal``
-            (TLS, API key, payload codec, tracing) by ``bridge.service.connect_temporal``.
+            (TLS, API key, payload codec, tracing) by ``bridge.temporal.client.connect_temporal``.
         stop: Set it to stop the worker gracefully.
         ready: Called once the worker polls its task queue.
         task_queue: The task queue the routes start sagas on.
     """
     if client is None:
-        interceptors, _ = tracing_plugins()
-        client = await connect_temporal(settings, interceptors=interceptors)
-    producer = LoomProducer(
-        factory=lambda: AIOKafkaProducer(**settings.kafka.producer_options())
-    )
+        client = await connect_temporal(settings)
+    producer = LoomProducer(settings.kafka)
     async with producer:
         worker = Worker(
             client,

@@ -25,8 +25,8 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from bridge.events import Event
-    from bridge.saga import Compensations
     from bridge.workflow import LoomWorkflow, emit, event_data
+    from bridge.workflow.saga import Compensations
     from workflows.models import (
         CommandData,
         OrderPlaced,

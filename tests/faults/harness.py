@@ -142,7 +142,7 @@ def loom_env(
 
 
 def settings_from_env(env: Mapping[str, str]) -> LoomSettings:
-    """The same settings for an in-process :class:`~bridge.consumer.Loom`."""
+    """The same settings for an in-process :class:`~bridge.sidecar.loop.Loom`."""
     return LoomSettings.model_validate({
         "kafka": {
             "bootstrap": env["LOOM_KAFKA__BOOTSTRAP"],

@@ -23,10 +23,11 @@ from hypothesis import strategies as st
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from bridge import deadletter
 from bridge.dev import free_port
 from bridge.events import Event
-from bridge.kafka_binding import Record, encode
+from bridge.kafka import deadletters as deadletter
+from bridge.kafka.binding import encode
+from bridge.kafka.record import Record
 from faults.harness import FULL, Row, SidecarProcess, loom_env, read_all, settle, size, unique
 from faults.workload import EVENT_TYPE, SOURCE, expected_by_workflow, step_events
 

@@ -1,6 +1,6 @@
 """The network misbehaves under a running sidecar: broker connection cut, Temporal slow.
 
-Scenarios 3 and 5 of issue 8 (scenario 2, Temporal down, is in test_process_faults.py). The sidecar runs in this process (:class:`bridge.consumer.Loom`)
+Scenarios 3 and 5 of issue 8 (scenario 2, Temporal down, is in test_process_faults.py). The sidecar runs in this process (:class:`bridge.sidecar.loop.Loom`)
 so the test can read its health and its dispatcher directly, many times a second.
 """
 
@@ -18,9 +18,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from bridge.consumer import Loom, running
 from bridge.dev import EmbeddedKafka, create_topic, free_port
-from bridge.observability import metric_total
+from bridge.sidecar.loop import Loom, running
+from bridge.sidecar.metrics import metric_total
 from bridge.testing import TemporalServer
 from faults.harness import (
     FULL,

@@ -73,7 +73,7 @@ def _text(value: Any) -> str:
 class DeadLetterFields(logging.Filter):
     """Adds structured fields to the consumer's one line per dead-letter.
 
-    :class:`bridge.consumer.Loom` logs ``"dead-lettered %s[%d]@%d route=%s reason=%s: %s"``
+    :class:`bridge.sidecar.loop.Loom` logs ``"dead-lettered %s[%d]@%d route=%s reason=%s: %s"``
     with (topic, partition, offset, route, reason, error); this filter turns those arguments
     into fields (``event=dead-letter``, ``topic``, ``partition``, ``offset``, ``route``,
     ``reason``) so JSON logs can be queried by reason without parsing the message.

@@ -7,19 +7,17 @@
     exit_code = asyncio.run(sidecar.serve())   # until SIGTERM/SIGINT
 
 It connects to Temporal (address, namespace, TLS client certificate, API key, the pydantic
-data converter with an optional payload codec), starts the :class:`~bridge.consumer.Loom`,
+data converter with an optional payload codec), starts the :class:`~bridge.sidecar.loop.Loom`,
 serves ``/livez``, ``/readyz`` and ``/metrics``, checks Temporal's health every second, and
 on SIGTERM/SIGINT stops fetching, drains within ``dispatch.drain_timeout_s``, commits and
-closes. :func:`make_data_converter` is shared with the worker, so a codec configured with
-``LOOM_TEMPORAL__CODEC`` is used on both sides.
+closes. The client comes from :func:`bridge.temporal.client.connect_temporal`, shared with the
+worker, so a codec configured with ``LOOM_TEMPORAL__CODEC`` is used on both sides.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import importlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -27,206 +25,24 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client, Interceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, PayloadCodec
-from temporalio.service import TLSConfig
 
-from bridge.consumer import Loom
-from bridge.exceptions import SettingsError, SetupError
-from bridge.http import HealthServer
-from bridge.logs import FIELDS
-from bridge.observability import Health, Metrics
-from bridge.routing import Route, Router
-from bridge.settings import LoomSettings, TemporalSettings
-from bridge.temporal_calls import HeaderHook, TemporalExecutor
+from bridge.exceptions import SettingsError
+from bridge.routing import Router
+from bridge.settings import LoomSettings
+from bridge.sidecar.http import HealthServer
+from bridge.sidecar.loop import Loom
+from bridge.sidecar.metrics import Health, Metrics
+from bridge.telemetry import tracing
+from bridge.telemetry.logs import FIELDS
+from bridge.temporal.calls import HeaderHook, TemporalExecutor
+from bridge.temporal.client import connect_temporal
 
-__all__ = [
-    "Sidecar",
-    "connect_temporal",
-    "load_codec",
-    "load_object",
-    "load_router",
-    "make_data_converter",
-    "run_sidecar",
-    "settings_summary",
-    "temporal_tls",
-    "tracing_plugins",
-]
+__all__ = ["Sidecar", "run_sidecar", "settings_summary"]
 
-log = logging.getLogger("loom.service")
+log = logging.getLogger("loom.sidecar")
 
 #: How often the sidecar asks Temporal whether it is healthy (readiness).
 HEALTH_INTERVAL_S = 1.0
-
-
-# --- loading user code --------------------------------------------------------------------------
-
-
-def load_object(spec: str, *, default_attr: str | None, setting: str) -> Any:
-    """Import ``module[:attr]`` and return the attribute (or the module).
-
-    Raises:
-        SettingsError: The module or attribute does not exist; names ``setting``.
-    """
-    module_name, _, attr = spec.partition(":")
-    attr = attr or (default_attr or "")
-    if not module_name:
-        raise SettingsError(f"{setting}: expected 'module[:attr]', got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SettingsError(f"{setting}: cannot import module {module_name!r}: {exc}") from None
-    if not attr:
-        return module
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise SettingsError(
-                f"{setting}: module {module_name!r} has no attribute {attr!r}"
-            ) from None
-    return obj
-
-
-def load_router(spec: str, *, setting: str = "LOOM_ROUTES") -> Router:
-    """Load the route table named by ``module[:attr]`` (attribute ``router`` by default).
-
-    The attribute may be a :class:`Router`, a sequence of :class:`Route`, or a callable
-    returning either.
-
-    Raises:
-        SettingsError: The module or attribute is missing, or is no route table; a route that
-            is wrong in itself fails its own check, reported under ``setting``.
-    """
-    try:
-        obj = load_object(spec, default_attr="router", setting=setting)
-        if callable(obj) and not isinstance(obj, Router):
-            obj = obj()
-    except SettingsError:
-        raise
-    except SetupError as exc:  # RouteDefinitionError raised while the module builds its routes
-        raise SettingsError(f"{setting}: {spec!r}: {exc}") from None
-    if isinstance(obj, Router):
-        return obj
-    if isinstance(obj, Sequence) and all(isinstance(r, Route) for r in obj):
-        try:
-            return Router(obj)
-        except SetupError as exc:
-            raise SettingsError(f"{setting}: {spec!r}: {exc}") from None
-    raise SettingsError(
-        f"{setting}: {spec!r} is {type(obj).__name__}, expected a Router, a list of Route, "
-        "or a callable returning one"
-    )
-
-
-def load_codec(spec: str, *, setting: str = "LOOM_TEMPORAL__CODEC") -> PayloadCodec:
-    """Load a payload codec from ``module:attr``: a codec instance, or a factory of one.
-
-    Raises:
-        SettingsError: Not importable, or not a ``temporalio.converter.PayloadCodec``.
-    """
-    obj = load_object(spec, default_attr=None, setting=setting)
-    if not isinstance(obj, PayloadCodec) and callable(obj):
-        obj = obj()
-    if not isinstance(obj, PayloadCodec):
-        raise SettingsError(
-            f"{setting}: {spec!r} gave {type(obj).__name__}, expected a "
-            "temporalio.converter.PayloadCodec (or a factory returning one)"
-        )
-    return obj
-
-
-# --- Temporal client ------------------------------------------------------------------------------
-
-
-def make_data_converter(settings: LoomSettings) -> DataConverter:
-    """The pydantic data converter, with the configured payload codec if any.
-
-    The sidecar's client and the worker must both use this: a codec on one side only makes
-    payloads unreadable on the other.
-    """
-    codec_spec = settings.temporal.codec
-    if codec_spec is None:
-        return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=load_codec(codec_spec))
-
-
-def temporal_tls(settings: TemporalSettings) -> TLSConfig | bool | None:
-    """TLS configuration from the settings; None lets the SDK decide (TLS with an API key)."""
-    if settings.tls_cert is None and settings.tls_ca is None:
-        if settings.tls:
-            return True
-        # An explicit LOOM_TEMPORAL__TLS=false keeps plaintext even with an API key (a local
-        # proxy terminating TLS); left unset, the SDK turns TLS on when an API key is given.
-        return False if "tls" in settings.model_fields_set else None
-    return TLSConfig(
-        server_root_ca_cert=settings.tls_ca.read_bytes() if settings.tls_ca else None,
-        client_cert=settings.tls_cert.read_bytes() if settings.tls_cert else None,
-        client_private_key=settings.tls_key.read_bytes() if settings.tls_key else None,
-    )
-
-
-async def connect_temporal(
-    settings: LoomSettings,
-    *,
-    interceptors: Sequence[Interceptor] = (),
-    timeout: float | None = None,
-) -> Client:
-    """Connect a client to the configured Temporal namespace, retrying until ``timeout``.
-
-    Args:
-        settings: The loom's settings (``temporal.*``).
-        interceptors: Client interceptors (tracing).
-        timeout: Seconds to keep trying; ``temporal.connect_timeout_s`` when None.
-
-    Raises:
-        RuntimeError: Temporal did not answer in time (the message names the address setting).
-    """
-    t = settings.temporal
-    data_converter = make_data_converter(settings)
-    tls = temporal_tls(t)
-    deadline = asyncio.get_running_loop().time() + (
-        t.connect_timeout_s if timeout is None else timeout
-    )
-    delay = 0.2
-    while True:
-        try:
-            return await Client.connect(
-                t.address,
-                namespace=t.namespace,
-                api_key=t.api_key.get_secret_value() if t.api_key else None,
-                tls=tls,
-                data_converter=data_converter,
-                interceptors=list(interceptors),
-            )
-        except RuntimeError as exc:  # the SDK's core raises RuntimeError on connect failure
-            if asyncio.get_running_loop().time() + delay > deadline:
-                raise RuntimeError(
-                    f"cannot connect to Temporal at {t.address} (LOOM_TEMPORAL__ADDRESS): {exc}"
-                ) from None
-            log.warning("Temporal at %s not reachable yet: %s", t.address, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-
-def tracing_plugins() -> tuple[list[Interceptor], HeaderHook | None]:
-    """Client interceptors and the raw-call header hook of OpenTelemetry tracing.
-
-    This is the one place where tracing plugs into the sidecar: ``bridge.tracing`` (owned by
-    the tracing work) provides ``client_interceptors()`` for the high-level client (update-
-    with-start, the worker) and ``header_hook()`` for the executor's raw calls, which skip
-    client interceptors. Until that module exists the sidecar runs without tracing.
-    """
-    try:
-        tracing = importlib.import_module("bridge.tracing")
-    except ImportError:
-        return [], None
-    interceptors_fn = getattr(tracing, "client_interceptors", None)
-    hook_fn = getattr(tracing, "header_hook", None)
-    interceptors = list(interceptors_fn()) if callable(interceptors_fn) else []
-    hook = hook_fn() if callable(hook_fn) else None
-    return interceptors, hook
 
 
 # --- settings summary -------------------------------------------------------------------------------
@@ -272,8 +88,8 @@ class Sidecar:
         router: The route table. ``settings.unmatched`` overrides its unmatched policy when
             the setting was given explicitly (environment, ``.env`` or flag).
         client: A connected Temporal client (tests); built from ``settings`` when omitted.
-        interceptors: Client interceptors; tracing's (:func:`tracing_plugins`) when None.
-        header_hook: Headers for raw Temporal calls; tracing's when None.
+        interceptors: Client interceptors; OpenTelemetry tracing's when None.
+        header_hook: Headers for raw Temporal calls; OpenTelemetry tracing's when None.
     """
 
     def __init__(
@@ -293,12 +109,10 @@ class Sidecar:
         self.loom: Loom | None = None
         self.http: HealthServer | None = None
         self._client = client
-        if interceptors is None or header_hook is None:
-            traced_interceptors, traced_hook = tracing_plugins()
-            interceptors = traced_interceptors if interceptors is None else interceptors
-            header_hook = traced_hook if header_hook is None else header_hook
-        self._interceptors = list(interceptors)
-        self._header_hook = header_hook
+        self._interceptors = list(
+            tracing.client_interceptors() if interceptors is None else interceptors
+        )
+        self._header_hook = tracing.header_hook() if header_hook is None else header_hook
         self._stop = asyncio.Event()
         self._signals = 0
 
@@ -468,8 +282,6 @@ def run_sidecar(settings: LoomSettings, router: Router) -> int:
     Installs the process's OpenTelemetry SDK first when ``LOOM_TRACING__EXPORTER`` asks for
     one, and flushes it at exit.
     """
-    from bridge import tracing
-
     runtime = tracing.setup(settings.tracing)
     try:
         return asyncio.run(Sidecar(settings, router).serve())

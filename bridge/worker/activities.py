@@ -2,12 +2,12 @@
 
 Register it on a worker with one call and close the shared producer with the worker::
 
-    async with LoomProducer(ProducerSettings(bootstrap_servers=...)) as producer:
+    async with LoomProducer(settings.kafka) as producer:
         async with Worker(
             client,
             task_queue=TASK_QUEUE,
             workflows=[...],
-            activities=[*my_activities, *loom_activities(producer, PublishSettings(...))],
+            activities=[*my_activities, *loom_activities(producer, settings.emit)],
         ):
             ...
 
@@ -19,19 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from fnmatch import fnmatchcase
 from typing import Any
 
 from aiokafka.errors import KafkaError
-from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from bridge.events import TRACEPARENT, TRACESTATE, Event
-from bridge.producer import LoomProducer
-from bridge.workflow import PUBLISH_ACTIVITY, ContentMode, PublishRequest, PublishResult
+from bridge.kafka.binding import encode
+from bridge.kafka.clients import LoomProducer
+from bridge.settings import EmitSettings
+from bridge.telemetry.tracing import event_trace_context
+from bridge.workflow.outbound import PUBLISH_ACTIVITY, ContentMode, PublishRequest, PublishResult
 
-__all__ = ["Encoder", "PublishActivities", "PublishSettings", "loom_activities"]
+__all__ = ["Encoder", "PublishActivities", "loom_activities"]
 
 #: ``(event, mode) -> (key, value, headers)``: the CloudEvents Kafka binding.
 Encoder = Callable[[Event, ContentMode], tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
@@ -39,40 +40,6 @@ Encoder = Callable[[Event, ContentMode], tuple[bytes | None, bytes | None, list[
 TraceContext = Callable[[], Mapping[str, str]]
 
 
-class PublishSettings(BaseModel):
-    """Where the publish activity sends events that name no topic.
-
-    Attributes:
-        topics: Event type (exact, or glob such as ``payment.*``) to topic. An exact type
-            wins; otherwise the first matching pattern in declaration order.
-        default_topic: Topic for types that match nothing; None makes such emits fail
-            (non-retryable) with a message naming the type.
-        mode: CloudEvents Kafka content mode of emits that do not choose one.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    topics: dict[str, str] = {}
-    default_topic: str | None = None
-    mode: ContentMode = "binary"
-
-    def topic_for(self, event_type: str) -> str | None:
-        """The topic of ``event_type``, or None when nothing matches."""
-        if event_type in self.topics:
-            return self.topics[event_type]
-        for pattern, topic in self.topics.items():
-            if fnmatchcase(event_type, pattern):
-                return topic
-        return self.default_topic
-
-
-def _default_encoder(
-    event: Event, mode: ContentMode
-) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
-    # Imported on first use: the binding module is optional for workers that never publish.
-    from bridge.kafka_binding import encode
-
-    return encode(event, mode)
 
 
 class PublishActivities:
@@ -81,29 +48,25 @@ class PublishActivities:
     Args:
         producer: The process's shared producer.
         settings: Topic map and default topic.
-        encoder: CloudEvents Kafka binding (default: ``bridge.kafka_binding.encode``).
+        encoder: CloudEvents Kafka binding (default: ``bridge.kafka.binding.encode``).
         trace_context: Hook for tracing: returns ``traceparent``/``tracestate`` of the
             current span; added to events that do not carry them already. Default:
-            ``bridge.tracing.event_trace_context`` (the activity's span when the worker
+            ``bridge.telemetry.tracing.event_trace_context`` (the activity's span when the worker
             traces with Temporal's ``TracingInterceptor``, nothing otherwise).
     """
 
     def __init__(
         self,
         producer: LoomProducer,
-        settings: PublishSettings | None = None,
+        settings: EmitSettings | None = None,
         *,
         encoder: Encoder | None = None,
         trace_context: TraceContext | None = None,
     ) -> None:
         self.producer = producer
-        self.settings = settings or PublishSettings()
-        self.encoder = encoder or _default_encoder
-        if trace_context is None:
-            from bridge.tracing import event_trace_context
-
-            trace_context = event_trace_context
-        self.trace_context: TraceContext | None = trace_context
+        self.settings = settings or EmitSettings()
+        self.encoder = encoder or encode
+        self.trace_context: TraceContext = trace_context or event_trace_context
 
     @activity.defn(name=PUBLISH_ACTIVITY)
     async def publish(self, request: PublishRequest) -> PublishResult:
@@ -113,7 +76,7 @@ class PublishActivities:
         if topic is None:
             raise ApplicationError(
                 f"no topic for event type {event.type!r}: pass topic= to emit() or add it "
-                "to PublishSettings.topics / default_topic",
+                "to LOOM_EMIT__TOPIC_MAP / LOOM_EMIT__DEFAULT_TOPIC",
                 type="LoomNoTopic",
                 non_retryable=True,
             )
@@ -141,7 +104,7 @@ class PublishActivities:
         )
 
     def _with_trace_context(self, event: Event) -> Event:
-        if self.trace_context is None or TRACEPARENT in event.extensions:
+        if TRACEPARENT in event.extensions:
             return event
         context = {
             k: v for k, v in self.trace_context().items() if k in (TRACEPARENT, TRACESTATE) and v
@@ -153,7 +116,7 @@ class PublishActivities:
 
 def loom_activities(
     producer: LoomProducer,
-    settings: PublishSettings | None = None,
+    settings: EmitSettings | None = None,
     *,
     encoder: Encoder | None = None,
     trace_context: TraceContext | None = None,

@@ -1,8 +1,9 @@
 """The inbound loop: Kafka records -> decode -> route -> ordered dispatch -> Temporal.
 
 :class:`Loom` owns an aiokafka consumer (consumer group, manual commit), a producer for the
-dead-letter topic and update replies, a :class:`~bridge.dispatch.Dispatcher` and an
-:class:`~bridge.offsets.OffsetTracker`. It keeps the guarantees of DESIGN.md:
+dead-letter topic and update replies, a :class:`~bridge.sidecar.dispatch.Dispatcher` and an
+:class:`~bridge.sidecar.offsets.OffsetTracker`. It keeps the guarantees of
+docs/architecture.md:
 
 - an offset is committed only once its record was acknowledged by Temporal (every route of a
   fan-out) or written to the dead-letter topic, up to the highest contiguous finished offset;
@@ -21,8 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,24 +30,23 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from temporalio.client import Client
 
-from bridge.actions import ActionKind, Invocation, Outcome
-from bridge.deadletter import DeadLetterWriter, error_reason
-from bridge.dispatch import Dispatcher, RetryPolicy
+from bridge.actions import ActionKind, Invocation, Outcome, UnmatchedPolicy
 from bridge.events import Event
-from bridge.exceptions import BadInputError, LoomError, UnmatchedEventError
-from bridge.kafka_binding import Record, decode, encode
-from bridge.observability import Health, Metrics
-from bridge.offsets import OffsetTracker, Ticket
-from bridge.routing import Router, UnmatchedPolicy
+from bridge.exceptions import BadInputError, LoomError, UnmatchedEventError, error_reason
+from bridge.kafka.binding import decode
+from bridge.kafka.clients import consumer_for, producer_for, start_client, stop_client
+from bridge.kafka.deadletters import DeadLetterWriter
+from bridge.kafka.record import Record
+from bridge.routing import Router
 from bridge.settings import LoomSettings
-from bridge.temporal_calls import TemporalExecutor
-from bridge.tracing import header_hook, route_span
+from bridge.sidecar.dispatch import Dispatcher, RetryPolicy
+from bridge.sidecar.metrics import Health, Metrics
+from bridge.sidecar.offsets import OffsetTracker, Ticket
+from bridge.sidecar.replies import publish_reply
+from bridge.telemetry.tracing import header_hook, route_span
+from bridge.temporal.calls import TemporalExecutor
 
 log = logging.getLogger("loom")
-
-#: Extension of update replies naming the id of the request event.
-CAUSATION = "loomcausation"
-_REPLY_NAMESPACE = uuid.UUID("6f1d3c1e-55a8-5c3e-9a0e-6c6f6f6d0002")
 
 
 class UnmatchedStopError(LoomError):
@@ -105,6 +104,9 @@ class Loom:
             header_hook=header_hook(),
         )
         d = settings.dispatch
+        self._retry_policy = RetryPolicy(
+            initial=d.retry_initial_s, maximum=d.retry_max_s, multiplier=d.retry_multiplier
+        )
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.dispatcher: Dispatcher[str, _Job, tuple[Outcome, Any]] = Dispatcher(
             self._call,
@@ -112,21 +114,15 @@ class Loom:
             max_buffered=d.buffered_bound,
             on_done=self._on_done,
             on_failed=self._on_failed,
-            retry=RetryPolicy(
-                initial=d.retry_initial_s, maximum=d.retry_max_s, multiplier=d.retry_multiplier
-            ),
+            retry=self._retry_policy,
             on_retry=self._on_retry,
         )
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._deadletters: DeadLetterWriter | None = None
         self._stopping = asyncio.Event()
-        self._stopped = asyncio.Event()
         self._last_commit = 0.0
         self._commit_lock = asyncio.Lock()
-        self._hooks: list[
-            Callable[[Record, BaseException, str | None], Awaitable[None] | None]
-        ] = []
         self.error: BaseException | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -134,15 +130,12 @@ class Loom:
     async def start(self) -> None:
         """Connect the producer and the consumer and join the group."""
         k = self.settings.kafka
-        self._producer = AIOKafkaProducer(**k.producer_options())
-        try:
-            await self._producer.start()
-        except BaseException:
-            await self._producer.stop()  # a half-started producer still holds its client
-            raise
-        self._deadletters = DeadLetterWriter(self._producer, k.deadletter_topic)
-        self._consumer = AIOKafkaConsumer(
-            **k.client_options(),
+        self._producer = await start_client(producer_for(k))
+        self._deadletters = DeadLetterWriter(
+            self._producer, k.deadletter_topic, backoff=self._retry_policy.delay, on_retry=self._dlq_retry
+        )
+        self._consumer = consumer_for(
+            k,
             group_id=k.group_id,
             enable_auto_commit=False,
             auto_offset_reset=k.auto_offset_reset,
@@ -153,9 +146,9 @@ class Loom:
         )
         self._consumer.subscribe(list(k.topics), listener=_Rebalance(self))
         try:
-            await self._consumer.start()
+            await start_client(self._consumer)
         except BaseException:
-            await self._producer.stop()
+            await stop_client(self._producer)
             raise
         self.health.kafka_connected = True
         self.health.temporal_connected = True
@@ -177,13 +170,13 @@ class Loom:
         """Ask the loop to stop fetching; :meth:`run` then drains, commits and returns."""
         self._stopping.set()
 
-    async def wait_stopped(self) -> None:
-        """Wait until :meth:`run` finished its shutdown."""
-        await self._stopped.wait()
+    def _started(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer, DeadLetterWriter]:
+        if self._consumer is None or self._producer is None or self._deadletters is None:
+            raise RuntimeError("the loom is not started: call start() or run() first")
+        return self._consumer, self._producer, self._deadletters
 
     async def _loop(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
+        consumer = self._started()[0]
         interval = self.settings.dispatch.commit_interval_s
         while not self._stopping.is_set():
             if self.dispatcher.full:
@@ -240,13 +233,12 @@ class Loom:
             try:
                 await self.dispatcher.close()
                 if self._consumer is not None:
-                    await _stop_client(self._consumer)
+                    await stop_client(self._consumer)
             finally:
                 # Also when stopping the consumer raised: the producer holds connections too.
                 if self._producer is not None:
-                    await _stop_client(self._producer)
+                    await stop_client(self._producer)
                 self.health.kafka_connected = False
-                self._stopped.set()
 
     @property
     def consumer(self) -> AIOKafkaConsumer | None:
@@ -314,7 +306,8 @@ class Loom:
         self.metrics.call_latency.labels(inv.kind.value).observe(time.perf_counter() - started)
         self.health.temporal_connected = True
         if inv.kind is ActionKind.UPDATE_WITH_START and inv.reply_topic:
-            await self._reply(inv, result[1])
+            producer = self._started()[1]
+            await publish_reply(producer, inv, result[1], self.settings.kafka.group_id)
         return result
 
     def _on_done(self, job: _Job, result: tuple[Outcome, Any]) -> None:
@@ -337,6 +330,10 @@ class Loom:
             exc,
         )
 
+    def _dlq_retry(self, attempt: int, err: BaseException, delay: float) -> None:
+        self.metrics.retries.labels("deadletter-write").inc()
+        log.warning("dead-letter write failed (attempt %d, retry in %.2fs): %s", attempt, delay, err)
+
     def _finish(self, job: _Job) -> None:
         job.pending.remaining -= 1
         if job.pending.remaining == 0:
@@ -347,32 +344,9 @@ class Loom:
         self.metrics.in_flight.set(self.dispatcher.in_flight)
         self.metrics.running.set(self.dispatcher.running)
 
-    async def _write_deadletter(
-        self, record: Record, exc: BaseException, route: str | None
-    ) -> None:
-        # The record's offset must not commit before the dead-letter write is acknowledged,
-        # and the line must not stop for a broker hiccup: retry with the dispatch backoff.
-        assert self._deadletters is not None
-        d = self.settings.dispatch
-        policy = RetryPolicy(
-            initial=d.retry_initial_s, maximum=d.retry_max_s, multiplier=d.retry_multiplier
-        )
-        attempt = 0
-        while True:
-            try:
-                await self._deadletters.write(record, exc, route)
-                return
-            except KafkaError as err:
-                attempt += 1
-                delay = policy.delay(attempt)
-                self.metrics.retries.labels("deadletter-write").inc()
-                log.warning(
-                    "dead-letter write failed (attempt %d, retry in %.2fs): %s", attempt, delay, err
-                )
-                await asyncio.sleep(delay)
 
     async def _deadletter(self, record: Record, exc: BaseException, route: str | None) -> None:
-        assert self._deadletters is not None
+        deadletters = self._started()[2]
         reason = error_reason(exc)
         log.error(
             "dead-lettered %s[%d]@%d route=%s reason=%s: %s",
@@ -383,34 +357,9 @@ class Loom:
             reason,
             exc,
         )
-        await self._write_deadletter(record, exc, route)
+        await deadletters.write(record, exc, route)
         self.metrics.deadlettered.labels(reason).inc()
-        for hook in self._hooks:
-            result = hook(record, exc, route)
-            if result is not None:
-                await result
 
-    async def _reply(self, inv: Invocation, result: Any) -> None:
-        assert self._producer is not None and inv.reply_topic is not None
-        request = inv.event
-        if hasattr(result, "model_dump"):
-            result = result.model_dump(mode="json")
-        extensions: dict[str, Any] = {CAUSATION: request.id}
-        if request.partitionkey is not None:
-            extensions["partitionkey"] = request.partitionkey
-        reply = Event(
-            id=str(
-                uuid.uuid5(_REPLY_NAMESPACE, f"{inv.route}\x1f{request.source}\x1f{request.id}")
-            ),
-            source=f"loom://{self.settings.kafka.group_id}/{inv.route}",
-            type=inv.reply_type or f"{request.type}.reply",
-            subject=inv.workflow_id,
-            data=result,
-            datacontenttype="application/json",
-            extensions=extensions,
-        )
-        key, value, headers = encode(reply)
-        await self._producer.send_and_wait(inv.reply_topic, value=value, key=key, headers=headers)
 
     # --- offsets ------------------------------------------------------------------------------
 
@@ -450,11 +399,6 @@ class Loom:
         for tp in assigned:
             self.health.assigned.add((tp.topic, tp.partition))
 
-    def add_deadletter_hook(
-        self, hook: Callable[[Record, BaseException, str | None], Awaitable[None] | None]
-    ) -> None:
-        """Call ``hook(record, error, route)`` after each dead-letter write (logs, tests)."""
-        self._hooks.append(hook)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -466,24 +410,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.loom._assigned(assigned)
-
-
-async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
-    """Stop an aiokafka client, keeping its errors out of the shutdown path.
-
-    With the broker gone, ``AIOKafkaConsumer.stop()`` raises the ``CancelledError`` of its own
-    coordinator task (leaving the group cannot finish). That is not a cancellation of ours:
-    it is logged and swallowed unless this task really is being cancelled.
-    """
-    try:
-        await client.stop()
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-        log.warning("%s stopped with its internal task cancelled", type(client).__name__)
-    except Exception as exc:
-        log.warning("%s stopped with an error: %s", type(client).__name__, exc)
 
 
 @contextlib.asynccontextmanager

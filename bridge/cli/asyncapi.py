@@ -10,7 +10,6 @@ use the ``emit`` settings' topic map.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 from collections.abc import Mapping
@@ -187,13 +186,6 @@ def _route_summary(route: Route) -> str:
     return f"Route {route.name}: {route.kind.value} {target} id {wf_id}{queue}"
 
 
-def _emit_topic(settings: LoomSettings, event_type: str) -> str:
-    for pattern, topic in settings.emit.topic_map.items():
-        if fnmatch.fnmatchcase(event_type, pattern):
-            return topic
-    return settings.emit.default_topic
-
-
 def asyncapi_document(
     router: Router,
     settings: LoomSettings,
@@ -245,11 +237,11 @@ def asyncapi_document(
     for event_type, model in emits.items():
         chan = "emit_" + _slug(event_type)
         msg = chan
-        topic = _emit_topic(settings, event_type)
+        topic = settings.emit.topic_for(event_type)
         messages[msg] = _message(
             event_type,
             event_type,
-            f"Emitted by workflows with emit() to {topic}",
+            f"Emitted by workflows with emit() to {topic or 'the topic emit() names'}",
             _ce_headers({"type": "string", "const": event_type}),
             refs[model] if model is not None else {},
         )

@@ -1,22 +1,14 @@
-"""Helpers imported inside workflow code: ``emit``, ``request``, the inbox, ``event_data``.
+"""Outbound, inside workflow code: ``emit`` a CloudEvent, ``request`` one and await its reply.
 
-Everything here runs inside Temporal's workflow sandbox: deterministic, no I/O. State lives
-on workflow instances (never in module globals), so this module may also be passed through
-the sandbox (``workflow.unsafe.imports_passed_through()``).
-
-Outbound events (``emit``) go through the ``loom.publish`` activity (``bridge.activities``)
-with a CloudEvent id fixed by the workflow: ``uuid5(workflow id, run id, sequence)``, so a
-retried activity publishes the same id and consumers can deduplicate (guarantee 7).
-
-Inbound events arrive as signals named ``EVENT_SIGNAL`` carrying ``Event.to_payload()``. The
-``Inbox`` (``bridge.inbox``) drops repeats by CloudEvent identity (``source`` + ``id``) with a
-bounded memory and carries that memory and unprocessed events across continue-as-new
-(guarantee 2a).
+Outbound events go through the ``loom.publish`` activity (:mod:`bridge.worker.activities`)
+with a CloudEvent id fixed by the workflow: the run's emitted-event sequence through
+:func:`bridge._ids.emitted_event_id`, so a retried activity publishes the same id and
+consumers can deduplicate (guarantee 7). State lives on workflow instances (never in module
+globals): replays rebuild it identically.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,35 +20,23 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from bridge._ids import emitted_event_id
 from bridge.events import CAUSATION, CORRELATION, PARTITION_KEY, Event
-from bridge.inbox import (
-    DEFAULT_MAX_SIGNALS_PER_RUN,
-    DEFAULT_SEEN_LIMIT,
-    Inbox,
-    InboxState,
-    LoomWorkflow,
-)
+from bridge.workflow.inbox import Inbox, LoomWorkflow
 
 __all__ = [
-    "CAUSATION",
-    "DEFAULT_MAX_SIGNALS_PER_RUN",
-    "DEFAULT_SEEN_LIMIT",
     "PUBLISH_ACTIVITY",
     "ContentMode",
-    "Inbox",
-    "InboxState",
-    "LoomWorkflow",
     "PublishRequest",
     "PublishResult",
     "RequestTimeoutError",
     "build_event",
     "emit",
     "event_data",
-    "event_id",
     "request",
 ]
 
-#: Name of the publish activity (``bridge.activities.PublishActivities.publish``).
+#: Name of the publish activity (``bridge.worker.activities.PublishActivities.publish``).
 PUBLISH_ACTIVITY = "loom.publish"
 
 DEFAULT_PUBLISH_TIMEOUT = timedelta(seconds=30)
@@ -66,14 +46,11 @@ DEFAULT_PUBLISH_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
 )
 
-# Fixed namespace so ids are reproducible across workers and versions of the loom.
-_ID_NAMESPACE = uuid.UUID("6f0a3b52-8a53-5c0e-9c4e-3f1d6e0c7a11")
-
 ContentMode = Literal["binary", "structured"]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-# --- wire types of the publish activity (shared with bridge.activities) ----------------------
+# --- wire types of the publish activity (shared with bridge.worker.activities) ----------------------
 
 
 @dataclass
@@ -127,14 +104,9 @@ def _next_sequence() -> int:
     return seq
 
 
-def event_id(workflow_id: str, run_id: str, sequence: int) -> str:
-    """The CloudEvent id of the ``sequence``-th (from 0) event emitted by a workflow run."""
-    return str(uuid.uuid5(_ID_NAMESPACE, f"{workflow_id}\x1f{run_id}\x1f{sequence}"))
-
-
 def _event_id(seq: int) -> str:
     info = workflow.info()
-    return event_id(info.workflow_id, info.run_id, seq)
+    return emitted_event_id(info.workflow_id, info.run_id, seq)
 
 
 def _json_data(data: Any) -> Any:
@@ -160,7 +132,7 @@ def build_event(
     if correlate:
         ext[CORRELATION] = info.workflow_id
     # Tracing hook: a ``traceparent``/``tracestate`` given in ``extensions`` is kept as is;
-    # otherwise the publish activity may add one from its own span (see bridge.activities).
+    # otherwise the publish activity may add one from its own span (see bridge.worker.activities).
     payload_data = _json_data(data)
     if payload_data is None:
         content_type = None

@@ -3,16 +3,15 @@
 Signal-with-start, start-only and signal-only requests are built by hand on
 ``client.workflow_service`` because the high-level client sets a random ``request_id``: the
 loom sends the invocation's deterministic one, so the server drops a redelivered event's
-second signal (DESIGN.md guarantee 2(b)). Payloads are still encoded with the client's data
+second signal (guarantee 2b in docs/architecture.md). Payloads are still encoded with the client's data
 converter (payload codecs apply). Raw calls skip client interceptors, so headers (trace
 context) come from a hook given to the executor.
 
 Update-with-start goes through the high-level client: its deduplication key is the
 deterministic update id, and the client handles the multi-operation protocol.
 
-Errors are classified from the gRPC status into the loom's exception classes
-(``TransientTemporalError`` retried, ``PermanentTemporalError`` and subclasses dead-lettered);
-"already started" answers to start requests are duplicates, not failures.
+Errors are classified by :mod:`bridge.temporal.errors`; "already started" answers to start
+requests are duplicates, not failures.
 """
 
 from __future__ import annotations
@@ -24,14 +23,11 @@ from typing import Any, cast
 
 import temporalio.api.common.v1 as common_pb
 import temporalio.api.enums.v1 as enums_pb
-import temporalio.api.errordetails.v1 as errordetails_pb
 import temporalio.api.workflowservice.v1 as wsv1
 from temporalio.client import (
     Client,
     HeaderCodecBehavior,
     WithStartWorkflowOperation,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributeKey,
@@ -44,7 +40,7 @@ from temporalio.converter import (
     encode_search_attributes,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from bridge.actions import ActionKind, Invocation, MissingWorkflowPolicy, Outcome
 from bridge.events import EVENT_SIGNAL, EVENT_UPDATE
@@ -52,17 +48,15 @@ from bridge.exceptions import (
     BadInputError,
     PayloadTooLargeError,
     PermanentTemporalError,
-    SignalLimitError,
     TemporalCallError,
-    TransientTemporalError,
     WorkflowNotFoundError,
 )
+from bridge.temporal.errors import already_started_run_id, classify_error, is_workflow_not_found
 
 __all__ = [
     "DEFAULT_PAYLOAD_LIMIT",
     "HeaderHook",
     "TemporalExecutor",
-    "classify_error",
     "typed_search_attributes",
 ]
 
@@ -74,68 +68,12 @@ HeaderHook = Callable[
     [Invocation], Mapping[str, common_pb.Payload] | Awaitable[Mapping[str, common_pb.Payload]]
 ]
 
-# Statuses that say "try again later" rather than "this request is wrong". INTERNAL and
-# UNKNOWN are included: the server uses them for transient persistence failures, and a
-# wrongly retried event stalls its partition visibly, while a wrongly dead-lettered one
-# silently leaves the happy path.
-_TRANSIENT_STATUSES = frozenset(
-    {
-        RPCStatusCode.CANCELLED,
-        RPCStatusCode.UNKNOWN,
-        RPCStatusCode.DEADLINE_EXCEEDED,
-        RPCStatusCode.RESOURCE_EXHAUSTED,
-        RPCStatusCode.ABORTED,
-        RPCStatusCode.INTERNAL,
-        RPCStatusCode.UNAVAILABLE,
-        # Credentials expire and get rotated (API keys, mTLS certs), and permissions get
-        # fixed: not the event's fault. Dead-lettering would send every event to the
-        # dead-letter topic during a misconfiguration; retrying stalls visibly instead.
-        RPCStatusCode.UNAUTHENTICATED,
-        RPCStatusCode.PERMISSION_DENIED,
-    }
-)
-
 _RUNNING_OR_UNKNOWN = frozenset(
     {
         enums_pb.WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_UNSPECIFIED,
         enums_pb.WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING,
     }
 )
-
-# The server reports the per-run signal cap only as a message (INVALID_ARGUMENT on 1.32).
-_SIGNAL_LIMIT_MESSAGE = "exceeded workflow execution limit for signal events"
-# A lazily connecting client raises a plain RuntimeError when it cannot reach the server.
-_CONNECT_FAILURE_PREFIX = "Failed client connect"
-
-
-def classify_error(err: BaseException) -> TemporalCallError | None:
-    """Map an error raised by a Temporal client call to the loom's exception class.
-
-    The returned error is not raised; the caller raises it ``from err``. Its message names
-    the gRPC status. "Already started" and "not found" are not handled here: their meaning
-    depends on the action (see :meth:`TemporalExecutor.execute`).
-
-    Args:
-        err: What the temporalio client raised.
-
-    Returns:
-        A ``TransientTemporalError``, ``PermanentTemporalError`` or ``SignalLimitError``,
-        or None when ``err`` is not a Temporal call failure (a bug: let it propagate).
-    """
-    if isinstance(err, RPCError):
-        status = err.status.name
-        if _SIGNAL_LIMIT_MESSAGE in err.message:
-            return SignalLimitError(f"{status}: {err.message}")
-        if err.status in _TRANSIENT_STATUSES:
-            return TransientTemporalError(f"{status}: {err.message}")
-        return PermanentTemporalError(f"{status}: {err.message}")
-    if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
-        return TransientTemporalError(f"DEADLINE_EXCEEDED: {err}")
-    if isinstance(err, WorkflowUpdateFailedError):
-        return PermanentTemporalError(f"update failed: {err.cause}")
-    if isinstance(err, RuntimeError) and str(err).startswith(_CONNECT_FAILURE_PREFIX):
-        return TransientTemporalError(f"UNAVAILABLE: {err}")
-    return None
 
 
 def typed_search_attributes(values: Mapping[str, Any]) -> TypedSearchAttributes:
@@ -299,7 +237,7 @@ class TemporalExecutor:
                 start, retry=self._rpc_retry, timeout=self._rpc_timeout
             )
         except RPCError as err:
-            run_id = _already_started_run_id(err)
+            run_id = already_started_run_id(err)
             if run_id is not None:
                 return Outcome.DUPLICATE, run_id
             raise
@@ -326,7 +264,7 @@ class TemporalExecutor:
                 req, retry=self._rpc_retry, timeout=self._rpc_timeout
             )
         except RPCError as err:
-            if not _is_workflow_not_found(err):
+            if not is_workflow_not_found(err):
                 raise
             if inv.if_missing is MissingWorkflowPolicy.SKIP:
                 return Outcome.SKIPPED, None
@@ -449,21 +387,3 @@ async def _encode(converter: DataConverter, values: Sequence[Any]) -> list[commo
     return await converter.encode(values) if values else []
 
 
-def _already_started_run_id(err: RPCError) -> str | None:
-    """The existing run's id when ``err`` is "workflow execution already started"."""
-    if err.status != RPCStatusCode.ALREADY_EXISTS:
-        return None
-    details = errordetails_pb.WorkflowExecutionAlreadyStartedFailure()
-    for detail in err.grpc_status.details:
-        if detail.Unpack(details):
-            return details.run_id
-    return None
-
-
-def _is_workflow_not_found(err: RPCError) -> bool:
-    """NOT_FOUND about the workflow (missing or closed), not about the namespace."""
-    if err.status != RPCStatusCode.NOT_FOUND:
-        return False
-    return not any(
-        d.Is(errordetails_pb.NamespaceNotFoundFailure.DESCRIPTOR) for d in err.grpc_status.details
-    )

@@ -1,7 +1,6 @@
 """``loom publish`` and ``loom dlq``: the commands that write or read Kafka records.
 
-Registered on :data:`bridge.cli.app` when :mod:`bridge.cli` is imported; kept apart so each
-module stays small.
+The functions are registered as commands by :mod:`bridge.cli.app`.
 """
 
 from __future__ import annotations
@@ -15,18 +14,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bridge.cli import (
+from bridge.cli._options import (
     EXIT_SETTINGS,
     Bootstrap,
-    _overrides,
-    app,
-    dlq_app,
     fail,
     out,
+    overrides,
     settings_from,
 )
-from bridge.deadletter import DeadLetter
 from bridge.events import Event
+from bridge.kafka.clients import publish_event
+from bridge.kafka.deadletters import DeadLetter, read_deadletters, redrive
 from bridge.settings import LoomSettings
 
 __all__ = ["dlq_list", "dlq_redrive", "publish"]
@@ -83,7 +81,6 @@ def _event_from_flags(
         fail(f"invalid event: {exc}", EXIT_SETTINGS)
 
 
-@app.command()
 def publish(
     type_: Annotated[str | None, typer.Option("--type", help="CloudEvent type.")] = None,
     source: Annotated[str | None, typer.Option(help="CloudEvent source.")] = None,
@@ -99,18 +96,16 @@ def publish(
     bootstrap: Bootstrap = None,
 ) -> None:
     """Publish one CloudEvent to Kafka, to drive workflows from the shell."""
-    from bridge.operations import publish_event
-
     if mode not in ("binary", "structured"):
         fail(f"--mode: expected binary or structured, got {mode!r}", EXIT_SETTINGS)
-    settings = settings_from(_overrides(bootstrap=bootstrap))
+    settings = settings_from(overrides(bootstrap=bootstrap))
     event = _event_from_flags(file, type_, source, id_, subject, data, content_type, ext or [])
     target = topic or (settings.kafka.topics[0] if settings.kafka.topics else None)
     if not target:
         fail("--topic is required (LOOM_KAFKA__TOPICS is empty)", EXIT_SETTINGS)
     try:
         where = asyncio.run(
-            publish_event(settings, event, target, mode=mode, key=key)  # type: ignore[arg-type]
+            publish_event(settings.kafka, event, target, mode=mode, key=key)  # type: ignore[arg-type]
         )
     except ValueError as exc:
         fail(f"cannot encode the event: {exc}", EXIT_SETTINGS)
@@ -132,15 +127,12 @@ def _letter_id(letter: DeadLetter) -> str:
 
 
 def _load_letters(settings: LoomSettings, topic: str | None) -> list[DeadLetter]:
-    from bridge.operations import read_deadletters
-
     try:
         return asyncio.run(read_deadletters(settings, topic=topic))
     except Exception as exc:  # connection problems: one line, not a traceback
         fail(f"cannot read the dead-letter topic: {type(exc).__name__}: {exc}")
 
 
-@dlq_app.command("list")
 def dlq_list(
     reason: Annotated[str | None, typer.Option(help="Only this reason (e.g. unmatched).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per record.")] = False,
@@ -148,7 +140,7 @@ def dlq_list(
     bootstrap: Bootstrap = None,
 ) -> None:
     """List dead-lettered records with their error headers."""
-    settings = settings_from(_overrides(bootstrap=bootstrap, deadletter_topic=dlq_topic))
+    settings = settings_from(overrides(bootstrap=bootstrap, deadletter_topic=dlq_topic))
     letters = [
         d for d in _load_letters(settings, None) if reason is None or d.info.get("reason") == reason
     ]
@@ -169,7 +161,6 @@ def dlq_list(
     out.print(table)
 
 
-@dlq_app.command("redrive")
 def dlq_redrive(
     offset: Annotated[
         list[str] | None,
@@ -183,12 +174,10 @@ def dlq_redrive(
     bootstrap: Bootstrap = None,
 ) -> None:
     """Re-drive dead-lettered records, byte for byte, to their original topic."""
-    from bridge.operations import redrive
-
     if not offset and not all_ and reason is None:
         fail("choose records: --offset N (repeatable), --reason R or --all", EXIT_SETTINGS)
     wanted = {o if ":" in o else f"0:{o}" for o in offset or []}
-    settings = settings_from(_overrides(bootstrap=bootstrap, deadletter_topic=dlq_topic))
+    settings = settings_from(overrides(bootstrap=bootstrap, deadletter_topic=dlq_topic))
     letters = [
         d for d in _load_letters(settings, None)
         if (not wanted or _letter_id(d) in wanted)

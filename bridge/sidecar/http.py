@@ -18,7 +18,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge.observability import Health
+from bridge.sidecar.metrics import Health
 
 __all__ = ["HealthServer"]
 

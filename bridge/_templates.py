@@ -66,8 +66,9 @@ class CompiledTemplate:
         self.fields = tuple(field for _, field, _, _, _ in parts if field is not None)
         # A template that is exactly one bare field yields the raw value through value():
         # memo and search attributes keep their type (int, datetime) instead of a string.
-        literal, _, _, spec, conversion = parts[0]
-        self._single = len(parts) == 1 and not literal and not spec and conversion is None
+        literal, _, getter, spec, conversion = parts[0]
+        single = len(parts) == 1 and not literal and not spec and conversion is None
+        self._single: _Getter | None = getter if single else None
 
     def __repr__(self) -> str:
         return f"CompiledTemplate({self.source!r})"
@@ -98,10 +99,8 @@ class CompiledTemplate:
 
     def value(self, event: Event, data: Any) -> Any:
         """The raw value for a single-field template (``"{data.amount}"``), else ``render()``."""
-        if self._single:
-            getter = self._parts[0][2]
-            assert getter is not None
-            return getter(event, data)
+        if self._single is not None:
+            return self._single(event, data)
         return self.render(event, data)
 
 

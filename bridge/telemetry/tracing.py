@@ -4,7 +4,7 @@ One W3C trace follows an event through the system:
 
 1. an incoming CloudEvent's ``traceparent``/``tracestate`` extensions (the CloudEvents
    distributed tracing extension) are the parent of the loom's span ``loom route <route>``
-   (:func:`route_span`, used by :class:`bridge.consumer.Loom` around each Temporal call);
+   (:func:`route_span`, used by :class:`bridge.sidecar.loop.Loom` around each Temporal call);
 2. the raw Temporal calls (signal-with-start, start, signal) skip client interceptors, so
    :func:`header_hook` writes the current span context into the request header in the exact
    form ``temporalio.contrib.opentelemetry`` reads on the worker: header ``_tracer-data``,
@@ -43,7 +43,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import opentelemetry.context as otel_context
 import temporalio.api.common.v1 as common_pb
@@ -54,12 +54,12 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from pydantic import BaseModel, ConfigDict, Field
 from temporalio.converter import PayloadConverter
 
 from bridge.actions import Invocation
 from bridge.events import TRACEPARENT, TRACESTATE, Event
 from bridge.exceptions import SettingsError
+from bridge.settings import TracingSettings
 
 if TYPE_CHECKING:
     import temporalio.client
@@ -67,13 +67,12 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from bridge.temporal_calls import HeaderHook
+    from bridge.temporal.calls import HeaderHook
 
 __all__ = [
     "HEADER_KEY",
     "TRACER_NAME",
     "TracingRuntime",
-    "TracingSettings",
     "client_interceptors",
     "context_from_event",
     "event_trace_context",
@@ -248,23 +247,6 @@ def route_span(inv: Invocation, *, otel_tracer: Tracer | None = None) -> Iterato
 # --- SDK set-up (sidecar and worker processes) ----------------------------------------------------
 
 
-class TracingSettings(BaseModel):
-    """Tracing of a loom process (``LOOM_TRACING__*`` once added to ``LoomSettings``).
-
-    Attributes:
-        exporter: ``none`` (no SDK: context still propagates, nothing recorded), ``console``
-            (spans as JSON on stdout), ``memory`` (kept in memory: tests, ``loom dev``) or
-            ``otlp`` (needs ``opentelemetry-exporter-otlp``, which is not a dependency).
-        service_name: ``service.name`` resource attribute.
-        sample_ratio: Root sampling ratio; a sampled incoming ``traceparent`` is always
-            followed (parent-based).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    exporter: Literal["none", "console", "memory", "otlp"] = "none"
-    service_name: str = "temporal-loom"
-    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
 class _HasTracing(Protocol):

@@ -37,24 +37,29 @@ Decisions (the binding spec leaves them open or the SDK differs from it):
 from __future__ import annotations
 
 import base64
-import binascii
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, Literal
 
-from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings import kafka as sdk_kafka
 from cloudevents.core.exceptions import CloudEventValidationError
-from cloudevents.core.formats.json import JSONFormat
-from cloudevents.core.v1.event import CloudEvent
 
 from bridge.events import CORE_ATTRIBUTES, Event
 from bridge.exceptions import DecodeError
+from bridge.kafka._format import (
+    FORMAT,
+    FORMAT_NO_VALUE,
+    StrictEvent,
+    json_attribute,
+    make_event,
+    parse_time,
+    short,
+    validation_message,
+)
+from bridge.kafka.record import Record
 
-__all__ = ["STRUCTURED_CONTENT_TYPE", "Record", "decode", "encode"]
+__all__ = ["STRUCTURED_CONTENT_TYPE", "decode", "encode", "event_from_sdk", "event_to_sdk"]
 
 #: Content type of structured-mode records written by :func:`encode`.
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
@@ -64,249 +69,35 @@ _CONTENT_TYPE = "content-type"
 _CE_DATACONTENTTYPE = "ce_datacontenttype"
 _CE_TIME = "ce_time"
 _UTF8_CHARSETS = frozenset({"utf-8", "utf8"})
-_REQUIRED = ("id", "source", "type")
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A consumed Kafka record, as the consumer, the decoder and the dead-letter writer see it.
+# --- the cloudevents SDK's event -----------------------------------------------------------
 
-    Attributes:
-        topic: Topic the record was read from.
-        partition: Partition of the record.
-        offset: Offset of the record in its partition.
-        key: Raw key bytes, or None.
-        value: Raw value bytes, or None (a tombstone, or a binary-mode event without data).
-        headers: Headers in wire order; names may repeat.
-        timestamp: Record timestamp in milliseconds since the epoch, if known.
+
+def event_to_sdk(event: Event) -> Any:
+    """The ``cloudevents`` SDK (2.x) ``CloudEvent`` with the same attributes and data.
+
+    Unlike the SDK's constructor, no ``time`` is invented when the event has none.
     """
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-    timestamp: int | None = None
-
-    @classmethod
-    def from_aiokafka(cls, rec: Any) -> Record:
-        """Build from an aiokafka ``ConsumerRecord`` read without key/value deserializers.
-
-        A header whose value is null on the wire becomes ``b""``.
-        """
-        return cls(
-            topic=rec.topic,
-            partition=rec.partition,
-            offset=rec.offset,
-            key=None if rec.key is None else bytes(rec.key),
-            value=None if rec.value is None else bytes(rec.value),
-            headers=tuple((name, b"" if val is None else bytes(val)) for name, val in rec.headers),
-            timestamp=rec.timestamp,
-        )
+    return StrictEvent(event.attributes(), event.data)
 
 
-# --- the SDK's extension points ------------------------------------------------------------
-
-
-class _Strict(CloudEvent):
-    """The SDK's v1.0 event with its validation, minus the ``id``/``time`` it would invent."""
-
-    # Sets the SDK's private fields as its own __init__ does (pinned: cloudevents>=2.2,<3).
-
-    def __init__(
-        self, attributes: dict[str, Any], data: dict[str, Any] | str | bytes | None = None
-    ) -> None:
-        self._validate_attribute(attributes=attributes)
-        self._attributes = attributes
-        self._data = data
-
-
-def sdk_event(attributes: dict[str, Any], data: Any) -> BaseCloudEvent:
-    """The SDK's v1.0 ``CloudEvent`` with exactly these attributes (validated by the SDK)."""
-    return _Strict(dict(attributes), data)
-
-
-def _factory(attributes: dict[str, Any], data: Any, time: datetime | None = None) -> BaseCloudEvent:
-    # Checked here first so the common failures get a short message instead of the SDK's
-    # aggregated validation report.
-    spec = attributes.get("specversion")
-    if spec is None:
-        raise DecodeError("missing required attribute 'specversion'")
-    if not isinstance(spec, str):
-        raise DecodeError(f"attribute 'specversion' is not a string: {spec!r}")
-    if spec != "1.0":
-        raise DecodeError(f"specversion {spec!r} not supported (expected 1.0)")
-    for name in _REQUIRED:
-        if name not in attributes:
-            raise DecodeError(f"missing required attribute {name!r}")
-    if time is not None:
-        attributes["time"] = time
-    try:
-        return _Strict(attributes, data)
-    except CloudEventValidationError as exc:
-        raise DecodeError(_validation_message(exc)) from None
-
-
-def _validation_message(exc: CloudEventValidationError) -> str:
-    parts = [f"{name}: {errors[0]}" for name, errors in exc.errors.items() if errors]
-    return "invalid attributes: " + "; ".join(parts)
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.partition(";")[0].strip().lower()
-    return media in ("application/json", "text/json") or media.endswith("+json")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                raise ValueError(f"duplicate member {name!r}")
-            seen.add(name)
-    return obj
-
-
-# Built once: ``json.loads`` with keyword arguments builds a new decoder on every call.
-_DATA_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-_ENVELOPE_DECODER = json.JSONDecoder(
-    object_pairs_hook=_unique_members, parse_constant=_reject_constant
-)
-
-
-def _loads(text: str, *, envelope: bool) -> Any:
-    return (_ENVELOPE_DECODER if envelope else _DATA_DECODER).decode(text)
-
-
-def _dumps(value: Any) -> str:
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except TypeError as exc:  # encode() has one failure type for its callers
-        raise ValueError(f"data is not JSON-serializable: {exc}") from None
-
-
-class _LoomFormat(JSONFormat):
-    """JSON event format with the loom's data rules (see the module docstring)."""
-
-    def __init__(self, *, has_value: bool = True) -> None:
-        # The SDK passes ``bytes`` to ``read_data`` even for a record without value; the
-        # instance used for such records knows the value was absent.
-        self._has_value = has_value
-
-    def read_data(self, body: bytes, datacontenttype: str | None) -> Any:
-        if not self._has_value:
-            return None
-        if datacontenttype is not None and not _is_json(datacontenttype):
-            return bytes(body)
-        if not body:
-            return None
-        try:
-            return _loads(body.decode("utf-8"), envelope=False)
-        except (ValueError, RecursionError) as exc:
-            if datacontenttype is None:
-                return bytes(body)  # undeclared and not JSON: opaque bytes
-            raise DecodeError(
-                f"data is not valid JSON (content-type {datacontenttype!r}): {_short(exc)}"
-            ) from None
-
-    def read(self, event_factory: Any, data: str | bytes) -> BaseCloudEvent:
-        raw = data.encode("utf-8") if isinstance(data, str) else data
-        if not raw:
-            raise DecodeError("structured body is empty")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DecodeError("structured body is not valid UTF-8") from None
-        try:
-            obj = _loads(text, envelope=True)
-        except (ValueError, RecursionError) as exc:
-            raise DecodeError(f"structured body is not valid JSON: {_short(exc)}") from None
-        if not isinstance(obj, dict):
-            raise DecodeError("structured body is not a JSON object")
-        attributes = {name: value for name, value in obj.items() if value is not None}
-        event_data = _structured_data(attributes)
-        for name, value in attributes.items():
-            if name not in CORE_ATTRIBUTES and not isinstance(value, str | int):
-                raise DecodeError(f"extension {name!r} has unsupported type {type(value).__name__}")
-        time = attributes.get("time")
-        if time is not None:
-            if not isinstance(time, str):
-                raise DecodeError("attribute 'time' is not a string")
-            attributes["time"] = _parse_time(time)
-        return (event_factory or _factory)(attributes, event_data)
-
-    def write_data(self, data: Any, datacontenttype: str | None) -> bytes:
-        if data is None:
-            return b""
-        if isinstance(data, bytes | bytearray):
-            return bytes(data)
-        if datacontenttype is None or _is_json(datacontenttype):
-            return _dumps(data).encode("utf-8")
-        if isinstance(data, str):
-            return data.encode("utf-8")
-        raise ValueError(
-            f"data of type {type(data).__name__} cannot be encoded as {datacontenttype!r}; "
-            "pass bytes or str"
-        )
-
-    def write(self, event: BaseCloudEvent) -> bytes:
-        body: dict[str, Any] = {}
-        for name, value in event.get_attributes().items():
-            body[name] = _json_attribute(value)
-        data = event.get_data()
-        if isinstance(data, bytes | bytearray):
-            body["data_base64"] = base64.b64encode(data).decode("ascii")
-        elif data is not None:
-            ctype = event.get_datacontenttype()
-            if ctype is not None and not _is_json(ctype) and not isinstance(data, str):
-                raise ValueError(
-                    f"data of type {type(data).__name__} cannot be encoded as {ctype!r}; "
-                    "pass bytes or str"
-                )
-            body["data"] = data
-        return _dumps(body).encode("utf-8")
-
-
-def _structured_data(attributes: dict[str, Any]) -> Any:
-    """Pop ``data``/``data_base64`` from a structured body and apply the data rules."""
-    if "data" in attributes and "data_base64" in attributes:
-        raise DecodeError("structured body has both 'data' and 'data_base64'")
-    if "data_base64" in attributes:
-        encoded = attributes.pop("data_base64")
-        if not isinstance(encoded, str):
-            raise DecodeError("'data_base64' is not a string")
-        try:
-            return base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise DecodeError("'data_base64' is not valid base64") from None
-    data = attributes.pop("data", None)
-    ctype = attributes.get("datacontenttype")
-    if isinstance(data, str) and isinstance(ctype, str) and not _is_json(ctype):
-        return data.encode("utf-8")
-    return data
-
-
-def _parse_time(text: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise DecodeError(f"attribute 'time' is not an RFC 3339 timestamp: {_short(exc)}") from None
-    return parsed
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 200 else text[:200] + "..."
-
-
-_FORMAT = _LoomFormat()
-_FORMAT_NO_VALUE = _LoomFormat(has_value=False)
+def event_from_sdk(event: Any) -> Event:
+    """Build an :class:`~bridge.events.Event` from a ``cloudevents`` SDK (2.x) ``CloudEvent``."""
+    attrs = dict(event.get_attributes())
+    core = {name: attrs.pop(name) for name in list(attrs) if name in CORE_ATTRIBUTES}
+    return Event(
+        id=str(core["id"]),
+        source=str(core["source"]),
+        type=str(core["type"]),
+        specversion=str(core.get("specversion", "1.0")),
+        data=event.get_data(),
+        subject=core.get("subject"),
+        time=core.get("time"),
+        datacontenttype=core.get("datacontenttype"),
+        dataschema=core.get("dataschema"),
+        extensions=attrs,
+    )
 
 
 # --- decode ----------------------------------------------------------------------------------
@@ -384,12 +175,12 @@ def _decode_structured(record: Record) -> Event:
         raise DecodeError("tombstone record (no value) with a structured content-type")
     message = sdk_kafka.KafkaMessage(headers={}, key=None, value=record.value)
     try:
-        event = sdk_kafka.from_structured(message, _FORMAT, _factory)
-        return Event.from_sdk(event)
+        event = sdk_kafka.from_structured(message, FORMAT, make_event)
+        return event_from_sdk(event)
     except DecodeError:
         raise
     except Exception as exc:  # the SDK's failure modes are not documented: never let one out
-        raise DecodeError(f"undecodable structured record: {_short(exc)}") from exc
+        raise DecodeError(f"undecodable structured record: {short(exc)}") from exc
 
 
 def _decode_binary(
@@ -400,18 +191,18 @@ def _decode_binary(
     # ``time`` is parsed here, not by the SDK: its dateutil parser costs ~6 us per event, about
     # 40% of the whole decode, where ``datetime.fromisoformat`` takes well under 1 us.
     time_header = ce_headers.pop(_CE_TIME, None)
-    factory = _factory
+    factory = make_event
     if time_header is not None:
         try:
             text = time_header.decode("utf-8")
         except UnicodeDecodeError:
             raise DecodeError(f"header {_CE_TIME!r} is not valid UTF-8") from None
-        factory = partial(_factory, time=_parse_time(text))
+        factory = partial(make_event, time=parse_time(text))
     # The key is not handed to the SDK: it would overwrite ``partitionkey`` with it (3.1).
     message = sdk_kafka.KafkaMessage(headers=ce_headers, key=None, value=record.value or b"")
-    fmt = _FORMAT if record.value is not None else _FORMAT_NO_VALUE
+    fmt = FORMAT if record.value is not None else FORMAT_NO_VALUE
     try:
-        return Event.from_sdk(sdk_kafka.from_binary(message, fmt, factory))
+        return event_from_sdk(sdk_kafka.from_binary(message, fmt, factory))
     except DecodeError:
         raise
     except UnicodeDecodeError:
@@ -419,7 +210,7 @@ def _decode_binary(
         bad = next(n for n, v in ce_headers.items() if not _is_utf8(v))
         raise DecodeError(f"header {bad!r} is not valid UTF-8") from None
     except Exception as exc:  # the SDK's failure modes are not documented: never let one out
-        raise DecodeError(f"undecodable binary record: {_short(exc)}") from exc
+        raise DecodeError(f"undecodable binary record: {short(exc)}") from exc
 
 
 def _is_utf8(value: bytes) -> bool:
@@ -464,14 +255,14 @@ def encode(
         raise ValueError(f"datacontenttype {event.datacontenttype!r} cannot be sent in binary mode")
     attributes = _wire_attributes(event, binary=mode == "binary")
     try:
-        sdk_event = _Strict(attributes, event.data)
+        sdk_event = StrictEvent(attributes, event.data)
     except CloudEventValidationError as exc:
-        raise ValueError(_validation_message(exc)) from None
+        raise ValueError(validation_message(exc)) from None
     if mode == "binary":
-        message = sdk_kafka.to_binary(sdk_event, _FORMAT)
+        message = sdk_kafka.to_binary(sdk_event, FORMAT)
         value: bytes | None = None if event.data is None else message.value
     elif mode == "structured":
-        message = sdk_kafka.to_structured(sdk_event, _FORMAT)
+        message = sdk_kafka.to_structured(sdk_event, FORMAT)
         message.headers[_CONTENT_TYPE] = STRUCTURED_CONTENT_TYPE.encode("ascii")
         value = message.value
     else:
@@ -485,7 +276,7 @@ def _wire_attributes(event: Event, *, binary: bool) -> dict[str, Any]:
         raise ValueError("attribute 'time' must be timezone-aware")
     attributes = {name: value for name, value in event.attributes().items() if value is not None}
     for name, value in _extensions(event.extensions):
-        attributes[name] = _header_text(value) if binary else _json_attribute(value)
+        attributes[name] = _header_text(value) if binary else json_attribute(value)
     return attributes
 
 
@@ -507,15 +298,6 @@ def _header_text(value: Any) -> Any:
     # CloudEvents canonical string forms (spec 1.0, type system).
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    return value
-
-
-def _json_attribute(value: Any) -> Any:
-    if isinstance(value, datetime):
-        text = value.isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     return value

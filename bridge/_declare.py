@@ -1,0 +1,129 @@
+"""Checks of a route's declaration: workflow and handler references, values and arguments.
+
+Everything here runs once, when a ``Route`` is built, and raises ``RouteDefinitionError``
+(without the route's name: ``Route`` adds it) so that a bad route stops the sidecar at
+start-up, never at the first event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio.workflow import _Definition, _SignalDefinition, _UpdateDefinition
+
+from bridge._templates import compile_template
+from bridge.actions import (
+    ActionKind,
+    ArgsFn,
+    HandlerRef,
+    Signal,
+    SignalWithStart,
+    StartWorkflow,
+    Template,
+    UpdateWithStart,
+    WorkflowRef,
+)
+from bridge.events import Event
+from bridge.exceptions import RouteDefinitionError
+from bridge.matching import qualname
+
+#: A value computed from an event and its validated data.
+Value = Callable[[Event, Any], Any]
+
+
+def workflow_name(ref: WorkflowRef) -> tuple[str, _Definition | None]:
+    if isinstance(ref, str):
+        if not ref:
+            raise RouteDefinitionError("workflow type name is empty")
+        return ref, None
+    if isinstance(ref, type):
+        defn = _Definition.from_class(ref)
+    elif callable(ref):
+        defn = _Definition.from_run_fn(ref)
+    else:
+        defn = None
+    if defn is None:
+        raise RouteDefinitionError(
+            f"workflow {qualname(ref)} is neither a type name, a @workflow.defn class, "
+            "nor its @workflow.run method"
+        )
+    if not defn.name:
+        raise RouteDefinitionError(
+            f"workflow {qualname(ref)} is dynamic; name the workflow type as a str"
+        )
+    return defn.name, defn
+
+
+def handler_name(ref: HandlerRef, kind: str, workflow: _Definition | None) -> str:
+    if isinstance(ref, str):
+        if not ref:
+            raise RouteDefinitionError(f"{kind} name is empty")
+        return ref
+    signal = _SignalDefinition.from_fn(ref) if callable(ref) else None
+    update = getattr(ref, "_defn", None)
+    defn = signal if kind == "signal" else update
+    if not isinstance(defn, _SignalDefinition | _UpdateDefinition):
+        other = "update" if kind == "signal" else "signal"
+        hint = f" (it is an @workflow.{other} handler)" if (signal or update) else ""
+        raise RouteDefinitionError(
+            f"{kind} {qualname(ref)} is neither a name nor a @workflow.{kind} method{hint}"
+        )
+    if not defn.name:
+        raise RouteDefinitionError(f"{kind} {qualname(ref)} is dynamic; give its name as a str")
+    if workflow is not None:
+        handlers: Mapping[str | None, Any] = (
+            workflow.signals if kind == "signal" else workflow.updates
+        )
+        # A dynamic handler (key None) on the workflow receives any name.
+        if defn.name not in handlers and None not in handlers:
+            raise RouteDefinitionError(
+                f"workflow {workflow.name!r} has no {kind} {defn.name!r} ({qualname(ref)})"
+            )
+    return defn.name
+
+
+def value_fn(spec: Template, what: str, model: type[BaseModel] | None, *, raw: bool) -> Value:
+    if isinstance(spec, str):
+        try:
+            template = compile_template(spec, model=model)
+        except RouteDefinitionError as exc:
+            raise RouteDefinitionError(f"{what}: {exc}") from None
+        return template.value if raw else template.render
+    if callable(spec):
+        return spec
+    raise RouteDefinitionError(
+        f"{what} must be a template str or a callable (event, data) -> value, got {spec!r}"
+    )
+
+
+def describe_action(action: Any) -> tuple[ActionKind, str | None, str | None, str | None]:
+    """Kind, workflow type, task queue and handler name of an action declaration."""
+    if isinstance(action, Signal):
+        return ActionKind.SIGNAL, None, None, handler_name(action.signal, "signal", None)
+    if not isinstance(action, SignalWithStart | StartWorkflow | UpdateWithStart):
+        raise RouteDefinitionError(
+            "action must be SignalWithStart, StartWorkflow, Signal or UpdateWithStart, "
+            f"got {action!r}"
+        )
+    workflow_type, defn = workflow_name(action.workflow)
+    if not isinstance(action.task_queue, str) or not action.task_queue:
+        raise RouteDefinitionError(f"task_queue must be a non-empty str, got {action.task_queue!r}")
+    if isinstance(action, StartWorkflow):
+        return ActionKind.START, workflow_type, action.task_queue, None
+    if isinstance(action, UpdateWithStart):
+        if action.reply_type is not None and action.reply_topic is None:
+            raise RouteDefinitionError("reply_type is set but reply_topic is not")
+        handler = handler_name(action.update, "update", defn)
+        return ActionKind.UPDATE_WITH_START, workflow_type, action.task_queue, handler
+    handler = handler_name(action.signal, "signal", defn)
+    return ActionKind.SIGNAL_WITH_START, workflow_type, action.task_queue, handler
+
+
+def args_fn(fn: ArgsFn | None, what: str) -> ArgsFn | None:
+    if fn is not None and not callable(fn):
+        raise RouteDefinitionError(
+            f"{what} must be a callable (event, data) -> sequence, got {fn!r}"
+        )
+    return fn

@@ -1,0 +1,44 @@
+"""Deterministic identifiers: the same event (or emitted event) always gets the same id.
+
+One UUIDv5 namespace per kind of id, all here, so that the ids stay reproducible across
+processes and versions of the loom (changing a namespace changes every id of its kind):
+
+- the Temporal ``request_id`` of a routed call and the update id of an update-with-start
+  (guarantee 2b: the server drops a redelivered call);
+- the CloudEvent id of an update's reply published back to Kafka;
+- the CloudEvent id of an event emitted by a workflow (guarantee 7).
+
+Pure functions of strings: imported inside Temporal's workflow sandbox.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from bridge.events import Event
+
+__all__ = ["emitted_event_id", "reply_id", "request_id", "update_id"]
+
+_CALLS = uuid.UUID("6f1d3c1e-55a8-5c3e-9a0e-6c6f6f6d0001")
+_REPLIES = uuid.UUID("6f1d3c1e-55a8-5c3e-9a0e-6c6f6f6d0002")
+_EMITTED = uuid.UUID("6f0a3b52-8a53-5c0e-9c4e-3f1d6e0c7a11")
+
+
+def request_id(route: str, event: Event) -> str:
+    """Deterministic Temporal request id of ``event`` through ``route``."""
+    return str(uuid.uuid5(_CALLS, f"{route}\x1f{event.source}\x1f{event.id}"))
+
+
+def update_id(route: str, event: Event) -> str:
+    """Deterministic update id of ``event`` through an update-with-start ``route``."""
+    return str(uuid.uuid5(_CALLS, f"update\x1f{route}\x1f{event.source}\x1f{event.id}"))
+
+
+def reply_id(route: str, event: Event) -> str:
+    """CloudEvent id of the reply to the update that ``event`` made through ``route``."""
+    return str(uuid.uuid5(_REPLIES, f"{route}\x1f{event.source}\x1f{event.id}"))
+
+
+def emitted_event_id(workflow_id: str, run_id: str, sequence: int) -> str:
+    """CloudEvent id of the ``sequence``-th (from 0) event emitted by a workflow run."""
+    return str(uuid.uuid5(_EMITTED, f"{workflow_id}\x1f{run_id}\x1f{sequence}"))

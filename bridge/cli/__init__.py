@@ -1,0 +1,1 @@
+"""The ``loom`` command line: one module per command, assembled in :mod:`bridge.cli.app`."""

@@ -1,0 +1,39 @@
+"""The ``loom`` command: run the sidecar or a worker, publish events, inspect routes and the
+dead-letter topic, run an application on embedded servers.
+
+Settings come from ``LOOM_*`` environment variables and ``.env``; flags override them. A bad
+setting exits with code 2 and a message naming the setting (its environment variable);
+secrets never appear in any output.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from bridge.cli import check, dev, records, routes, run
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="loom",
+    help="temporal-loom: CloudEvents on Kafka drive Temporal workflows, and back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dlq_app = typer.Typer(help="Inspect and re-drive the dead-letter topic.", no_args_is_help=True)
+
+app.command()(run.run)
+app.command()(run.worker)
+app.command()(dev.dev)
+app.command()(check.check)
+app.command("routes")(routes.routes)
+app.command()(records.publish)
+dlq_app.command("list")(records.dlq_list)
+dlq_app.command("redrive")(records.dlq_redrive)
+app.add_typer(dlq_app, name="dlq")
+
+
+def main() -> None:
+    """Console script entry point (``loom``)."""
+    app()

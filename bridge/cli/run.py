@@ -1,0 +1,115 @@
+"""``loom run`` (the sidecar) and ``loom worker`` (a Temporal worker with the publish activity)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from typing import Annotated
+
+import typer
+
+from bridge._loading import load_object, load_router
+from bridge.cli._options import (
+    EXIT_SETTINGS,
+    Bootstrap,
+    DeadletterTopic,
+    GroupId,
+    HttpPort,
+    LogJson,
+    LogLevel,
+    Namespace,
+    RoutesOpt,
+    TemporalAddress,
+    Topics,
+    as_env,
+    fail,
+    guarded,
+    import_path,
+    overrides,
+    settings_from,
+)
+from bridge.sidecar.process import run_sidecar
+from bridge.telemetry.logs import configure_logging
+from bridge.temporal.client import make_data_converter
+
+__all__ = ["run", "worker"]
+
+
+def run(
+    routes: RoutesOpt = None,
+    bootstrap: Bootstrap = None,
+    temporal_address: TemporalAddress = None,
+    namespace: Namespace = None,
+    group_id: GroupId = None,
+    topic: Topics = None,
+    deadletter_topic: DeadletterTopic = None,
+    http_port: HttpPort = None,
+    log_json: LogJson = None,
+    log_level: LogLevel = None,
+) -> None:
+    """Run the sidecar until SIGTERM/SIGINT (drains in-flight calls and commits first)."""
+    settings = settings_from(
+        overrides(
+            bootstrap=bootstrap,
+            temporal_address=temporal_address,
+            namespace=namespace,
+            group_id=group_id,
+            topics=topic,
+            deadletter_topic=deadletter_topic,
+            http_port=http_port,
+            routes=routes,
+            log_json=log_json,
+            log_level=log_level,
+        )
+    )
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    import_path()
+    router = guarded(lambda: load_router(settings.routes))
+    guarded(lambda: make_data_converter(settings))  # a bad codec fails here, not mid-connect
+    code = guarded(lambda: run_sidecar(settings, router))
+    raise typer.Exit(code)
+
+
+def worker(
+    entry: Annotated[
+        str | None,
+        typer.Option("--entry", help="Worker entry point MODULE:ATTR (a custom worker)."),
+    ] = None,
+    temporal_address: TemporalAddress = None,
+    namespace: Namespace = None,
+    bootstrap: Bootstrap = None,
+    log_json: LogJson = None,
+    log_level: LogLevel = None,
+) -> None:
+    """Run a Temporal worker: a custom worker entry point given the settings.
+
+    The entry point gets the settings (it builds its client with
+    ``bridge.temporal.client.connect_temporal`` so a configured payload codec applies) and may
+    be a coroutine function.
+    """
+    if entry is None:
+        fail("--entry MODULE:ATTR is required (the worker's entry point)", EXIT_SETTINGS)
+    given = overrides(
+        temporal_address=temporal_address,
+        namespace=namespace,
+        bootstrap=bootstrap,
+        log_json=log_json,
+        log_level=log_level,
+    )
+    settings = settings_from(given)
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    import_path()
+    target = guarded(lambda: load_object(entry, default_attr="main", setting="--entry"))
+    if not callable(target):
+        fail(f"--entry: {entry!r} is not callable", EXIT_SETTINGS)
+    # The entry point may take the settings, or nothing and read LOOM_* itself: then the
+    # flags reach it as environment variables.
+    if inspect.signature(target).parameters:
+        result = target(settings)
+    else:
+        os.environ.update(as_env(given))
+        result = target()
+    if asyncio.iscoroutine(result):
+        result = asyncio.run(result)
+    raise typer.Exit(result if isinstance(result, int) else 0)

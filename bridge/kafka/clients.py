@@ -1,0 +1,199 @@
+"""aiokafka clients built from the settings, started and stopped the same way everywhere.
+
+- :func:`producer_for` and :func:`consumer_for` are the one place that turns
+  ``KafkaSettings`` into aiokafka clients (connection, TLS/SASL, producer options);
+- :func:`started` starts a client for the body of an ``async with`` and always stops it: a
+  client whose ``start()`` failed still holds connections, so it is stopped too;
+- :class:`LoomProducer` is the one producer a worker process shares between its publish
+  activities (aiokafka batches per producer: one is cheaper and faster than one per call);
+- :func:`publish_event` sends one CloudEvent (``loom publish``, tests, scripts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bridge.events import Event
+from bridge.kafka.binding import encode
+from bridge.settings import KafkaSettings
+
+__all__ = [
+    "LoomProducer",
+    "Published",
+    "consumer_for",
+    "producer_for",
+    "publish_event",
+    "start_client",
+    "started",
+    "stop_client",
+]
+
+log = logging.getLogger("loom.kafka")
+
+#: What aiokafka's ``send_and_wait`` returns (``aiokafka.structs.RecordMetadata``).
+RecordMetadata = Any
+C = TypeVar("C", AIOKafkaConsumer, AIOKafkaProducer)
+
+
+def producer_for(kafka: KafkaSettings, **options: Any) -> AIOKafkaProducer:
+    """A (not yet started) producer with the connection and producer settings."""
+    return AIOKafkaProducer(**{**kafka.producer_options(), **options})
+
+
+def consumer_for(kafka: KafkaSettings, **options: Any) -> AIOKafkaConsumer:
+    """A (not yet started) consumer with the connection settings; ``options`` add the rest
+    (``group_id=None`` for a reader outside any group)."""
+    return AIOKafkaConsumer(**kafka.client_options(), **options)
+
+
+async def start_client(client: C, timeout: float | None = None) -> C:
+    """Start ``client``; if that fails (or times out), stop it before raising."""
+    try:
+        await asyncio.wait_for(client.start(), timeout)
+    except BaseException:
+        await stop_client(client)  # a half-started client still holds its connections
+        raise
+    return client
+
+
+async def stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Stop an aiokafka client, keeping its errors out of the shutdown path.
+
+    With the broker gone, ``AIOKafkaConsumer.stop()`` raises the ``CancelledError`` of its own
+    coordinator task (leaving the group cannot finish). That is not a cancellation of ours:
+    it is logged and swallowed unless this task really is being cancelled.
+    """
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("%s stopped with its internal task cancelled", type(client).__name__)
+    except Exception as exc:
+        log.warning("%s stopped with an error: %s", type(client).__name__, exc)
+
+
+@contextlib.asynccontextmanager
+async def started(client: C, timeout: float | None = None) -> AsyncIterator[C]:
+    """``client`` started for the body, stopped on exit (also when its start failed)."""
+    await start_client(client, timeout)
+    try:
+        yield client
+    finally:
+        await stop_client(client)
+
+
+class LoomProducer:
+    """A lazily started, shared ``AIOKafkaProducer``.
+
+    Args:
+        kafka: Connection and producer settings (``LOOM_KAFKA__*``); ignored with ``factory``.
+        factory: Builds the (not yet started) aiokafka producer instead (tests).
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings | None = None,
+        *,
+        factory: Callable[[], AIOKafkaProducer] | None = None,
+    ) -> None:
+        settings = kafka or KafkaSettings()
+        self._factory = factory or (lambda: producer_for(settings))
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def started(self) -> bool:
+        """Whether the underlying producer is running."""
+        return self._producer is not None
+
+    async def start(self) -> AIOKafkaProducer:
+        """Start the producer if it is not running yet (safe to call concurrently)."""
+        if self._producer is not None:
+            return self._producer
+        async with self._lock:
+            if self._closed:
+                raise RuntimeError("LoomProducer is closed")
+            if self._producer is None:
+                self._producer = await start_client(self._factory())
+            return self._producer
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> RecordMetadata:
+        """Send one record and wait for the broker's acknowledgement."""
+        producer = await self.start()
+        return await producer.send_and_wait(topic, value=value, key=key, headers=list(headers))
+
+    async def close(self) -> None:
+        """Flush and stop the producer; later sends raise."""
+        async with self._lock:
+            self._closed = True
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await stop_client(producer)
+
+    async def __aenter__(self) -> LoomProducer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where a published record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+async def publish_event(
+    kafka: KafkaSettings,
+    event: Event,
+    topic: str,
+    *,
+    mode: Literal["binary", "structured"] = "binary",
+    key: str | None = None,
+    timeout: float = 15,
+) -> Published:
+    """Encode ``event`` (CloudEvents Kafka binding) and send it; returns where it landed.
+
+    Args:
+        kafka: Kafka connection settings.
+        event: The event.
+        topic: Target topic.
+        mode: Binary (``ce_`` headers) or structured (JSON envelope).
+        key: Kafka key; the ``partitionkey`` extension when None.
+        timeout: Seconds to wait for the connection.
+
+    Raises:
+        ValueError: The event cannot be encoded.
+    """
+    record_key, value, headers = encode(event, mode)
+    if key is not None:
+        record_key = key.encode("utf-8")
+    async with started(producer_for(kafka), timeout) as producer:
+        meta = await producer.send_and_wait(topic, value=value, key=record_key, headers=headers)
+    return Published(meta.topic, meta.partition, meta.offset)

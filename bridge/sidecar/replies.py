@@ -1,0 +1,49 @@
+"""Replies of update-with-start routes: the update's result, published back to Kafka.
+
+The reply is a CloudEvent correlated to the request (``loomcausation`` = the request's id,
+same ``partitionkey``) whose id is deterministic (:func:`bridge._ids.reply_id`): a request
+redelivered after its update completed publishes the same reply id again, so consumers can
+deduplicate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from bridge._ids import reply_id
+from bridge.actions import Invocation
+from bridge.events import CAUSATION, PARTITION_KEY, Event
+from bridge.kafka.binding import encode
+
+__all__ = ["publish_reply", "reply_event"]
+
+
+def reply_event(inv: Invocation, result: Any, group_id: str) -> Event:
+    """The reply CloudEvent to the update that ``inv`` made, carrying ``result``."""
+    request = inv.event
+    if hasattr(result, "model_dump"):
+        result = result.model_dump(mode="json")
+    extensions: dict[str, Any] = {CAUSATION: request.id}
+    if request.partitionkey is not None:
+        extensions[PARTITION_KEY] = request.partitionkey
+    return Event(
+        id=reply_id(inv.route, request),
+        source=f"loom://{group_id}/{inv.route}",
+        type=inv.reply_type or f"{request.type}.reply",
+        subject=inv.workflow_id,
+        data=result,
+        datacontenttype="application/json",
+        extensions=extensions,
+    )
+
+
+async def publish_reply(
+    producer: AIOKafkaProducer, inv: Invocation, result: Any, group_id: str
+) -> None:
+    """Publish the reply to ``inv.reply_topic`` and wait for the broker's ack."""
+    if inv.reply_topic is None:
+        raise ValueError(f"route {inv.route!r} has no reply topic")
+    key, value, headers = encode(reply_event(inv, result, group_id))
+    await producer.send_and_wait(inv.reply_topic, value=value, key=key, headers=headers)

@@ -1,0 +1,67 @@
+"""What workflow code imports: the inbox, ``LoomWorkflow``, ``emit``, ``request``, sagas.
+
+**The sandbox rule.** Everything in this package runs inside Temporal's workflow sandbox:
+deterministic, no I/O, no threads, no clocks but ``workflow.now()``, no module state. It may
+import only the standard library, ``temporalio`` (``workflow``, ``common``, ``exceptions``),
+``pydantic``, and the loom's sandbox-safe modules (:mod:`bridge.events`, :mod:`bridge._ids`,
+this package). ``tests/test_sandbox.py`` imports it inside the sandbox and fails if it pulls
+in aiokafka or anything that does I/O. Workflow modules may import it inside
+``workflow.unsafe.imports_passed_through()`` (it holds no state of its own).
+
+- inbound (:mod:`bridge.workflow.inbox`): routed events arrive as signals; the ``Inbox``
+  drops repeats by CloudEvent identity and carries its memory and unprocessed events across
+  continue-as-new (guarantee 2a);
+- outbound (:mod:`bridge.workflow.outbound`): ``emit`` publishes through the ``loom.publish``
+  activity with deterministic ids (guarantee 7), ``request`` awaits the reply;
+- sagas (:mod:`bridge.workflow.saga`): ``Compensations``.
+"""
+
+from __future__ import annotations
+
+from bridge._ids import emitted_event_id
+from bridge.events import CAUSATION, CORRELATION, EVENT_SIGNAL, Event
+from bridge.workflow.inbox import (
+    DEFAULT_MAX_SIGNALS_PER_RUN,
+    DEFAULT_SEEN_LIMIT,
+    EventMatcher,
+    Inbox,
+    InboxState,
+    LoomWorkflow,
+)
+from bridge.workflow.outbound import (
+    PUBLISH_ACTIVITY,
+    ContentMode,
+    PublishRequest,
+    PublishResult,
+    RequestTimeoutError,
+    build_event,
+    emit,
+    event_data,
+    request,
+)
+from bridge.workflow.saga import Compensation, Compensations
+
+__all__ = [
+    "CAUSATION",
+    "CORRELATION",
+    "DEFAULT_MAX_SIGNALS_PER_RUN",
+    "DEFAULT_SEEN_LIMIT",
+    "EVENT_SIGNAL",
+    "PUBLISH_ACTIVITY",
+    "Compensation",
+    "Compensations",
+    "ContentMode",
+    "Event",
+    "EventMatcher",
+    "Inbox",
+    "InboxState",
+    "LoomWorkflow",
+    "PublishRequest",
+    "PublishResult",
+    "RequestTimeoutError",
+    "build_event",
+    "emit",
+    "emitted_event_id",
+    "event_data",
+    "request",
+]
