@@ -1,0 +1,1 @@
+"""Workflow modules that the sandbox tests load inside Temporal's workflow sandbox."""
