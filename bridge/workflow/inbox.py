@@ -142,10 +142,6 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def peek(self) -> Event | None:
-        """The oldest queued event, without taking it."""
-        return self._queue[0] if self._queue else None
-
     def take(self, type: str | None = None, *, where: EventMatcher | None = None) -> Event | None:
         """Take the oldest queued event that matches, without waiting (None if none)."""
         for index, event in enumerate(self._queue):
