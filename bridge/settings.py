@@ -1,9 +1,19 @@
 """Configuration: pydantic-settings, environment prefix ``LOOM_``, nested with ``__``.
 
 Every setting can come from the environment (``LOOM_KAFKA__BOOTSTRAP=broker:9092``), from a
-``.env`` file, or from CLI flags on top. Secrets are ``SecretStr`` and never printed.
-:func:`load_settings` turns pydantic's validation errors into a :class:`SettingsError`
-that names the setting at fault (as its environment variable).
+``.env`` file, or from CLI flags on top. Lists and maps are written the way people write them
+(``LOOM_KAFKA__TOPICS=orders,payments``, ``LOOM_EMIT__TOPIC_MAP=a=b,c=d``) or as JSON. Secrets
+are ``SecretStr`` and never printed. :func:`load_settings` turns every error, pydantic's
+validation and pydantic-settings' own parsing alike, into one :class:`SettingsError` that names
+the setting at fault (as its environment variable).
+
+Settings that an ecosystem already names keep its names as fallbacks, a ``LOOM_*`` variable
+winning when both are set: Temporal's ``TEMPORAL_*`` (read by ``temporalio.envconfig`` in
+``bridge.temporal.client.connect_options``) and OpenTelemetry's ``OTEL_*``
+(``bridge.telemetry.tracing``). :data:`FALLBACKS` says which, for the docs.
+
+Nothing here defaults to the reference application: the sidecar needs ``LOOM_ROUTES`` and
+``LOOM_KAFKA__TOPICS`` (:meth:`LoomSettings.require`).
 """
 
 from __future__ import annotations
@@ -24,7 +34,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
+from bridge._settings_env import TextList, TextMap, located, setting_name, source_problem
 from bridge.actions import UnmatchedPolicy
 from bridge.exceptions import SettingsError
 
@@ -47,9 +59,8 @@ class KafkaSettings(BaseModel):
 
     bootstrap: str = "127.0.0.1:9092"
     group_id: str = "temporal-loom"
-    topics: list[str] = Field(
-        default_factory=lambda: ["orders", "payments", "inventory", "shipping"]
-    )
+    # No default: a sidecar consuming someone's idea of topics would dead-letter the rest.
+    topics: TextList = Field(default_factory=list)
     deadletter_topic: str = "loom.deadletter"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = Field(default=500, gt=0)
@@ -120,11 +131,18 @@ class KafkaSettings(BaseModel):
 
 
 class TemporalSettings(BaseModel):
-    """The Temporal side: cluster address, namespace, TLS or API key."""
+    """The Temporal side: cluster address, namespace, TLS or API key.
 
-    address: str = "127.0.0.1:7233"
-    namespace: str = "default"
-    tls: bool = False
+    Unset (None) fields fall back to Temporal's own configuration (``TEMPORAL_ADDRESS``,
+    ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``, ``TEMPORAL_PROFILE``),
+    then to ``127.0.0.1:7233`` and ``default``:
+    ``bridge.temporal.client.connect_options`` resolves them.
+    """
+
+    address: str | None = None
+    namespace: str | None = None
+    # None: Temporal's TEMPORAL_TLS / profile, else the SDK's rule (TLS with an API key).
+    tls: bool | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -201,7 +219,7 @@ class EmitSettings(BaseModel):
     """
 
     default_topic: str | None = "loom.events"
-    topic_map: dict[str, str] = Field(default_factory=dict)
+    topic_map: TextMap = Field(default_factory=dict)
     mode: Literal["binary", "structured"] = "binary"
 
     def topic_for(self, event_type: str) -> str | None:
@@ -224,22 +242,31 @@ class EmitSettings(BaseModel):
 
 
 class TracingSettings(BaseModel):
-    """Tracing of a loom process (``LOOM_TRACING__*``).
+    """Tracing of a loom process (``LOOM_TRACING__*``); unset fields fall back to
+    OpenTelemetry's variables (``bridge.telemetry.tracing.resolve``).
 
     Attributes:
         exporter: ``none`` (no SDK: context still propagates, nothing recorded), ``console``
             (spans as JSON on stdout), ``memory`` (kept in memory: tests, ``loom dev``) or
-            ``otlp`` (needs ``opentelemetry-exporter-otlp``, which is not a dependency).
-        service_name: ``service.name`` resource attribute.
+            ``otlp`` (the ``otlp`` extra). Unset: ``OTEL_TRACES_EXPORTER``, else ``otlp`` when
+            ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, else ``none``.
+        endpoint: OTLP endpoint (``http://collector:4317``; for ``http/protobuf`` the base URL,
+            ``/v1/traces`` is added). Unset: ``OTEL_EXPORTER_OTLP_ENDPOINT``.
+        protocol: ``grpc`` or ``http/protobuf``. Unset: ``OTEL_EXPORTER_OTLP_PROTOCOL``, else
+            ``grpc``.
+        service_name: ``service.name`` resource attribute. Unset: ``OTEL_SERVICE_NAME``, else
+            ``temporal-loom``.
         sample_ratio: Root sampling ratio; a sampled incoming ``traceparent`` is always
-            followed (parent-based).
+            followed (parent-based). Unset: ``OTEL_TRACES_SAMPLER``, else 1.0.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    exporter: Literal["none", "console", "memory", "otlp"] = "none"
-    service_name: str = "temporal-loom"
-    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    exporter: Literal["none", "console", "memory", "otlp"] | None = None
+    endpoint: str | None = None
+    protocol: Literal["grpc", "http/protobuf"] | None = None
+    service_name: str | None = None
+    sample_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class LoomSettings(BaseSettings):
@@ -252,7 +279,8 @@ class LoomSettings(BaseSettings):
         extra="ignore",
     )
 
-    routes: str = "routes"
+    # No default: the route table is the application's (MODULE[:ATTR]).
+    routes: str | None = None
     unmatched: UnmatchedPolicy = UnmatchedPolicy.DEAD_LETTER
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8088, ge=0, lt=65536)  # 0: no HTTP server
@@ -264,10 +292,49 @@ class LoomSettings(BaseSettings):
     emit: EmitSettings = Field(default_factory=EmitSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
 
+    def require(self, *names: str) -> None:
+        """Raise SettingsError naming each of ``names`` (``routes``, ``kafka.topics``) unset.
 
-def setting_name(loc: tuple[int | str, ...]) -> str:
-    """The environment variable of a setting from a pydantic error location."""
-    return "LOOM_" + "__".join(str(part).upper() for part in loc if not isinstance(part, int))
+        The sidecar needs its routes and topics, and nothing defaults them.
+        """
+        missing = []
+        for name in names:
+            value: Any = self
+            for part in name.split("."):
+                value = getattr(value, part)
+            if not value:
+                env = setting_name(tuple(name.split(".")))
+                missing.append(f"{env} is not set ({_REQUIRED_HINTS.get(env, 'required')})")
+        if missing:
+            raise SettingsError("; ".join(missing))
+
+    def route_spec(self) -> str:
+        """``routes``, or SettingsError naming ``LOOM_ROUTES`` when it is not set."""
+        self.require("routes")
+        assert self.routes is not None
+        return self.routes
+
+
+_REQUIRED_HINTS = {
+    "LOOM_ROUTES": "the route table as MODULE[:ATTR], e.g. LOOM_ROUTES=myapp.routes, or --routes",
+    "LOOM_KAFKA__TOPICS": "the topics to consume, e.g. LOOM_KAFKA__TOPICS=orders,payments, "
+    "or --topic",
+}
+
+#: What an unset setting falls back to, where it is not a plain default (for the docs).
+FALLBACKS = {
+    "LOOM_ROUTES": "required by `loom run`",
+    "LOOM_KAFKA__TOPICS": "required by `loom run`",
+    "LOOM_TEMPORAL__ADDRESS": "`TEMPORAL_ADDRESS` or a Temporal config profile, else `127.0.0.1:7233`",
+    "LOOM_TEMPORAL__NAMESPACE": "`TEMPORAL_NAMESPACE` or a Temporal config profile, else `default`",
+    "LOOM_TEMPORAL__TLS": "`TEMPORAL_TLS*` or a Temporal config profile, else on with an API key",
+    "LOOM_TEMPORAL__API_KEY": "`TEMPORAL_API_KEY` or a Temporal config profile",
+    "LOOM_TRACING__EXPORTER": "`OTEL_TRACES_EXPORTER`, else `otlp` when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else `none`",
+    "LOOM_TRACING__ENDPOINT": "`OTEL_EXPORTER_OTLP_ENDPOINT`",
+    "LOOM_TRACING__PROTOCOL": "`OTEL_EXPORTER_OTLP_PROTOCOL`, else `grpc`",
+    "LOOM_TRACING__SERVICE_NAME": "`OTEL_SERVICE_NAME`, else `temporal-loom`",
+    "LOOM_TRACING__SAMPLE_RATIO": "`OTEL_TRACES_SAMPLER`, else `1.0` (parent-based)",
+}
 
 
 def load_settings(**overrides: Any) -> LoomSettings:
@@ -276,13 +343,20 @@ def load_settings(**overrides: Any) -> LoomSettings:
         return LoomSettings(**overrides)
     except ValidationError as exc:
         problems = [
-            f"{setting_name(err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+            f"{located(LoomSettings, err['loc'])}: {err['msg']}"
+            for err in exc.errors(include_url=False)
         ]
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+    except SourceError as exc:
+        # pydantic-settings' own parsing (a group of settings given as JSON that is not).
+        raise SettingsError(f"invalid settings: {source_problem(LoomSettings, exc)}") from None
 
 
 def settings_reference() -> list[tuple[str, str, str]]:
-    """Every setting as ``(environment variable, type, default)``, for docs and ``loom check``."""
+    """Every setting as ``(environment variable, type, default)``, for the README's table.
+
+    The default is Markdown: a value in backquotes, or what the setting falls back to.
+    """
     rows: list[tuple[str, str, str]] = []
 
     def walk(model: type[BaseModel], prefix: str) -> None:
@@ -294,6 +368,7 @@ def settings_reference() -> list[tuple[str, str, str]]:
                 continue
             default = info.get_default(call_default_factory=True)
             shown = "" if default is None else str(default.value if hasattr(default, "value") else default)
+            shown = FALLBACKS.get(env, f"`{shown}`" if shown else "")
             type_name = str(annotation) if getattr(annotation, "__args__", None) else getattr(
                 annotation, "__name__", str(annotation)
             )

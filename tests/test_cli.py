@@ -61,8 +61,11 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     import os
 
     for name in list(os.environ):
-        if name.startswith("LOOM_") and not name.startswith("LOOM_TEST"):
+        if name.startswith(("LOOM_", "TEMPORAL_", "OTEL_")) and not name.startswith("LOOM_TEST"):
             monkeypatch.delenv(name)
+    # Nothing defaults the topics: the commands that consume need them.
+    monkeypatch.setenv("LOOM_KAFKA__TOPICS", "loomcli.in")
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(tmp_path / "no-temporal.toml"))
     monkeypatch.chdir(tmp_path)  # no stray .env
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
@@ -110,6 +113,62 @@ def test_run_fails_fast_with_exit_2_naming_the_setting(
     assert code == 2, output
     assert setting in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "said"),
+    [
+        # pydantic-settings' own parsing, before pydantic validates anything
+        ({"LOOM_KAFKA__PRODUCER": "acks=all"}, "LOOM_KAFKA__PRODUCER", "not a JSON object"),
+        ({"LOOM_KAFKA__TOPICS": "[a,b"}, "LOOM_KAFKA__TOPICS", "not valid JSON"),
+        ({"LOOM_EMIT__TOPIC_MAP": "a=b,c"}, "LOOM_EMIT__TOPIC_MAP", "k=v pairs"),
+        # the standard variables the loom follows
+        ({"TEMPORAL_PROFILE": "nope"}, "TEMPORAL_PROFILE", "not found"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER", "always_on"),
+    ],
+)
+def test_every_settings_error_is_one_line_naming_the_variable(
+    project: Path, env: dict[str, str], variable: str, said: str
+) -> None:
+    code, output = invoke("run", "--routes", module(project, ROUTES), env=env)
+    assert code == 2, output
+    assert output.count("\n") == 1, output  # one line
+    assert variable in output and said in output, output
+    assert "Traceback" not in output
+
+
+def test_run_needs_routes_and_topics_and_says_which_is_missing(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LOOM_KAFKA__TOPICS")
+    code, output = invoke("run")
+    assert code == 2
+    assert "LOOM_ROUTES is not set" in output and "LOOM_KAFKA__TOPICS is not set" in output
+    code, output = invoke("run", "--routes", module(project, ROUTES))
+    assert code == 2
+    assert "LOOM_KAFKA__TOPICS is not set" in output and "LOOM_ROUTES" not in output
+    code, output = invoke("run", env={"LOOM_KAFKA__TOPICS": "orders,payments"})
+    assert code == 2
+    assert "LOOM_ROUTES is not set" in output and "LOOM_KAFKA__TOPICS" not in output
+
+
+def test_messages_keep_their_brackets(project: Path) -> None:
+    # Rich markup would take "[embedded]" for a style and drop it.
+    code, output = invoke("run", "--routes", "os:path[embedded]")
+    assert code == 2
+    assert "'path[embedded]'" in output
+
+
+def test_version_and_shell_completion() -> None:
+    from importlib.metadata import version
+
+    code, output = invoke("--version")
+    assert code == 0
+    assert output == f"temporal-loom {version('temporal-loom')}\n"
+    code, output = invoke("--help")
+    assert code == 0
+    assert "--install-completion" in output and "--show-completion" in output
 
 
 def test_unknown_routes_module_names_loom_routes(project: Path) -> None:

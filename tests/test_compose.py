@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, TypeAdapter
 
 from bridge.settings import LoomSettings
+from routes import TOPICS
 from services import all_services
 from services.shop import ORDERS_TOPIC
 from workflows.activities import COMMAND_TOPICS
@@ -158,7 +159,7 @@ def test_every_topic_the_app_uses_is_created(services: dict[str, dict[str, Any]]
     settings = LoomSettings.model_validate({})
     participants = all_services({"bootstrap_servers": "kafka:9092"})
     used = {
-        *settings.kafka.topics,
+        *TOPICS,  # the reference routes' topics (nothing defaults LOOM_KAFKA__TOPICS)
         settings.kafka.deadletter_topic,
         settings.emit.default_topic,
         *COMMAND_TOPICS.values(),
@@ -168,8 +169,8 @@ def test_every_topic_the_app_uses_is_created(services: dict[str, dict[str, Any]]
     }
     assert created == used
     # Replies go to topics the sidecar consumes; commands to topics it does not.
-    assert {p.reply_topic for p in participants} <= set(settings.kafka.topics)
-    assert not {p.command_topic for p in participants} & set(settings.kafka.topics)
+    assert {p.reply_topic for p in participants} <= set(TOPICS)
+    assert not {p.command_topic for p in participants} & set(TOPICS)
 
 
 def test_dockerfile_builds_the_loom_image() -> None:

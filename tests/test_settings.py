@@ -17,7 +17,7 @@ from bridge.exceptions import SettingsError
 from bridge.routing import Router
 from bridge.settings import LoomSettings, load_settings
 from bridge.sidecar.process import Sidecar, settings_summary
-from bridge.temporal.client import make_data_converter, temporal_tls
+from bridge.temporal.client import connect_options, make_data_converter, temporal_tls
 
 SECRET = "pw-91c3e0aa"
 KEY = "key-55df19b2"
@@ -182,3 +182,157 @@ def test_explicit_unmatched_setting_overrides_the_router_policy(env: pytest.Monk
     env.setenv("LOOM_UNMATCHED", "skip")
     sidecar = Sidecar(load_settings(), router, interceptors=[], header_hook=lambda inv: {})
     assert sidecar.router.unmatched is UnmatchedPolicy.SKIP
+
+
+# --- settings the way people write them -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "topics"),
+    [
+        ("orders,payments", ["orders", "payments"]),
+        (" orders , payments ,", ["orders", "payments"]),
+        ("orders", ["orders"]),
+        ('["orders", "payments"]', ["orders", "payments"]),
+    ],
+)
+def test_topics_as_a_comma_list_or_json(env: pytest.MonkeyPatch, value: str, topics: list[str]) -> None:
+    env.setenv("LOOM_KAFKA__TOPICS", value)
+    assert load_settings().kafka.topics == topics
+
+
+@pytest.mark.parametrize(
+    ("value", "mapping"),
+    [
+        ("payment.*=payments.out,order.completed=orders.done",
+         {"payment.*": "payments.out", "order.completed": "orders.done"}),
+        (" a = b ", {"a": "b"}),
+        ('{"payment.*": "payments.out"}', {"payment.*": "payments.out"}),
+    ],
+)
+def test_topic_map_as_pairs_or_json(
+    env: pytest.MonkeyPatch, value: str, mapping: dict[str, str]
+) -> None:
+    env.setenv("LOOM_EMIT__TOPIC_MAP", value)
+    assert load_settings().emit.topic_map == mapping
+
+
+def test_lists_and_maps_from_dotenv_too(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("LOOM_KAFKA__TOPICS=a,b\nLOOM_EMIT__TOPIC_MAP=x=y\n")
+    s = load_settings()
+    assert (s.kafka.topics, s.emit.topic_map) == (["a", "b"], {"x": "y"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("LOOM_KAFKA__TOPICS", "[orders", "not valid JSON"),
+        ("LOOM_EMIT__TOPIC_MAP", "a=b,c", "k=v pairs"),
+        ("LOOM_EMIT__TOPIC_MAP", "{nope", "not valid JSON"),
+        # pydantic-settings' own JSON decoding of a group of settings, not pydantic's validation
+        ("LOOM_KAFKA__PRODUCER", "acks=all", "not a JSON object"),
+        ("LOOM_KAFKA", "bootstrap=x:1", "not a JSON object"),
+    ],
+)
+def test_every_parsing_error_is_one_settings_error_naming_the_variable(
+    env: pytest.MonkeyPatch, name: str, value: str, said: str
+) -> None:
+    env.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert f"{name}: " in message and said in message
+    assert "\n" not in message
+
+
+def test_no_demo_defaults_and_require_names_what_is_missing(env: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert s.routes is None and s.kafka.topics == []
+    with pytest.raises(SettingsError) as info:
+        s.require("routes", "kafka.topics")
+    assert "LOOM_ROUTES is not set" in str(info.value)
+    assert "LOOM_KAFKA__TOPICS is not set" in str(info.value)
+    env.setenv("LOOM_ROUTES", "myapp.routes")
+    env.setenv("LOOM_KAFKA__TOPICS", "orders")
+    load_settings().require("routes", "kafka.topics")
+    assert load_settings().route_spec() == "myapp.routes"
+
+
+# --- Temporal's own variables (temporalio.envconfig), the loom's winning ---------------------------
+
+NO_PROFILE = {"TEMPORAL_CONFIG_FILE": "/nonexistent/temporal.toml"}  # no user profile leaks in
+
+
+def test_temporal_variables_apply_when_the_loom_says_nothing(env: pytest.MonkeyPatch) -> None:
+    assert connect_options(LoomSettings().temporal, NO_PROFILE) == {
+        "target_host": "127.0.0.1:7233", "namespace": "default",
+    }
+    options = connect_options(LoomSettings().temporal, {
+        **NO_PROFILE, "TEMPORAL_ADDRESS": "temporal.example:7233", "TEMPORAL_NAMESPACE": "prod",
+        "TEMPORAL_API_KEY": KEY, "TEMPORAL_GRPC_META_X_TENANT": "t1",
+    })
+    assert options == {
+        "target_host": "temporal.example:7233", "namespace": "prod", "api_key": KEY,
+        "tls": True,  # Temporal's rule: TLS with an API key
+        "rpc_metadata": {"x-tenant": "t1"},
+    }
+
+
+def test_loom_settings_win_over_temporal_variables(env: pytest.MonkeyPatch) -> None:
+    env.setenv("LOOM_TEMPORAL__ADDRESS", "loom.example:7233")
+    env.setenv("LOOM_TEMPORAL__NAMESPACE", "loom-ns")
+    env.setenv("LOOM_TEMPORAL__API_KEY", "loom-key")
+    env.setenv("LOOM_TEMPORAL__TLS", "false")  # a local proxy: plaintext despite the key
+    options = connect_options(load_settings().temporal, {
+        **NO_PROFILE, "TEMPORAL_ADDRESS": "temporal.example:7233", "TEMPORAL_NAMESPACE": "prod",
+        "TEMPORAL_API_KEY": KEY,
+    })
+    assert options == {
+        "target_host": "loom.example:7233", "namespace": "loom-ns", "api_key": "loom-key",
+        "tls": False,
+    }
+
+
+def test_temporal_profile_file_and_tls_variables(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"CA")
+    config = tmp_path / "temporal.toml"
+    config.write_text(textwrap.dedent(f"""
+        [profile.staging]
+        address = "staging.example:7233"
+        namespace = "staging"
+        [profile.staging.tls]
+        server_ca_cert_path = "{ca}"
+        server_name = "staging.internal"
+    """))
+    options = connect_options(
+        LoomSettings().temporal,
+        {"TEMPORAL_CONFIG_FILE": str(config), "TEMPORAL_PROFILE": "staging"},
+    )
+    assert options["target_host"] == "staging.example:7233"
+    assert options["namespace"] == "staging"
+    assert options["tls"] == TLSConfig(server_root_ca_cert=b"CA", domain="staging.internal")
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"TEMPORAL_PROFILE": "nope"}, "TEMPORAL_PROFILE"),
+        ({"TEMPORAL_TLS_SERVER_CA_CERT_PATH": "/nonexistent/ca.pem"},
+         "TEMPORAL_TLS_SERVER_CA_CERT_PATH"),
+    ],
+)
+def test_unreadable_temporal_configuration_names_the_variable(
+    env: pytest.MonkeyPatch, environ: dict[str, str], variable: str
+) -> None:
+    with pytest.raises(SettingsError, match=f"^{variable}: ") as info:
+        connect_options(LoomSettings().temporal, {**NO_PROFILE, **environ})
+    assert "\n" not in str(info.value)
+
+
+def test_a_broken_temporal_config_file_names_it(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    broken = tmp_path / "temporal.toml"
+    broken.write_text("[profile.default\naddress = ")
+    with pytest.raises(SettingsError, match=r"^TEMPORAL_CONFIG_FILE: ") as info:
+        connect_options(LoomSettings().temporal, {"TEMPORAL_CONFIG_FILE": str(broken)})
+    assert "\n" not in str(info.value)

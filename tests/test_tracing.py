@@ -183,7 +183,18 @@ def test_without_an_sdk_the_incoming_context_passes_through() -> None:
         )
 
 
-def test_setup_builds_an_sdk_provider_from_settings() -> None:
+@pytest.fixture
+def otel_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No OTEL_* variable from outside."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_setup_builds_an_sdk_provider_from_settings(otel_env: pytest.MonkeyPatch) -> None:
     assert tracing.setup(TracingSettings()) is None
     runtime = tracing.setup(
         TracingSettings(exporter="memory", service_name="svc"), set_global=False
@@ -194,8 +205,78 @@ def test_setup_builds_an_sdk_provider_from_settings() -> None:
     runtime.provider.get_tracer("t").start_span("x").end()
     assert [s.name for s in runtime.exporter.get_finished_spans()] == ["x"]
     runtime.shutdown()
-    with pytest.raises(SettingsError, match="LOOM_TRACING__EXPORTER"):
+
+
+def test_otlp_without_the_extra_names_the_setting_and_the_extra(
+    otel_env: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from bridge.telemetry.sdk import OTLP_MODULES
+
+    for module in OTLP_MODULES.values():
+        otel_env.setitem(sys.modules, module, None)  # as if the otlp extra were not installed
+    with pytest.raises(SettingsError, match=r"LOOM_TRACING__EXPORTER.*temporal-loom\[otlp\]"):
         tracing.setup(TracingSettings(exporter="otlp"), set_global=False)
+
+
+def test_resolve_follows_opentelemetry_variables_and_loom_wins() -> None:
+    unset = TracingSettings()
+    assert tracing.resolve(unset, {}) == tracing.TracingConfig(
+        exporter="none", protocol="grpc", endpoint=None, service_name="temporal-loom",
+        sample_ratio=1.0,
+    )
+    otel = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "orders-loom",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+    }
+    # An endpoint alone turns OTLP on; the SDK reads the endpoint, the name and the sampler.
+    assert tracing.resolve(unset, otel) == tracing.TracingConfig(
+        exporter="otlp", protocol="http/protobuf", endpoint=None, service_name=None,
+        sample_ratio=None,
+    )
+    assert tracing.resolve(unset, {"OTEL_TRACES_EXPORTER": "console"}).exporter == "console"
+    loom = TracingSettings(exporter="none", protocol="grpc", endpoint="http://other:4317",
+                           service_name="svc", sample_ratio=0.5)
+    assert tracing.resolve(loom, {**otel, "OTEL_TRACES_EXPORTER": "otlp"}) == tracing.TracingConfig(
+        exporter="none", protocol="grpc", endpoint="http://other:4317", service_name="svc",
+        sample_ratio=0.5,
+    )
+    for variable, value in [("OTEL_TRACES_EXPORTER", "zipkin"),
+                            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+                            ("OTEL_TRACES_SAMPLER", "sometimes")]:
+        with pytest.raises(SettingsError, match=f"^{variable}: "):
+            tracing.resolve(unset, {variable: value})
+
+
+@pytest.mark.parametrize(
+    ("protocol", "exporter_module", "endpoint"),
+    [
+        ("grpc", "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "collector:4317"),
+        ("http/protobuf", "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+         "http://collector:4318/v1/traces"),
+    ],
+)
+def test_otlp_exporter_of_the_protocol_from_opentelemetry_variables(
+    otel_env: pytest.MonkeyPatch, protocol: str, exporter_module: str, endpoint: str
+) -> None:
+    port = "4317" if protocol == "grpc" else "4318"
+    otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://collector:{port}")
+    otel_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    otel_env.setenv("OTEL_SERVICE_NAME", "orders-loom")
+    otel_env.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    otel_env.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    runtime = tracing.setup(TracingSettings(), set_global=False)
+    assert runtime is not None
+    try:
+        assert type(runtime.exporter).__module__ == exporter_module
+        assert runtime.exporter._endpoint == endpoint  # type: ignore[attr-defined]
+        assert runtime.provider.resource.attributes["service.name"] == "orders-loom"
+        assert runtime.provider.sampler.get_description() == "TraceIdRatioBased{0.25}"
+    finally:
+        runtime.shutdown()
 
 
 # --- end to end: producer -> loom -> workflow -> emitted event ----------------------------------

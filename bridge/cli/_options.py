@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bridge.exceptions import SettingsError
 from bridge.settings import LoomSettings, load_settings
@@ -119,8 +120,8 @@ def as_env(overrides: dict[str, Any], prefix: str = "LOOM_") -> dict[str, str]:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``message`` on stderr and exit with ``code``."""
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    """Print ``message`` (plain text: brackets such as ``[embedded]`` stay) on stderr, exit."""
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 

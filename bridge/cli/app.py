@@ -8,19 +8,50 @@ secrets never appear in any output.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
 import typer
 
 from bridge.cli import check, dev, records, routes, run
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "package_version"]
 
 app = typer.Typer(
     name="loom",
     help="temporal-loom: CloudEvents on Kafka drive Temporal workflows, and back.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell.
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
+
+
+def package_version() -> str:
+    """The installed distribution's version (``temporal-loom``)."""
+    try:
+        return version("temporal-loom")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"temporal-loom {package_version()}")
+        raise typer.Exit
+
+
+@app.callback()
+def _loom(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
+) -> None:
+    """temporal-loom: CloudEvents on Kafka drive Temporal workflows, and back."""
 dlq_app = typer.Typer(help="Inspect and re-drive the dead-letter topic.", no_args_is_help=True)
 
 app.command()(run.run)

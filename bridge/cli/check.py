@@ -28,7 +28,7 @@ from bridge.exceptions import SettingsError
 from bridge.kafka.clients import consumer_for, start_client, stop_client
 from bridge.settings import LoomSettings
 from bridge.sidecar.process import settings_summary
-from bridge.temporal.client import connect_temporal
+from bridge.temporal.client import connect_options, connect_temporal
 
 __all__ = ["CheckResult", "check", "check_kafka", "check_temporal"]
 
@@ -83,22 +83,24 @@ async def check_temporal(settings: LoomSettings, timeout: float = 10) -> list[Ch
     """Connect to Temporal and describe the configured namespace."""
     t = settings.temporal
     try:
+        options = connect_options(t)
         client = await connect_temporal(settings, timeout=min(timeout, t.connect_timeout_s))
     except Exception as exc:  # report any failure to connect, never raise from a check
         return [CheckResult("temporal", False, str(exc))]
-    results = [CheckResult("temporal", True, f"connected to {t.address}")]
+    address, namespace = options["target_host"], options["namespace"]
+    results = [CheckResult("temporal", True, f"connected to {address}")]
     try:
         await client.workflow_service.describe_namespace(
-            DescribeNamespaceRequest(namespace=t.namespace),
+            DescribeNamespaceRequest(namespace=namespace),
             timeout=timedelta(seconds=timeout),
         )
     except Exception as exc:  # e.g. NOT_FOUND, PERMISSION_DENIED
         results.append(
-            CheckResult(f"namespace {t.namespace}", False,
-                        f"{exc} (LOOM_TEMPORAL__NAMESPACE)")
+            CheckResult(f"namespace {namespace}", False,
+                        f"{exc} (LOOM_TEMPORAL__NAMESPACE or TEMPORAL_NAMESPACE)")
         )
     else:
-        results.append(CheckResult(f"namespace {t.namespace}", True, "exists"))
+        results.append(CheckResult(f"namespace {namespace}", True, "exists"))
     return results
 
 
@@ -118,10 +120,15 @@ def check(
     import_path()
     results: list[CheckResult] = [CheckResult("settings", True, "valid")]
     try:
-        router = load_router(settings.routes)
-        results.append(CheckResult("routes", True, f"{settings.routes}: {len(router)} routes"))
+        spec = settings.route_spec()
+        router = load_router(spec)
+        results.append(CheckResult("routes", True, f"{spec}: {len(router)} routes"))
     except SettingsError as exc:
         results.append(CheckResult("routes", False, str(exc)))
+    try:
+        settings.require("kafka.topics")
+    except SettingsError as exc:
+        results.append(CheckResult("topics", False, str(exc)))
     if settings.temporal.codec:
         try:
             load_codec(settings.temporal.codec)

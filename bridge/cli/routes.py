@@ -33,9 +33,10 @@ def routes(
     """Print the route table, or write the AsyncAPI document of consumed and emitted events."""
     settings = settings_from(overrides(routes=routes, topics=topic))
     import_path()
-    router = guarded(lambda: load_router(settings.routes))
+    spec = guarded(settings.route_spec)
+    router = guarded(lambda: load_router(spec))
     if asyncapi is not None:
-        emits, emit_topics = guarded(lambda: _emitted(settings.routes))
+        emits, emit_topics = guarded(lambda: _emitted(spec))
         # The application's own emit topics under the configured map, as on the worker.
         settings = settings.model_copy(update={"emit": settings.emit.with_defaults(emit_topics)})
         text = dump_document(
@@ -47,7 +48,7 @@ def routes(
             asyncapi.write_text(text)
             err.print(f"wrote {asyncapi}")
         return
-    table = Table(title=f"routes ({settings.routes}, unmatched: {router.unmatched.value})")
+    table = Table(title=f"routes ({spec}, unmatched: {router.unmatched.value})")
     columns = ("name", "match", "data", "action", "workflow_type", "workflow_id", "task_queue", "handler")
     for column in columns:
         table.add_column(column.replace("_", " "), overflow="fold")

@@ -30,8 +30,9 @@ from bridge.cli._options import (
     settings_from,
 )
 from bridge.sidecar.process import run_sidecar
+from bridge.telemetry import tracing
 from bridge.telemetry.logs import configure_logging
-from bridge.temporal.client import make_data_converter
+from bridge.temporal.client import connect_options, make_data_converter
 
 __all__ = ["run", "worker"]
 
@@ -48,7 +49,10 @@ def run(
     log_json: LogJson = None,
     log_level: LogLevel = None,
 ) -> None:
-    """Run the sidecar until SIGTERM/SIGINT (drains in-flight calls and commits first)."""
+    """Run the sidecar until SIGTERM/SIGINT (drains in-flight calls and commits first).
+
+    Needs the routes (LOOM_ROUTES or --routes) and the topics (LOOM_KAFKA__TOPICS or --topic).
+    """
     settings = settings_from(
         overrides(
             bootstrap=bootstrap,
@@ -63,10 +67,15 @@ def run(
             log_level=log_level,
         )
     )
+    guarded(lambda: settings.require("routes", "kafka.topics"))
     configure_logging(settings.log_level, json_lines=settings.log_json)
     import_path()
-    router = guarded(lambda: load_router(settings.routes))
-    guarded(lambda: make_data_converter(settings))  # a bad codec fails here, not mid-connect
+    router = guarded(lambda: load_router(settings.route_spec()))
+    # Each of these fails here, exit 2, rather than mid-start: a bad codec, an unreadable
+    # Temporal profile, an OTEL_* value the loom cannot follow.
+    guarded(lambda: make_data_converter(settings))
+    guarded(lambda: connect_options(settings.temporal))
+    guarded(lambda: tracing.resolve(settings.tracing))
     code = guarded(lambda: run_sidecar(settings, router))
     raise typer.Exit(code)
 

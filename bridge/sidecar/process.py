@@ -35,7 +35,7 @@ from bridge.sidecar.metrics import Health, Metrics
 from bridge.telemetry import tracing
 from bridge.telemetry.logs import FIELDS
 from bridge.temporal.calls import HeaderHook, TemporalExecutor
-from bridge.temporal.client import connect_temporal
+from bridge.temporal.client import connect_options, connect_temporal
 
 __all__ = ["Sidecar", "run_sidecar", "settings_summary"]
 
@@ -54,6 +54,16 @@ def settings_summary(settings: LoomSettings) -> dict[str, Any]:
     Secrets (SASL password, API key) and key material appear only as ``"set"``.
     """
     k, t, d = settings.kafka, settings.temporal, settings.dispatch
+    try:
+        options = connect_options(t)  # LOOM_TEMPORAL__* over TEMPORAL_*
+        address, namespace = options["target_host"], options["namespace"]
+        tls: Any = options.get("tls") not in (None, False)
+    except SettingsError as exc:
+        address = namespace = tls = f"unreadable: {exc}"
+    try:
+        exporter = tracing.resolve(settings.tracing).exporter
+    except SettingsError as exc:
+        exporter = f"unreadable: {exc}"
     return {
         "routes": settings.routes,
         "kafka.bootstrap": k.bootstrap,
@@ -63,16 +73,16 @@ def settings_summary(settings: LoomSettings) -> dict[str, Any]:
         "kafka.security_protocol": k.security_protocol,
         "kafka.sasl_mechanism": k.sasl_mechanism,
         "kafka.sasl_password": "set" if k.sasl_password is not None else None,
-        "temporal.address": t.address,
-        "temporal.namespace": t.namespace,
-        "temporal.tls": bool(t.tls or t.tls_cert or t.tls_ca),
+        "temporal.address": address,
+        "temporal.namespace": namespace,
+        "temporal.tls": tls,
         "temporal.api_key": "set" if t.api_key is not None else None,
         "temporal.codec": t.codec,
         "dispatch.max_in_flight": d.max_in_flight,
         "dispatch.max_buffered": d.buffered_bound,
         "dispatch.drain_timeout_s": d.drain_timeout_s,
         "unmatched": settings.unmatched.value,
-        "tracing.exporter": settings.tracing.exporter,
+        "tracing.exporter": exporter,
         "http": f"{settings.http_host}:{settings.http_port}" if settings.http_port else None,
     }
 
@@ -156,7 +166,13 @@ class Sidecar:
                 loop.remove_signal_handler(sig)
 
     async def run(self) -> int:
-        """Run until :meth:`stop`; returns 0 after a clean stop, 1 if the loom failed."""
+        """Run until :meth:`stop`; returns 0 after a clean stop, 1 if the loom failed.
+
+        Raises:
+            SettingsError: No topics to consume (``LOOM_KAFKA__TOPICS``), or Temporal's own
+                configuration cannot be read.
+        """
+        self.settings.require("kafka.topics")
         log.info(
             "temporal-loom starting", extra={FIELDS: settings_summary(self.settings)}
         )

@@ -2,7 +2,9 @@
 
 ``configure_logging(level, json_lines)`` installs one handler on the root logger writing to
 stderr. Fields passed with ``extra={"fields": {...}}`` become JSON members (or ``k=v`` pairs
-in text mode), so a dead-letter or the start-up summary is searchable without regexes.
+in text mode), so a dead-letter or the start-up summary is searchable without regexes. A JSON
+line written while an OpenTelemetry span is current carries its ``trace_id`` and ``span_id``
+(the W3C hex forms), so logs and traces join.
 Payload bodies are never logged at INFO: callers log identities (topic, partition, offset,
 route, event id), not ``data``.
 """
@@ -15,6 +17,8 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from opentelemetry import trace
 
 __all__ = ["FIELDS", "DeadLetterFields", "JsonFormatter", "TextFormatter", "configure_logging"]
 
@@ -30,7 +34,8 @@ def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: ``ts``, ``level``, ``logger``, ``msg``, fields, ``exc``."""
+    """One JSON object per record: ``ts``, ``level``, ``logger``, ``msg``, ``trace_id`` and
+    ``span_id`` when a span is current, fields, ``exc``."""
 
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as a single line of JSON."""
@@ -40,6 +45,12 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        # Formatting runs in the logging call's thread and context: the current span is the
+        # one the line was written in.
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            out["trace_id"] = trace.format_trace_id(span.trace_id)
+            out["span_id"] = trace.format_span_id(span.span_id)
         for key, value in _fields(record).items():
             out.setdefault(key, value)
         if record.exc_info:

@@ -22,6 +22,9 @@ the run; a later signal's context becomes a span *link* on ``HandleSignal:...``,
 parent. So one trace spans producer -> loom -> workflow -> emitted events for the event that
 starts a workflow; later events to a running workflow are linked to its trace.
 
+The SDK set-up (:func:`setup`, :func:`resolve`: ``LOOM_TRACING__*`` over OpenTelemetry's
+``OTEL_*`` variables) lives in :mod:`bridge.telemetry.sdk` and is re-exported here.
+
 Wiring (sidecar and worker)::
 
     runtime = tracing.setup(settings.tracing)          # SDK provider + exporter, or None
@@ -40,10 +43,8 @@ events continue the producer's trace for whatever backend the worker reports to.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import opentelemetry.context as otel_context
 import temporalio.api.common.v1 as common_pb
@@ -58,25 +59,24 @@ from temporalio.converter import PayloadConverter
 
 from bridge.actions import Invocation
 from bridge.events import TRACEPARENT, TRACESTATE, Event
-from bridge.exceptions import SettingsError
-from bridge.settings import TracingSettings
+from bridge.telemetry.sdk import TracingConfig, TracingRuntime, resolve, setup
 
 if TYPE_CHECKING:
     import temporalio.client
     import temporalio.worker
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter
 
     from bridge.temporal.calls import HeaderHook
 
 __all__ = [
     "HEADER_KEY",
     "TRACER_NAME",
+    "TracingConfig",
     "TracingRuntime",
     "client_interceptors",
     "context_from_event",
     "event_trace_context",
     "header_hook",
+    "resolve",
     "route_span",
     "setup",
     "temporal_headers",
@@ -84,7 +84,6 @@ __all__ = [
     "worker_interceptors",
 ]
 
-log = logging.getLogger("loom.tracing")
 
 #: Temporal header that ``temporalio.contrib.opentelemetry`` reads and writes.
 HEADER_KEY = "_tracer-data"
@@ -242,98 +241,3 @@ def route_span(inv: Invocation, *, otel_tracer: Tracer | None = None) -> Iterato
     finally:
         otel_context.detach(token)
         span.end()
-
-
-# --- SDK set-up (sidecar and worker processes) ----------------------------------------------------
-
-
-
-
-class _HasTracing(Protocol):
-    @property
-    def tracing(self) -> TracingSettings: ...
-
-
-@dataclass(frozen=True)
-class TracingRuntime:
-    """What :func:`setup` installed: the SDK provider and its exporter."""
-
-    provider: TracerProvider
-    exporter: SpanExporter
-
-    def shutdown(self) -> None:
-        """Flush and stop (call at process exit)."""
-        self.provider.shutdown()
-
-
-def setup(
-    settings: TracingSettings | _HasTracing | None = None,
-    *,
-    exporter: SpanExporter | None = None,
-    set_global: bool = True,
-) -> TracingRuntime | None:
-    """Install an OpenTelemetry SDK tracer provider for this process.
-
-    Args:
-        settings: ``TracingSettings``, or settings with a ``tracing`` attribute.
-        exporter: An exporter to use instead of the configured one.
-        set_global: Make the provider the global one (the loom's spans and
-            ``TracingInterceptor()`` without a tracer use the global provider). OpenTelemetry
-            allows that once per process.
-
-    Returns:
-        The provider and exporter, or None when the exporter is ``none`` and none was given.
-
-    Raises:
-        SettingsError: ``otlp`` without the OTLP exporter installed (names the setting).
-    """
-    if settings is None:
-        settings = TracingSettings()
-    elif not isinstance(settings, TracingSettings):
-        settings = settings.tracing
-    if exporter is None:
-        exporter = _exporter(settings.exporter)
-        if exporter is None:
-            return None
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": settings.service_name}),
-        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
-    )
-    if isinstance(exporter, InMemorySpanExporter):
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    else:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    if set_global:
-        trace.set_tracer_provider(provider)
-        if trace.get_tracer_provider() is not provider:
-            log.warning("a global tracer provider was already set: the loom's spans go there")
-    return TracingRuntime(provider, exporter)
-
-
-def _exporter(kind: str) -> SpanExporter | None:
-    if kind == "none":
-        return None
-    if kind == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        return ConsoleSpanExporter()
-    if kind == "memory":
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-        return InMemorySpanExporter()
-    try:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found, unused-ignore]
-            OTLPSpanExporter,
-        )
-    except ImportError:
-        raise SettingsError(
-            "LOOM_TRACING__EXPORTER: 'otlp' needs the package opentelemetry-exporter-otlp"
-        ) from None
-    otlp: SpanExporter = OTLPSpanExporter()
-    return otlp

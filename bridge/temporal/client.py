@@ -2,7 +2,9 @@
 
 Both sides must encode payloads the same way: :func:`make_data_converter` (the pydantic data
 converter plus the configured payload codec) is the one place that decides it, and
-:func:`connect_temporal` the one place that connects.
+:func:`connect_temporal` the one place that connects. Where it connects is
+:func:`connect_options`: Temporal's own configuration (``TEMPORAL_*`` variables and config
+profiles, read by ``temporalio.envconfig``) under the loom's ``LOOM_TEMPORAL__*`` settings.
 """
 
 from __future__ import annotations
@@ -10,18 +12,34 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
+from temporalio.envconfig import ClientConfigProfile
+from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from bridge._loading import load_codec
+from bridge.exceptions import SettingsError
 from bridge.settings import LoomSettings, TemporalSettings
 from bridge.telemetry import tracing
 
-__all__ = ["connect_temporal", "make_data_converter", "temporal_tls"]
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "DEFAULT_NAMESPACE",
+    "connect_options",
+    "connect_temporal",
+    "make_data_converter",
+    "temporal_tls",
+]
+
+#: Where the loom connects when neither LOOM_TEMPORAL__* nor TEMPORAL_* say.
+DEFAULT_ADDRESS = "127.0.0.1:7233"
+DEFAULT_NAMESPACE = "default"
 
 log = logging.getLogger("loom.temporal")
 
@@ -39,13 +57,11 @@ def make_data_converter(settings: LoomSettings) -> DataConverter:
 
 
 def temporal_tls(settings: TemporalSettings) -> TLSConfig | bool | None:
-    """TLS configuration from the settings; None lets the SDK decide (TLS with an API key)."""
+    """TLS configuration from the loom's settings; None when they say nothing about TLS."""
     if settings.tls_cert is None and settings.tls_ca is None:
-        if settings.tls:
-            return True
         # An explicit LOOM_TEMPORAL__TLS=false keeps plaintext even with an API key (a local
-        # proxy terminating TLS); left unset, the SDK turns TLS on when an API key is given.
-        return False if "tls" in settings.model_fields_set else None
+        # proxy terminating TLS); left unset, Temporal's configuration or the SDK decide.
+        return settings.tls
     return TLSConfig(
         server_root_ca_cert=settings.tls_ca.read_bytes() if settings.tls_ca else None,
         client_cert=settings.tls_cert.read_bytes() if settings.tls_cert else None,
@@ -53,25 +69,85 @@ def temporal_tls(settings: TemporalSettings) -> TLSConfig | bool | None:
     )
 
 
+def connect_options(
+    settings: TemporalSettings, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """``Client.connect`` arguments: Temporal's own configuration under the loom's settings.
+
+    ``temporalio.envconfig`` reads Temporal's variables and config profiles
+    (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``,
+    ``TEMPORAL_GRPC_META_*``, ``TEMPORAL_PROFILE``, ``TEMPORAL_CONFIG_FILE``); every
+    ``LOOM_TEMPORAL__*`` setting that is given wins over them; what neither gives is
+    ``127.0.0.1:7233`` and the namespace ``default``. Any of the loom's TLS settings
+    (``TLS``, ``TLS_CERT``, ``TLS_CA``) decides TLS as a whole.
+
+    Args:
+        settings: The loom's Temporal settings.
+        environ: The environment to read instead of the process's (tests).
+
+    Returns:
+        ``target_host``, ``namespace``, and ``api_key``, ``tls``, ``rpc_metadata`` when set.
+
+    Raises:
+        SettingsError: Temporal's configuration cannot be read (a missing profile, a broken
+            config file, a TLS file that does not exist): the message names the variable.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        profile = ClientConfigProfile.load(override_env_vars=dict(env))
+        options: dict[str, Any] = dict(profile.to_client_connect_config())
+    except Exception as exc:  # ConfigError of the SDK's core, or a TLS file that is missing
+        raise SettingsError(_envconfig_problem(exc, env)) from None
+    if settings.address is not None:
+        options["target_host"] = settings.address
+    if settings.namespace is not None:
+        options["namespace"] = settings.namespace
+    if settings.api_key is not None:
+        options["api_key"] = settings.api_key.get_secret_value()
+    tls = temporal_tls(settings)
+    if tls is not None:
+        options["tls"] = tls
+    options.setdefault("target_host", DEFAULT_ADDRESS)
+    options.setdefault("namespace", DEFAULT_NAMESPACE)
+    return options
+
+
+def _envconfig_problem(exc: Exception, env: Mapping[str, str]) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.filename:
+        names = [k for k, v in env.items() if k.startswith("TEMPORAL_") and v == str(exc.filename)]
+        where = names[0] if names else "a TLS file of the Temporal config profile"
+        return f"{where}: {exc.strerror}: {exc.filename}"
+    if "Profile" in text and "not found" in text:
+        return f"TEMPORAL_PROFILE: {text}"
+    where = "TEMPORAL_CONFIG_FILE" if env.get("TEMPORAL_CONFIG_FILE") else "the Temporal config file"
+    return f"{where}: {text}"
+
+
 async def connect_temporal(
     settings: LoomSettings,
     *,
     interceptors: Sequence[Interceptor] | None = None,
     timeout: float | None = None,
+    runtime: Runtime | None = None,
 ) -> Client:
     """Connect a client to the configured Temporal namespace, retrying until ``timeout``.
 
     Args:
-        settings: The loom's settings (``temporal.*``).
+        settings: The loom's settings (``temporal.*``; see :func:`connect_options`).
         interceptors: Client interceptors; OpenTelemetry tracing's when None.
         timeout: Seconds to keep trying; ``temporal.connect_timeout_s`` when None.
+        runtime: The SDK runtime (its telemetry: ``bridge.temporal.metrics``); the SDK's
+            default when None.
 
     Raises:
         RuntimeError: Temporal did not answer in time (the message names the address setting).
+        SettingsError: Temporal's own configuration cannot be read.
     """
     t = settings.temporal
     data_converter = make_data_converter(settings)
-    tls = temporal_tls(t)
+    options = connect_options(t)
+    address = options["target_host"]
     deadline = asyncio.get_running_loop().time() + (
         t.connect_timeout_s if timeout is None else timeout
     )
@@ -79,20 +155,19 @@ async def connect_temporal(
     while True:
         try:
             return await Client.connect(
-                t.address,
-                namespace=t.namespace,
-                api_key=t.api_key.get_secret_value() if t.api_key else None,
-                tls=tls,
+                **options,
                 data_converter=data_converter,
                 interceptors=list(
                     tracing.client_interceptors() if interceptors is None else interceptors
                 ),
+                runtime=runtime,
             )
         except RuntimeError as exc:  # the SDK's core raises RuntimeError on connect failure
             if asyncio.get_running_loop().time() + delay > deadline:
                 raise RuntimeError(
-                    f"cannot connect to Temporal at {t.address} (LOOM_TEMPORAL__ADDRESS): {exc}"
+                    f"cannot connect to Temporal at {address} "
+                    f"(LOOM_TEMPORAL__ADDRESS or TEMPORAL_ADDRESS): {exc}"
                 ) from None
-            log.warning("Temporal at %s not reachable yet: %s", t.address, exc)
+            log.warning("Temporal at %s not reachable yet: %s", address, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
