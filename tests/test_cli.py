@@ -361,6 +361,51 @@ def test_worker_runs_the_entry_point_with_the_flags(
     assert code == 2 and "--entry" in output
 
 
+WORKFLOWS = '''
+from temporalio import activity, workflow
+
+@workflow.defn
+class Hello:
+    @workflow.run
+    async def run(self) -> str:
+        return "hi"
+
+@activity.defn
+async def greet(name: str) -> str:
+    return name
+
+ACTIVITIES = [greet]
+NOT_A_WORKFLOW = 42
+'''
+
+
+def test_worker_short_form_refuses_what_it_cannot_run(project: Path) -> None:
+    mod = module(project, WORKFLOWS)
+    cases = [
+        (["worker"], "--workflows"),
+        (["worker", "--workflows", f"{mod}:Hello"], "--task-queue is required"),
+        (["worker", "--entry", f"{mod}:Hello", "--workflows", f"{mod}:Hello"], "--entry"),
+        (["worker", "--workflows", f"{mod}:NOT_A_WORKFLOW", "--task-queue", "q"],
+         "not a @workflow.defn class"),
+        (["worker", "--workflows", f"{mod}:Hello,{mod}:Missing", "--task-queue", "q"],
+         "no attribute 'Missing'"),
+        (["worker", "--workflows", f"{mod}:Hello", "--task-queue", "q",
+          "--activities", f"{mod}:NOT_A_WORKFLOW"], "expected @activity.defn"),
+    ]
+    for args, said in cases:
+        code, output = invoke(*args)
+        assert code == 2, (args, output)
+        assert said in output, (args, output)
+
+
+def test_worker_loads_workflows_and_activities(project: Path) -> None:
+    from bridge.worker.run import load_activities, load_workflows
+
+    mod = module(project, WORKFLOWS)
+    assert [w.__name__ for w in load_workflows(f" {mod}:Hello , {mod}:Hello ")] == ["Hello", "Hello"]
+    assert [a.__name__ for a in load_activities(f"{mod}:ACTIVITIES,{mod}:greet")] == ["greet", "greet"]
+
+
 def test_console_script_lists_every_command() -> None:
     import subprocess
 

@@ -9,14 +9,9 @@ entries override these defaults.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from bridge.kafka.clients import LoomProducer
 from bridge.settings import EmitSettings, LoomSettings
-from bridge.worker.activities import loom_activities
 
-__all__ = ["COMMAND_TOPICS", "activities", "publish_settings"]
+__all__ = ["COMMAND_TOPICS", "publish_settings"]
 
 #: Event type glob -> topic of the commands the saga emits (read by the participants).
 COMMAND_TOPICS = {
@@ -29,8 +24,3 @@ COMMAND_TOPICS = {
 def publish_settings(settings: LoomSettings) -> EmitSettings:
     """The publish activity's topic map: the configured map over the reference defaults."""
     return settings.emit.with_defaults(COMMAND_TOPICS)
-
-
-def activities(producer: LoomProducer, settings: LoomSettings) -> list[Callable[..., Any]]:
-    """The activities to register on the reference app's worker."""
-    return loom_activities(producer, publish_settings(settings))

@@ -1,31 +1,28 @@
 """The reference application's worker: ``OrderSaga`` and the publish activity.
 
-Run it with ``loom worker`` or ``python -m workflows.worker``; configured by the ``LOOM_``
-environment (``LOOM_TEMPORAL__ADDRESS``, ``LOOM_KAFKA__BOOTSTRAP``, ...). SIGINT/SIGTERM stop
-it gracefully: the worker finishes its running tasks, then the producer flushes and closes.
+Run it with ``loom worker --entry workflows.worker:main`` or ``python -m workflows.worker``;
+configured by the ``LOOM_`` environment (``LOOM_TEMPORAL__ADDRESS``, ``LOOM_KAFKA__BOOTSTRAP``,
+...). The worker itself is the library's (``bridge.worker.run``): this module only says which
+workflows, which task queue, and where the saga's commands go. SIGINT/SIGTERM stop it
+gracefully: the worker finishes its running tasks, then the producer flushes and closes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Callable
 
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from bridge.kafka.clients import LoomProducer
 from bridge.settings import LoomSettings, load_settings
-from bridge.temporal.client import connect_temporal
+from bridge.worker.run import run_worker as run_loom_worker
+from bridge.worker.run import serve_worker
 from workflows import TASK_QUEUE
-from workflows.activities import activities
+from workflows.activities import publish_settings
 from workflows.workflows import OrderSaga
 
 __all__ = ["main", "run_worker"]
-
-log = logging.getLogger("loom.worker")
 
 
 async def run_worker(
@@ -46,34 +43,14 @@ async def run_worker(
         ready: Called once the worker polls its task queue.
         task_queue: The task queue the routes start sagas on.
     """
-    if client is None:
-        client = await connect_temporal(settings)
-    producer = LoomProducer(settings.kafka)
-    async with producer:
-        worker = Worker(
-            client,
-            task_queue=task_queue,
-            workflows=[OrderSaga],
-            activities=activities(producer, settings),
-        )
-        async with worker:
-            log.info("worker polling task queue %r on %s", task_queue, settings.temporal.address)
-            if ready is not None:
-                ready()
-            await (stop or asyncio.Event()).wait()
-
-
-async def _main(settings: LoomSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    await run_worker(settings, stop=stop)
+    await run_loom_worker(
+        settings, [OrderSaga], task_queue=task_queue, stop=stop, ready=ready, client=client,
+        emit=publish_settings(settings),
+    )
 
 
 def main(settings: LoomSettings | None = None) -> int:
-    """Entry point of ``loom worker``: run until SIGINT/SIGTERM; returns the exit code.
+    """Entry point of ``loom worker --entry``: run until SIGINT/SIGTERM; the exit code.
 
     Args:
         settings: Settings from ``loom worker`` (its flags applied); read from the ``LOOM_``
@@ -84,8 +61,7 @@ def main(settings: LoomSettings | None = None) -> int:
         logging.basicConfig(
             level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-    asyncio.run(_main(settings))
-    return 0
+    return serve_worker(settings, [OrderSaga], task_queue=TASK_QUEUE, emit=publish_settings(settings))
 
 
 if __name__ == "__main__":

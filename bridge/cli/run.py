@@ -33,6 +33,7 @@ from bridge.sidecar.process import run_sidecar
 from bridge.telemetry import tracing
 from bridge.telemetry.logs import configure_logging
 from bridge.temporal.client import connect_options, make_data_converter
+from bridge.worker.run import load_activities, load_workflows, serve_worker
 
 __all__ = ["run", "worker"]
 
@@ -81,6 +82,22 @@ def run(
 
 
 def worker(
+    workflows: Annotated[
+        str | None,
+        typer.Option(
+            "--workflows", help="Workflow classes MODULE:CLASS[,MODULE:CLASS...] to run."
+        ),
+    ] = None,
+    task_queue: Annotated[
+        str | None, typer.Option("--task-queue", help="Task queue to poll (with --workflows).")
+    ] = None,
+    activities: Annotated[
+        str | None,
+        typer.Option(
+            "--activities",
+            help="Your activities MODULE:ATTR[,...]: @activity.defn functions or lists of them.",
+        ),
+    ] = None,
     entry: Annotated[
         str | None,
         typer.Option("--entry", help="Worker entry point MODULE:ATTR (a custom worker)."),
@@ -91,14 +108,22 @@ def worker(
     log_json: LogJson = None,
     log_level: LogLevel = None,
 ) -> None:
-    """Run a Temporal worker: a custom worker entry point given the settings.
+    """Run a Temporal worker: your workflows (and activities) plus the loom's publish activity.
 
-    The entry point gets the settings (it builds its client with
-    ``bridge.temporal.client.connect_temporal`` so a configured payload codec applies) and may
-    be a coroutine function.
+    ``--workflows hello.workflows:Greeter --task-queue greetings`` runs them with the publish
+    activity that emit() needs, connected from LOOM_* (TEMPORAL_* too), until SIGTERM/SIGINT
+    (graceful: running activities get LOOM_DISPATCH__DRAIN_TIMEOUT_S). ``--entry MODULE:ATTR``
+    runs a custom worker instead: the entry point gets the settings (it builds its client with
+    ``bridge.temporal.client.connect_temporal``) and may be a coroutine function.
     """
-    if entry is None:
-        fail("--entry MODULE:ATTR is required (the worker's entry point)", EXIT_SETTINGS)
+    if entry is not None and (workflows or activities or task_queue):
+        fail("--entry runs a custom worker: give it alone, or --workflows and --task-queue",
+             EXIT_SETTINGS)
+    if entry is None and workflows is None:
+        fail("give --workflows MODULE:CLASS[,...] and --task-queue NAME (or --entry MODULE:ATTR "
+             "for a custom worker)", EXIT_SETTINGS)
+    if entry is None and not task_queue:
+        fail("--task-queue is required with --workflows (the routes' task_queue)", EXIT_SETTINGS)
     given = overrides(
         temporal_address=temporal_address,
         namespace=namespace,
@@ -109,6 +134,13 @@ def worker(
     settings = settings_from(given)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     import_path()
+    if entry is None:
+        assert workflows is not None and task_queue is not None  # checked above
+        classes = guarded(lambda: load_workflows(workflows))
+        functions = guarded(lambda: load_activities(activities)) if activities else []
+        guarded(lambda: make_data_converter(settings))
+        code = guarded(lambda: serve_worker(settings, classes, functions, task_queue=task_queue))
+        raise typer.Exit(code)
     target = guarded(lambda: load_object(entry, default_attr="main", setting="--entry"))
     if not callable(target):
         fail(f"--entry: {entry!r} is not callable", EXIT_SETTINGS)
