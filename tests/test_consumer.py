@@ -245,3 +245,84 @@ async def test_kafka_probe_follows_the_broker(
         producer = loom._producer
         assert producer is not None and producer._closed
         assert not loom.health.kafka_connected
+
+
+def partition_series(loom: Loom) -> set[tuple[str, int]]:
+    """(metric, partition) of every per-partition series of ``loom``."""
+    found: set[tuple[str, int]] = set()
+    for gauge in (loom.metrics.committed, loom.metrics.lag):
+        for family in gauge.collect():
+            found.update((family.name, int(s.labels["partition"])) for s in family.samples)
+    return found
+
+
+def owned(loom: Loom) -> set[int]:
+    return {partition for _, partition in loom.health.assigned}
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_partition_ownership_is_a_metric_not_readiness(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    """Three members, two partitions: the idle member is ready and says it owns nothing; a
+    member that loses a partition drops that partition's committed-offset and lag series."""
+    from bridge.sidecar.process import _update_lag
+
+    topic = await new_topic(partitions=2)
+    settings = make_settings(loom_kafka_bootstrap, topic, await new_topic())
+    events = step_events(uuid.uuid4().hex[:6], entities=12, per_entity=2)
+    first, second, third = (Loom(recorder_router(task_queue), temporal_client, settings)
+                            for _ in range(3))
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+        async with running(first):
+            await publish(await make_producer(), topic, events)
+            both = {("loom_committed_offset", 0), ("loom_committed_offset", 1),
+                    ("loom_consumer_lag", 0), ("loom_consumer_lag", 1)}
+
+            def first_reports_both() -> bool:
+                _update_lag(first)  # the sidecar's health tick
+                return partition_series(first) == both
+
+            await until(first_reports_both, "committed offsets and lag of both partitions")
+            assert metric_total(first.metrics.partitions) == 2
+            async with running(second):
+                await until(lambda: len(owned(first)) == 1 and len(owned(second)) == 1,
+                            "one partition each")
+                (kept,) = owned(first)
+
+                def first_reports_the_kept_one() -> bool:
+                    _update_lag(first)
+                    return partition_series(first) == {
+                        ("loom_committed_offset", kept), ("loom_consumer_lag", kept)}
+
+                # The lost partition's series go at once; the kept one's committed offset is
+                # back when the rebalance ends, its lag at the next fetch.
+                assert ("loom_committed_offset", 1 - kept) not in partition_series(first)
+                await until(first_reports_the_kept_one, "the kept partition's series only")
+                assert metric_total(first.metrics.partitions) == 1
+                assert metric_total(second.metrics.partitions) == 1
+                async with running(third):
+                    members = (first, second, third)
+                    await until(
+                        lambda: all(m.health.group_joined for m in members)
+                        and sorted(p for m in members for p in owned(m)) == [0, 1],
+                        "three members sharing two partitions",
+                    )
+                    idle = [m for m in members if not owned(m)]
+                    assert len(idle) == 1
+                    assert idle[0].health.ready  # in the group, connected: ready
+                    assert metric_total(idle[0].metrics.partitions) == 0
+                    assert partition_series(idle[0]) == set()
+                    for member in members:
+                        assert metric_total(member.metrics.partitions) == len(owned(member))

@@ -290,8 +290,8 @@ async def test_loom_run_subprocess_routes_serves_metrics_and_stops_cleanly_on_si
         loom = await start_loom(["run", "--routes", routes], loom_env.env, loom_env.directory)
         loom_processes.append(loom)
         ready = json.loads(await wait_ready(loom_env.http_port, loom))
-        assert ready == {"ready": True, "running": True, "kafka": True, "temporal": True,
-                         "partitions": 2}
+        assert ready == {"ready": True, "running": True, "kafka": True, "group": True,
+                         "temporal": True, "partitions": 2}
         assert (await asyncio.to_thread(http_get, loom_env.http_port, "/livez"))[0] == 200
         assert (await asyncio.to_thread(http_get, loom_env.http_port, "/nope"))[0] == 404
         ids = [await loom_publish(loom_env, entity, 0),
@@ -322,6 +322,45 @@ async def test_loom_run_subprocess_routes_serves_metrics_and_stops_cleanly_on_si
     # Both went to one partition (same key): its committed offset is past the last one.
     offsets = await committed_offsets(loom_env.bootstrap, loom_env.group, loom_env.topic, 2)
     assert sorted(o or 0 for o in offsets.values()) == [0, 2], offsets
+
+
+async def test_temporal_address_alone_points_the_sidecar_at_temporal(
+    loom_env: LoomEnv,
+    loom_temporal: TemporalServer,
+    temporal_client: Client,
+    task_queue: str,
+    loom_processes: list[LoomProcess],
+) -> None:
+    """Temporal's own variables, no LOOM_TEMPORAL__*: the sidecar reaches the namespace, routes
+    an event, and serves the SDK's client metrics beside its own and the process's."""
+    env = {k: v for k, v in loom_env.env.items() if not k.startswith("LOOM_TEMPORAL__")}
+    env.update({
+        "TEMPORAL_ADDRESS": loom_temporal.address,
+        "TEMPORAL_NAMESPACE": loom_temporal.namespace,
+        "TEMPORAL_CONFIG_FILE": str(loom_env.directory / "no-temporal.toml"),
+    })
+    routes = write_routes(loom_env.directory, ROUTES_WITH_STEP, wf=WORKFLOW_TYPE, tq=task_queue)
+    entity = uuid.uuid4().hex[:8]
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+        loom = await start_loom(["run", "--routes", routes], env, loom_env.directory)
+        loom_processes.append(loom)
+        await wait_ready(loom_env.http_port, loom)  # ready: the namespace answered
+        ids = [await loom_publish(loom_env, entity, 0)]
+        assert await query_events(temporal_client, f"cli-{entity}", 1) == ids, loom.output
+        # The SDK's own client metrics: DescribeNamespace is the readiness probe's call.
+        metrics = await wait_metric(loom_env.http_port, "temporal_request_total", 2,
+                                    operation="DescribeNamespace",
+                                    namespace=loom_temporal.namespace)
+        assert metric_value(metrics, "temporal_request_latency_count",
+                            operation="SignalWithStartWorkflowExecution") >= 1
+        # The process and platform collectors, as prometheus-client's default registry has.
+        assert metric_value(metrics, "process_cpu_seconds_total") > 0
+        assert metric_value(metrics, "process_resident_memory_bytes") > 0
+        assert metric_value(metrics, "python_info", implementation="CPython") == 1
+        assert metric_value(metrics, "loom_partitions_assigned") == 2
+        assert await stop_loom(loom) == 0, loom.output
+    start = next(line for line in loom.lines if "temporal-loom starting" in line)
+    assert f"temporal.address={loom_temporal.address}" in start, start
 
 
 async def test_dlq_redrive_after_the_route_is_fixed_reaches_the_workflow(

@@ -1,9 +1,10 @@
 """The sidecar's one HTTP port: liveness, readiness and Prometheus metrics.
 
 A deliberately tiny HTTP/1.1 server on asyncio streams (no web framework is a dependency):
-``GET /livez`` (200 while the loop runs), ``GET /readyz`` (200 only when connected to Kafka
-and Temporal and owning partitions; the body says what is missing) and ``GET /metrics``
-(prometheus-client's text exposition of the loom's own registry). Every response closes the
+``GET /livez`` (200 while the loop runs), ``GET /readyz`` (200 when connected: the consumer
+joined its group and Kafka answers, Temporal's namespace answers; owning partitions is not
+required, see :class:`~bridge.sidecar.metrics.Health`; the body says what is missing) and
+``GET /metrics`` (prometheus-client's text exposition of the loom's own registry). Every response closes the
 connection, which is all probes and scrapers need.
 """
 
@@ -129,6 +130,7 @@ def _readiness(health: Health | None) -> dict[str, object]:
         "ready": health.ready,
         "running": health.running,
         "kafka": health.kafka_connected,
+        "group": health.group_joined,
         "temporal": health.temporal_connected,
         "partitions": len(health.assigned),
     }

@@ -389,15 +389,26 @@ class Loom:
         offsets = self.tracker.revoke(revoked)
         for tp in revoked:
             self.health.assigned.discard((tp.topic, tp.partition))
+        self.metrics.partitions.set(len(self.health.assigned))
         if offsets and self._consumer is not None:
             try:
                 await self._consumer.commit(offsets)
             except (CommitFailedError, KafkaError) as exc:
                 log.warning("commit on revocation failed (records will be redelivered): %s", exc)
+                offsets = {}
+        self.metrics.revoke_partitions(
+            [(tp.topic, tp.partition) for tp in revoked],
+            {(tp.topic, tp.partition): offset for tp, offset in offsets.items()},
+        )
 
     def _assigned(self, assigned: set[TopicPartition]) -> None:
+        # Called after every join, with an empty set too: a member without partitions is in
+        # the group all the same (readiness), and owns nothing (the metric).
+        self.health.group_joined = True
         for tp in assigned:
             self.health.assigned.add((tp.topic, tp.partition))
+        self.metrics.partitions.set(len(self.health.assigned))
+        self.metrics.assign_partitions((tp.topic, tp.partition) for tp in assigned)
 
 
 

@@ -1,14 +1,27 @@
 """Metrics (prometheus-client) and health state of the sidecar.
 
 Every sidecar owns a :class:`Metrics` on its own ``CollectorRegistry`` so that several loom
-instances in one process (tests, ``loom dev``) never share counters.
+instances in one process (tests, ``loom dev``) never share counters. The registry also carries
+what prometheus-client's default registry would: the process, platform and GC collectors
+(``process_*``, ``python_info``, ``python_gc_*``); the sidecar adds the Temporal SDK's own
+client metrics (``bridge.temporal.metrics``).
+
+Per-partition series (``loom_committed_offset``, ``loom_consumer_lag``) exist only while this
+member owns the partition: :meth:`Metrics.revoke_partitions` removes them on revocation, so a
+dashboard summing lag over the group never counts a partition twice (and a partition kept
+through a rebalance gets its committed offset back when the rebalance ends).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 
 class Metrics:
@@ -17,6 +30,11 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # prometheus-client's default collectors, built anew on this registry (its module-level
+        # instances belong to the global registry, which the sidecar does not expose).
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.consumed = Counter(
             "loom_events_consumed", "Records taken from Kafka", ["topic"], registry=r
         )
@@ -66,14 +84,64 @@ class Metrics:
             registry=r,
         )
         self.paused = Counter("loom_partition_pauses", "Times partitions were paused", registry=r)
+        self.partitions = Gauge(
+            "loom_partitions_assigned",
+            "Partitions this group member owns (0 is normal with more members than partitions)",
+            registry=r,
+        )
+
+        # Committed offsets of partitions revoked by a rebalance that is not over yet.
+        self._parked: dict[tuple[str, int], float] = {}
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Remove the per-partition series of a partition this member no longer owns."""
+        for gauge in (self.committed, self.lag):
+            with contextlib.suppress(KeyError):
+                gauge.remove(topic, str(partition))
+
+    def revoke_partitions(
+        self, partitions: Iterable[tuple[str, int]], committed: Mapping[tuple[str, int], int]
+    ) -> None:
+        """A rebalance took ``partitions``: remove their series.
+
+        Kafka's eager protocol revokes every partition and then assigns back the ones a member
+        keeps, so the last committed offsets (``committed``: the ones just committed on
+        revocation) are kept aside for :meth:`assign_partitions`.
+        """
+        current = {
+            (s.labels["topic"], int(s.labels["partition"])): s.value
+            for family in self.committed.collect() for s in family.samples
+        }
+        for key in partitions:
+            if key in committed:
+                self._parked[key] = committed[key]
+            elif key in current:
+                self._parked[key] = current[key]
+            self.forget_partition(*key)
+
+    def assign_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """The rebalance ended with ``partitions``: the committed offset of those this member
+        kept is back; the others stay removed."""
+        for key in partitions:
+            if key in self._parked:
+                self.committed.labels(key[0], str(key[1])).set(self._parked[key])
+        self._parked.clear()
 
 
 @dataclass
 class Health:
-    """Liveness and readiness of one sidecar."""
+    """Liveness and readiness of one sidecar.
+
+    Readiness is being connected: to Kafka (the consumer joined its group and the cluster
+    answers) and to Temporal (the namespace answers). Owning partitions is not part of it:
+    with more members than partitions the idle ones must be ready too, or a rolling update
+    that adds a member before removing one never completes. Ownership is
+    ``loom_partitions_assigned``.
+    """
 
     running: bool = False
     kafka_connected: bool = False
+    group_joined: bool = False
     temporal_connected: bool = False
     assigned: set[tuple[str, int]] = field(default_factory=set)
 
@@ -84,12 +152,12 @@ class Health:
 
     @property
     def ready(self) -> bool:
-        """Connected to both sides and owning at least one partition."""
+        """Running, in the consumer group, and connected to Kafka and Temporal."""
         return (
             self.running
             and self.kafka_connected
+            and self.group_joined
             and self.temporal_connected
-            and bool(self.assigned)
         )
 
 

@@ -8,10 +8,12 @@
 
 It connects to Temporal (address, namespace, TLS client certificate, API key, the pydantic
 data converter with an optional payload codec), starts the :class:`~bridge.sidecar.loop.Loom`,
-serves ``/livez``, ``/readyz`` and ``/metrics``, checks Temporal's health every second, and
-on SIGTERM/SIGINT stops fetching, drains within ``dispatch.drain_timeout_s``, commits and
-closes. The client comes from :func:`bridge.temporal.client.connect_temporal`, shared with the
-worker, so a codec configured with ``LOOM_TEMPORAL__CODEC`` is used on both sides.
+serves ``/livez``, ``/readyz`` and ``/metrics``, checks every second that Temporal's namespace
+and the Kafka cluster answer (readiness), and on SIGTERM/SIGINT stops fetching, drains within
+``dispatch.drain_timeout_s``, commits and closes. The client comes from
+:func:`bridge.temporal.client.connect_temporal`, shared with the worker, so a codec configured
+with ``LOOM_TEMPORAL__CODEC`` is used on both sides; its SDK runtime records the Temporal
+client's own metrics, served beside the loom's (:mod:`bridge.temporal.metrics`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, Interceptor
 
 from bridge.exceptions import SettingsError
@@ -36,6 +39,7 @@ from bridge.telemetry import tracing
 from bridge.telemetry.logs import FIELDS
 from bridge.temporal.calls import HeaderHook, TemporalExecutor
 from bridge.temporal.client import connect_options, connect_temporal
+from bridge.temporal.metrics import TemporalMetrics
 
 __all__ = ["Sidecar", "run_sidecar", "settings_summary"]
 
@@ -116,6 +120,8 @@ class Sidecar:
         if "unmatched" in settings.model_fields_set:
             router.unmatched = settings.unmatched
         self.metrics = Metrics()
+        # The Temporal client's own metrics, when the sidecar connects its client itself.
+        self.temporal_metrics: TemporalMetrics | None = None
         self.loom: Loom | None = None
         self.http: HealthServer | None = None
         self._client = client
@@ -240,8 +246,12 @@ class Sidecar:
         return 0
 
     async def _connect(self) -> Client | None:
+        sdk = TemporalMetrics.for_process()
+        if self.temporal_metrics is None:
+            self.metrics.registry.register(sdk)
+            self.temporal_metrics = sdk
         connect = asyncio.ensure_future(
-            connect_temporal(self.settings, interceptors=self._interceptors)
+            connect_temporal(self.settings, interceptors=self._interceptors, runtime=sdk.runtime)
         )
         stop = asyncio.ensure_future(self._stop.wait())
         try:
@@ -257,18 +267,23 @@ class Sidecar:
 
     async def _check_health(self, client: Client, loom: Loom) -> None:
         # The loom only learns about Temporal when it calls it; an idle sidecar would stay
-        # "ready" through an outage without this probe.
+        # "ready" through an outage without this probe. Ready means the namespace answers
+        # (DescribeNamespace), not only the frontend.
         timeout = timedelta(seconds=max(HEALTH_INTERVAL_S * 2, 2.0))
+        request = DescribeNamespaceRequest(namespace=client.namespace)
         while True:
             try:
-                ok = await client.service_client.check_health(timeout=timeout)
+                await client.workflow_service.describe_namespace(request, timeout=timeout)
+                ok = True
             except Exception as exc:  # any failure means "not connected" for readiness
                 ok = False
                 if loom.health.temporal_connected:
-                    log.warning("Temporal health check failed: %s", exc)
+                    log.warning("Temporal namespace %s not reachable: %s", client.namespace, exc)
             loom.health.temporal_connected = ok
             await loom.probe_kafka(timeout=max(HEALTH_INTERVAL_S * 2, 2.0))
             _update_lag(loom)
+            if self.temporal_metrics is not None:
+                self.temporal_metrics.drain()  # the buffer drops updates when full
             await asyncio.sleep(HEALTH_INTERVAL_S)
 
 
@@ -285,6 +300,11 @@ def _update_lag(loom: Loom) -> None:
     for family in loom.metrics.committed.collect():
         for sample in family.samples:
             committed[(sample.labels["topic"], sample.labels["partition"])] = sample.value
+    owned = {(topic, str(partition)) for topic, partition in loom.health.assigned}
+    for topic, partition in set(committed) - owned:
+        # A commit that raced the revocation may have set it again: not ours any more.
+        loom.metrics.forget_partition(topic, int(partition))
+        del committed[(topic, partition)]
     for tp in list(consumer.assignment()):
         highwater = consumer.highwater(tp)
         key = (tp.topic, str(tp.partition))
