@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -193,6 +194,29 @@ def test_setup_builds_an_sdk_provider_from_settings() -> None:
     runtime.provider.get_tracer("t").start_span("x").end()
     assert [s.name for s in runtime.exporter.get_finished_spans()] == ["x"]
     runtime.shutdown()
+
+
+#: The OTLP exporter's modules (the ``otlp`` extra), both transports.
+OTLP_MODULES = (
+    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+)
+
+
+def test_otlp_exporter_from_the_otlp_extra() -> None:
+    pytest.importorskip(OTLP_MODULES[0], reason="the otlp extra is not installed")
+    runtime = tracing.setup(tracing.TracingSettings(exporter="otlp"), set_global=False)
+    assert runtime is not None
+    try:
+        assert type(runtime.exporter).__name__ == "OTLPSpanExporter"
+        assert type(runtime.exporter).__module__ in OTLP_MODULES
+    finally:
+        runtime.shutdown()
+
+
+def test_otlp_without_the_otlp_extra_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in OTLP_MODULES:
+        monkeypatch.setitem(sys.modules, module, None)  # importing it raises ImportError
     with pytest.raises(SettingsError, match="LOOM_TRACING__EXPORTER"):
         tracing.setup(tracing.TracingSettings(exporter="otlp"), set_global=False)
 
