@@ -9,10 +9,19 @@ from __future__ import annotations
 
 
 class LoomError(Exception):
-    """Root of every error the loom raises."""
+    """Root of every error the loom raises.
+
+    Attributes:
+        retriable: Retry the item (with backoff) instead of dead-lettering it.
+        reason: Short slug: the ``loom-dlq-reason`` header and the ``reason`` metric label.
+        retry_for: For a retriable error, how many seconds (counted from the first of a run
+            of failures with this error) it is retried before it is dead-lettered after all;
+            None retries it for as long as it lasts.
+    """
 
     retriable: bool = False
     reason: str = "error"
+    retry_for: float | None = None
 
 
 class SetupError(LoomError):
@@ -94,22 +103,63 @@ class TransientTemporalError(TemporalCallError):
     reason = "temporal-transient"
 
 
-class PermanentTemporalError(TemporalCallError):
-    """Invalid argument, permission denied, not found...: dead-lettered with its reason."""
+class NamespaceUnavailableError(TransientTemporalError):
+    """The namespace is missing, not active in this cluster (failover) or not serving.
 
-    reason = "temporal-permanent"
+    Never a reason to dead-letter: every event would go. At start-up a missing namespace is
+    a settings error instead (``bridge.temporal.client.check_namespace``).
+    """
+
+    reason = "namespace-unavailable"
 
 
-class SignalLimitError(PermanentTemporalError):
-    """The workflow run refused a signal: the per-run signal cap was reached."""
+class PayloadCodecError(TransientTemporalError):
+    """The payload codec failed (e.g. its key service is down); nothing reached Temporal."""
+
+    reason = "codec"
+
+
+class SignalLimitError(TransientTemporalError):
+    """The workflow run refused a signal: the per-run signal cap was reached.
+
+    The cap is per run, so it clears once the run continues as new: retried for
+    ``retry_for`` seconds, then dead-lettered with this reason.
+    """
 
     reason = "signal-limit"
+
+
+class PermanentTemporalError(TemporalCallError):
+    """Invalid argument, not found...: dead-lettered with its reason."""
+
+    reason = "temporal-permanent"
 
 
 class WorkflowNotFoundError(PermanentTemporalError):
     """A signal-only route targeted a workflow that does not exist or is closed."""
 
     reason = "workflow-not-found"
+
+
+# --- runtime: Kafka outcomes of a Temporal call ---------------------------------------------
+
+
+class ReplyPublishError(LoomError):
+    """The reply of an applied update could not be published yet (timeout, broker away).
+
+    Retried with the whole call: the update id makes the update a no-op that returns its
+    stored result, so the reply is published once it can be, never dead-lettered.
+    """
+
+    retriable = True
+    reason = "reply-publish"
+
+
+class ReplyRefusedError(LoomError):
+    """The broker refused the reply for good (too large, not authorized): the request is
+    dead-lettered; re-driving it later returns the stored result and publishes again."""
+
+    reason = "reply-refused"
 
 
 def error_reason(exc: BaseException) -> str:

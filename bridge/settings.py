@@ -190,6 +190,9 @@ class DispatchSettings(BaseModel):
     retry_multiplier: float = Field(default=2.0, ge=1)
     commit_interval_s: float = Field(default=1.0, gt=0)
     drain_timeout_s: float = Field(default=30.0, ge=0)
+    # A refusal by the per-run signal cap clears when the run continues as new: retry it this
+    # long, then dead-letter it (reason signal-limit).
+    signal_limit_retry_s: float = Field(default=120.0, ge=0)
 
     @field_validator("max_buffered")
     @classmethod

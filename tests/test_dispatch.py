@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from bridge.exceptions import (
     DataValidationError,
     PermanentTemporalError,
+    SignalLimitError,
     TransientTemporalError,
 )
 from bridge.sidecar.dispatch import Dispatcher, DispatcherClosedError, RetryPolicy, is_retriable
@@ -378,6 +379,55 @@ async def test_max_attempts_turns_a_retriable_error_into_a_failure() -> None:
     assert calls == 3
     assert len(rec.retries) == 2
     assert [item for item, _ in rec.failed] == [("k", 0)]
+
+
+def _bounded(message: str, seconds: float) -> SignalLimitError:
+    err = SignalLimitError(message)
+    err.retry_for = seconds
+    return err
+
+
+async def test_a_bounded_retriable_error_fails_once_its_time_is_up() -> None:
+    # The per-run signal cap: retried while the run may still continue as new, then failed
+    # (dead-lettered) with its own reason; the key carries on.
+    rec = Recorder()
+    first: dict[int, float] = {}
+
+    async def handler(key: str, item: Item) -> int:
+        if item[1] == 0:
+            first.setdefault(0, asyncio.get_running_loop().time())
+            raise _bounded("capped", 0.3)
+        return item[1]
+
+    d = _dispatcher(rec, handler)
+    await d.submit("k", ("k", 0))
+    await d.submit("k", ("k", 1))
+    assert await d.drain(timeout=5)
+    waited = asyncio.get_running_loop().time() - first[0]
+    assert [item for item, _ in rec.failed] == [("k", 0)]
+    assert isinstance(rec.failed[0][1], SignalLimitError)
+    assert len(rec.retries) >= 2  # retried before giving up...
+    assert waited >= 0.3  # ...for its whole time
+    assert [n for _, n, _ in rec.done] == [1]
+
+
+async def test_a_bounded_retriable_error_that_clears_in_time_succeeds() -> None:
+    rec = Recorder()
+    calls = 0
+
+    async def handler(key: str, item: Item) -> str:
+        nonlocal calls
+        calls += 1
+        if calls <= 3:
+            raise _bounded("capped", 30)
+        return "delivered"
+
+    d = _dispatcher(rec, handler)
+    await d.submit("k", ("k", 0))
+    assert await d.drain(timeout=5)
+    assert rec.failed == []
+    assert rec.done == [("k", 0, "delivered")]
+    assert calls == 4
 
 
 @pytest.mark.parametrize("error", [PermanentTemporalError("bad"), ValueError("bug")])

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import temporalio.api.common.v1 as common_pb
+import temporalio.api.errordetails.v1 as errordetails_pb
 from temporalio import workflow
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -23,6 +24,8 @@ from bridge.dev import EmbeddedTemporal, free_port
 from bridge.events import EVENT_SIGNAL, EVENT_UPDATE, Event
 from bridge.exceptions import (
     BadInputError,
+    NamespaceUnavailableError,
+    PayloadCodecError,
     PayloadTooLargeError,
     PermanentTemporalError,
     SignalLimitError,
@@ -347,17 +350,58 @@ async def test_signal_to_closed_workflow_follows_policy(
 
 
 @pytest.mark.temporal
-async def test_missing_namespace_is_permanent_not_missing_workflow(
-    temporal_client: Client, workflow_id: str, task_queue: str
+@pytest.mark.parametrize("kind", list(ActionKind))
+async def test_missing_namespace_is_retried_never_dead_lettered(
+    temporal_client: Client, workflow_id: str, task_queue: str, kind: ActionKind
 ) -> None:
+    # A namespace deleted (or failed over) under a running sidecar: every event would be
+    # dead-lettered as "NOT_FOUND"; it is a transient condition of the cluster instead.
     executor = TemporalExecutor(temporal_client, namespace=f"ns-{uuid.uuid4().hex[:8]}")
-    skip = invocation(
-        ActionKind.SIGNAL, workflow_id, task_queue, if_missing=MissingWorkflowPolicy.SKIP
-    )
+    inv = invocation(kind, workflow_id, task_queue, if_missing=MissingWorkflowPolicy.SKIP)
 
-    with pytest.raises(PermanentTemporalError, match="NOT_FOUND") as caught:
-        await executor.execute(skip)
-    assert not isinstance(caught.value, WorkflowNotFoundError)
+    with pytest.raises(NamespaceUnavailableError, match="NOT_FOUND") as caught:
+        await executor.execute(inv)
+    assert caught.value.retriable
+    assert caught.value.reason == "namespace-unavailable"
+    assert isinstance(caught.value.__cause__, RPCError)
+
+
+class FailingCodec(PayloadCodec):
+    """A codec whose key service is down: every call raises, as a KMS outage does."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def encode(self, payloads: Sequence[common_pb.Payload]) -> list[common_pb.Payload]:
+        self.calls += 1
+        raise ConnectionError("kms unreachable")
+
+    async def decode(self, payloads: Sequence[common_pb.Payload]) -> list[common_pb.Payload]:
+        self.calls += 1
+        raise ConnectionError("kms unreachable")
+
+
+@pytest.mark.temporal
+@pytest.mark.parametrize("kind", list(ActionKind))
+async def test_payload_codec_failure_is_transient(
+    temporal_client: Client, workflow_id: str, task_queue: str, kind: ActionKind
+) -> None:
+    codec = FailingCodec()
+    config = temporal_client.config()
+    config["data_converter"] = dataclasses.replace(
+        temporal_client.data_converter, payload_codec=codec
+    )
+    executor = TemporalExecutor(Client(**config))
+
+    with pytest.raises(PayloadCodecError, match="kms unreachable") as caught:
+        await executor.execute(invocation(kind, workflow_id, task_queue))
+    assert caught.value.retriable
+    assert caught.value.reason == "codec"
+    assert isinstance(caught.value.__cause__, ConnectionError)
+    assert codec.calls >= 1
+    with pytest.raises(RPCError) as missing:  # nothing reached the server
+        await temporal_client.get_workflow_handle(workflow_id).describe()
+    assert missing.value.status is RPCStatusCode.NOT_FOUND
 
 
 # --- update-with-start ----------------------------------------------------------------------
@@ -449,7 +493,7 @@ async def test_signal_cap_and_stopped_server() -> None:
         dynamic_config={"history.maximumSignalsPerExecution": "3"}
     ) as server:
         client = await Client.connect(server.address)
-        executor = TemporalExecutor(client)
+        executor = TemporalExecutor(client, signal_limit_retry_s=42.0)
         workflow_id, task_queue = f"wf-{uuid.uuid4().hex[:8]}", f"tq-{uuid.uuid4().hex[:8]}"
         for n in range(3):
             inv = invocation(
@@ -459,7 +503,9 @@ async def test_signal_cap_and_stopped_server() -> None:
         over = invocation(ActionKind.SIGNAL_WITH_START, workflow_id, task_queue, event_id="e3")
         with pytest.raises(SignalLimitError, match="exceeded workflow execution limit") as caught:
             await executor.execute(over)
-        assert not caught.value.retriable
+        # Retried for the configured time (the run may continue as new), then dead-lettered.
+        assert caught.value.retriable
+        assert caught.value.retry_for == 42.0
 
         await server.stop()
         with pytest.raises(TransientTemporalError) as down:
@@ -484,7 +530,8 @@ async def test_signal_cap_and_stopped_server() -> None:
         (RPCStatusCode.UNAUTHENTICATED, TransientTemporalError),
         (RPCStatusCode.INVALID_ARGUMENT, PermanentTemporalError),
         (RPCStatusCode.PERMISSION_DENIED, TransientTemporalError),
-        (RPCStatusCode.FAILED_PRECONDITION, PermanentTemporalError),
+        # Namespace not active (failover), workflow task failing, no poller: all pass.
+        (RPCStatusCode.FAILED_PRECONDITION, TransientTemporalError),
         (RPCStatusCode.NOT_FOUND, PermanentTemporalError),
         (RPCStatusCode.UNIMPLEMENTED, PermanentTemporalError),
         (RPCStatusCode.OUT_OF_RANGE, PermanentTemporalError),
@@ -504,6 +551,58 @@ def test_classify_signal_cap(status: RPCStatusCode) -> None:
         RPCError("exceeded workflow execution limit for signal events", status, b"")
     )
     assert type(err) is SignalLimitError
+    # Retried: the cap clears once the run continues as new (for a bounded time, see the
+    # dispatcher), then dead-lettered with this reason.
+    assert err.retriable
+    assert err.reason == "signal-limit"
+
+
+def rpc_error(status: RPCStatusCode, message: str, *details: Any) -> RPCError:
+    """An RPCError as the server sends it: status, message and typed details."""
+    grpc_status = common_pb.GrpcStatus(code=int(status), message=message)
+    for detail in details:
+        grpc_status.details.add().Pack(detail)
+    return RPCError(message, status, grpc_status.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        rpc_error(RPCStatusCode.NOT_FOUND, "Namespace nope is not found.",
+                  errordetails_pb.NamespaceNotFoundFailure(namespace="nope")),
+        rpc_error(RPCStatusCode.FAILED_PRECONDITION,
+                  "Namespace: ns is active in cluster: a, while current cluster b is a standby "
+                  "cluster.", errordetails_pb.NamespaceNotActiveFailure(
+                      namespace="ns", current_cluster="b", active_cluster="a")),
+        rpc_error(RPCStatusCode.UNAVAILABLE, "Namespace unavailable",
+                  errordetails_pb.NamespaceUnavailableFailure(namespace="ns")),
+        rpc_error(RPCStatusCode.FAILED_PRECONDITION, "Namespace has invalid state: Deleted.",
+                  errordetails_pb.NamespaceInvalidStateFailure(namespace="ns")),
+    ],
+    ids=["not-found", "not-active", "unavailable", "invalid-state"],
+)
+def test_classify_namespace_problems_as_transient(err: RPCError) -> None:
+    loom_err = classify_error(err)
+    assert type(loom_err) is NamespaceUnavailableError
+    assert loom_err.retriable
+    assert loom_err.reason == "namespace-unavailable"
+
+
+def test_classify_failed_precondition_without_namespace_details_as_transient() -> None:
+    for err in (
+        rpc_error(RPCStatusCode.FAILED_PRECONDITION,
+                  "Unable to perform workflow execution update due to Workflow Task in failed "
+                  "state.", errordetails_pb.WorkflowNotReadyFailure()),
+        rpc_error(RPCStatusCode.FAILED_PRECONDITION,
+                  "no poller seen for task queue recently, worker may be down"),
+    ):
+        loom_err = classify_error(err)
+        assert type(loom_err) is TransientTemporalError, err
+        assert loom_err.reason == "temporal-transient"
+    # A workflow that is missing (not the namespace) keeps its meaning.
+    missing = rpc_error(RPCStatusCode.NOT_FOUND, "workflow not found for ID: x",
+                        errordetails_pb.NotFoundFailure())
+    assert type(classify_error(missing)) is PermanentTemporalError
 
 
 def test_classify_leaves_other_errors_alone() -> None:

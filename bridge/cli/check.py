@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Annotated
 
 import typer
 from rich.table import Table
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
 from bridge._loading import load_codec, load_router
 from bridge.cli._options import (
@@ -28,7 +26,7 @@ from bridge.exceptions import SettingsError
 from bridge.kafka.clients import consumer_for, start_client, stop_client
 from bridge.settings import LoomSettings
 from bridge.sidecar.process import settings_summary
-from bridge.temporal.client import connect_options, connect_temporal
+from bridge.temporal.client import check_namespace, connect_options, connect_temporal
 
 __all__ = ["CheckResult", "check", "check_kafka", "check_temporal"]
 
@@ -90,11 +88,10 @@ async def check_temporal(settings: LoomSettings, timeout: float = 10) -> list[Ch
     address, namespace = options["target_host"], options["namespace"]
     results = [CheckResult("temporal", True, f"connected to {address}")]
     try:
-        await client.workflow_service.describe_namespace(
-            DescribeNamespaceRequest(namespace=namespace),
-            timeout=timedelta(seconds=timeout),
-        )
-    except Exception as exc:  # e.g. NOT_FOUND, PERMISSION_DENIED
+        await check_namespace(client, timeout=timeout)
+    except SettingsError as exc:  # missing or not registered: the message names the setting
+        results.append(CheckResult(f"namespace {namespace}", False, str(exc)))
+    except Exception as exc:  # e.g. PERMISSION_DENIED
         results.append(
             CheckResult(f"namespace {namespace}", False,
                         f"{exc} (LOOM_TEMPORAL__NAMESPACE or TEMPORAL_NAMESPACE)")

@@ -5,8 +5,8 @@ time in submission order, different keys run concurrently, at most ``max_in_flig
 at most ``max_buffered`` items are accepted and not yet finished (running, or queued behind an
 earlier item of their key), so the consumer pauses partitions instead of buffering; a
 retriable error is retried with exponential backoff and jitter without letting later items of
-the key overtake it, any other error goes to ``on_failed`` (the dead-letter path) and the key
-carries on.
+the key overtake it (for at most its ``retry_for`` seconds when it has one), any other error
+goes to ``on_failed`` (the dead-letter path) and the key carries on.
 
 Two bounds, because one cannot do both jobs: with a single bound on accepted items, items
 queued behind their key take slots, so fewer than the bound run when keys repeat within a
@@ -330,13 +330,20 @@ class Dispatcher(Generic[K, T, R]):
 
     async def _run_one(self, key: K, item: T) -> None:
         attempt = 0
+        clock = asyncio.get_running_loop().time
+        since: float | None = None  # start of a run of failures bounded in time
         while True:
             attempt += 1
             try:
                 result = await self._handler(key, item)
             # Every outcome is routed: retried, or handed to on_failed (dead-letter).
             except Exception as exc:
-                if is_retriable(exc) and not self._retry.gives_up(attempt):
+                # A retriable error may be retriable for a while only (``retry_for``: the
+                # per-run signal cap clears when the run continues as new, or never).
+                bound: float | None = getattr(exc, "retry_for", None)
+                since = None if bound is None else (clock() if since is None else since)
+                expired = bound is not None and since is not None and clock() - since >= bound
+                if is_retriable(exc) and not expired and not self._retry.gives_up(attempt):
                     await self._backoff(item, attempt, exc)
                     continue
                 await self._fail(item, exc)

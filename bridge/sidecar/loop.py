@@ -98,12 +98,13 @@ class Loom:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.health = Health()
+        d = settings.dispatch
         self.executor = executor or TemporalExecutor(
             client,
             payload_limit=settings.temporal.payload_limit_bytes,
             header_hook=header_hook(),
+            signal_limit_retry_s=d.signal_limit_retry_s,
         )
-        d = settings.dispatch
         self._retry_policy = RetryPolicy(
             initial=d.retry_initial_s, maximum=d.retry_max_s, multiplier=d.retry_multiplier
         )

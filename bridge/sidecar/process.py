@@ -38,7 +38,7 @@ from bridge.sidecar.metrics import Health, Metrics
 from bridge.telemetry import tracing
 from bridge.telemetry.logs import FIELDS
 from bridge.temporal.calls import HeaderHook, TemporalExecutor
-from bridge.temporal.client import connect_options, connect_temporal
+from bridge.temporal.client import check_namespace, connect_options, connect_temporal
 from bridge.temporal.metrics import TemporalMetrics
 
 __all__ = ["Sidecar", "run_sidecar", "settings_summary"]
@@ -208,10 +208,19 @@ class Sidecar:
             return 1
         if client is None:  # stopped while connecting
             return 0
+        try:
+            # Before a record is taken: a namespace typo would dead-letter every event.
+            await check_namespace(client)
+        except SettingsError:
+            raise
+        except Exception as exc:
+            log.error("cannot start: describing the Temporal namespace failed: %s", exc)  # noqa: TRY400
+            return 1
         executor = TemporalExecutor(
             client,
             payload_limit=self.settings.temporal.payload_limit_bytes,
             header_hook=self._header_hook,
+            signal_limit_retry_s=self.settings.dispatch.signal_limit_retry_s,
         )
         loom = Loom(self.router, client, self.settings, metrics=self.metrics, executor=executor)
         self.loom = loom

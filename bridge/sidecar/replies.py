@@ -3,7 +3,8 @@
 The reply is a CloudEvent correlated to the request (``loomcausation`` = the request's id,
 same ``partitionkey``) whose id is deterministic (:func:`bridge._ids.reply_id`): a request
 redelivered after its update completed publishes the same reply id again, so consumers can
-deduplicate.
+deduplicate. A reply that cannot be published yet fails the call with a retriable error: the
+retried call finds the update applied (same update id) and publishes its stored result.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from bridge._ids import reply_id
 from bridge.actions import Invocation
 from bridge.events import CAUSATION, PARTITION_KEY, Event
+from bridge.exceptions import ReplyPublishError, ReplyRefusedError
 from bridge.kafka.binding import encode
 
 __all__ = ["publish_reply", "reply_event"]
@@ -42,8 +45,21 @@ def reply_event(inv: Invocation, result: Any, group_id: str) -> Event:
 async def publish_reply(
     producer: AIOKafkaProducer, inv: Invocation, result: Any, group_id: str
 ) -> None:
-    """Publish the reply to ``inv.reply_topic`` and wait for the broker's ack."""
+    """Publish the reply to ``inv.reply_topic`` and wait for the broker's ack.
+
+    Raises:
+        ReplyPublishError: Not acknowledged yet (timeout, broker unreachable): retriable.
+        ReplyRefusedError: The broker refused the record for good.
+    """
     if inv.reply_topic is None:
         raise ValueError(f"route {inv.route!r} has no reply topic")
     key, value, headers = encode(reply_event(inv, result, group_id))
-    await producer.send_and_wait(inv.reply_topic, value=value, key=key, headers=headers)
+    try:
+        await producer.send_and_wait(inv.reply_topic, value=value, key=key, headers=headers)
+    except KafkaError as err:
+        what = f"reply of route {inv.route!r} to {inv.reply_topic!r}: {err!r}"
+        # aiokafka marks KafkaTimeoutError (a batch not drained in time) not retriable,
+        # though it is the broker's hiccup, not the record's fault.
+        if err.retriable or isinstance(err, KafkaTimeoutError):
+            raise ReplyPublishError(f"{what} (the update was applied; retrying)") from err
+        raise ReplyRefusedError(what) from err

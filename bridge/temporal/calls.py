@@ -16,6 +16,7 @@ requests are duplicates, not failures.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -48,13 +49,20 @@ from bridge.exceptions import (
     BadInputError,
     PayloadTooLargeError,
     PermanentTemporalError,
+    SignalLimitError,
     TemporalCallError,
     WorkflowNotFoundError,
 )
-from bridge.temporal.errors import already_started_run_id, classify_error, is_workflow_not_found
+from bridge.temporal.errors import (
+    CodecGuard,
+    already_started_run_id,
+    classify_error,
+    is_workflow_not_found,
+)
 
 __all__ = [
     "DEFAULT_PAYLOAD_LIMIT",
+    "DEFAULT_SIGNAL_LIMIT_RETRY_S",
     "HeaderHook",
     "TemporalExecutor",
     "typed_search_attributes",
@@ -62,6 +70,8 @@ __all__ = [
 
 #: Temporal's default blob size limit (``limit.blobSize.error``): 2 MB.
 DEFAULT_PAYLOAD_LIMIT = 2 * 1024 * 1024
+#: How long a refusal by the per-run signal cap is retried before it is dead-lettered.
+DEFAULT_SIGNAL_LIMIT_RETRY_S = 120.0
 
 #: Computes headers (e.g. ``traceparent``) for one invocation; may be sync or async.
 HeaderHook = Callable[
@@ -132,6 +142,8 @@ class TemporalExecutor:
         rpc_timeout: Deadline of each gRPC call.
         rpc_retry: Let the SDK retry transient gRPC failures inside one call. Off by
             default: the dispatcher retries with its own backoff and keeps order.
+        signal_limit_retry_s: How long a refusal by the per-run signal cap is retried
+            (``SignalLimitError.retry_for``) before it is dead-lettered.
     """
 
     def __init__(
@@ -143,12 +155,22 @@ class TemporalExecutor:
         header_hook: HeaderHook | None = None,
         rpc_timeout: timedelta | None = timedelta(seconds=10),
         rpc_retry: bool = False,
+        signal_limit_retry_s: float = DEFAULT_SIGNAL_LIMIT_RETRY_S,
     ) -> None:
-        if namespace is not None and namespace != client.namespace:
-            config = client.config()
+        config = client.config()
+        codec = client.data_converter.payload_codec
+        if codec is not None and not isinstance(codec, CodecGuard):
+            config["data_converter"] = dataclasses.replace(
+                client.data_converter, payload_codec=CodecGuard(codec)
+            )
+        if namespace is not None:
             config["namespace"] = namespace
+        if config["namespace"] != client.namespace or config["data_converter"] is not (
+            client.data_converter
+        ):
             client = Client(**config)
         self._client = client
+        self._signal_limit_retry_s = signal_limit_retry_s
         self._payload_limit = payload_limit
         self._header_hook = header_hook
         self._rpc_timeout = rpc_timeout
@@ -188,8 +210,9 @@ class TemporalExecutor:
             PayloadTooLargeError: The encoded payloads exceed ``payload_limit``.
             WorkflowNotFoundError: Signal-only to a missing or closed workflow under the
                 dead-letter policy.
-            SignalLimitError: The run refused the signal (per-run signal cap).
-            TransientTemporalError: Retry later (server unavailable, deadline, overload).
+            TransientTemporalError: Retry later: server unavailable, deadline, overload,
+                ``NamespaceUnavailableError``, ``PayloadCodecError``, ``SignalLimitError``
+                (the per-run signal cap; retried for ``signal_limit_retry_s``).
             PermanentTemporalError: Anything else the server refused.
         """
         try:
@@ -204,6 +227,8 @@ class TemporalExecutor:
             loom_err = classify_error(err)
             if loom_err is None:
                 raise
+            if isinstance(loom_err, SignalLimitError):
+                loom_err.retry_for = self._signal_limit_retry_s
             raise loom_err from err
 
     # --- raw requests (deterministic request id) ----------------------------------------------
@@ -358,13 +383,20 @@ class TemporalExecutor:
                 typed_search_attributes(inv.search_attributes) if inv.search_attributes else None
             ),
         )
-        result = await self._client.execute_update_with_start_workflow(
-            inv.name or EVENT_UPDATE,
-            args=list(inv.args),
-            start_workflow_operation=operation,
-            id=inv.update_id or inv.request_id,
-            rpc_timeout=self._rpc_timeout,
-        )
+        try:
+            result = await self._client.execute_update_with_start_workflow(
+                inv.name or EVENT_UPDATE,
+                args=list(inv.args),
+                start_workflow_operation=operation,
+                id=inv.update_id or inv.request_id,
+                rpc_timeout=self._rpc_timeout,
+            )
+        finally:
+            # The SDK fails the operation's handle future with an RPC error and leaves it
+            # unread: read it, or asyncio logs "Future exception was never retrieved".
+            started = operation._workflow_handle
+            if started.done() and not started.cancelled():
+                started.exception()
         return Outcome.DELIVERED, result
 
     # --- helpers ------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ converter plus the configured payload codec) is the one place that decides it, a
 :func:`connect_temporal` the one place that connects. Where it connects is
 :func:`connect_options`: Temporal's own configuration (``TEMPORAL_*`` variables and config
 profiles, read by ``temporalio.envconfig``) under the loom's ``LOOM_TEMPORAL__*`` settings.
+:func:`check_namespace` is the start-up check of ``loom run`` and ``loom check``:
+connecting does not look at the namespace, so a typo would otherwise surface at the first
+event.
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
+import temporalio.api.enums.v1 as enums_pb
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfigProfile
 from temporalio.runtime import Runtime
-from temporalio.service import TLSConfig
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from bridge._loading import load_codec
 from bridge.exceptions import SettingsError
@@ -31,6 +37,7 @@ from bridge.telemetry import tracing
 __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_NAMESPACE",
+    "check_namespace",
     "connect_options",
     "connect_temporal",
     "make_data_converter",
@@ -171,3 +178,37 @@ async def connect_temporal(
             log.warning("Temporal at %s not reachable yet: %s", address, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+async def check_namespace(client: Client, *, timeout: float = 10.0) -> None:
+    """Refuse to go on when the client's namespace does not exist or cannot take calls.
+
+    Args:
+        client: A connected client; its namespace is checked.
+        timeout: Deadline of the describe call, in seconds.
+
+    Raises:
+        SettingsError: The namespace does not exist, or is not registered (deprecated,
+            being deleted); the message names ``LOOM_TEMPORAL__NAMESPACE``.
+        RPCError: Any other failure of the describe call (unreachable, permission).
+    """
+    namespace = client.namespace
+    where = client.service_client.config.target_host
+    try:
+        described = await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace), timeout=timedelta(seconds=timeout)
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise SettingsError(
+                f"Temporal namespace {namespace!r} does not exist at {where} "
+                f"(LOOM_TEMPORAL__NAMESPACE or TEMPORAL_NAMESPACE): {err.message}"
+            ) from None
+        raise
+    state = described.namespace_info.state
+    if state != enums_pb.NamespaceState.NAMESPACE_STATE_REGISTERED:
+        raise SettingsError(
+            f"Temporal namespace {namespace!r} at {where} is "
+            f"{enums_pb.NamespaceState.Name(state)}, not registered "
+            "(LOOM_TEMPORAL__NAMESPACE or TEMPORAL_NAMESPACE)"
+        )

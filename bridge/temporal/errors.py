@@ -1,26 +1,43 @@
 """What a Temporal call's failure means for the event: retry, dead-letter, or done already.
 
 :func:`classify_error` maps what the temporalio client raised to the loom's exception classes
-(``TransientTemporalError`` is retried, ``PermanentTemporalError`` and its subclasses are
-dead-lettered). The gRPC status decides, plus the few answers whose meaning depends on the
-call ("already started", "workflow not found"), which the executor reads with the helpers
-below.
+(``TransientTemporalError`` and its subclasses are retried, ``PermanentTemporalError`` and its
+subclasses are dead-lettered). The gRPC status decides, plus the details that name the
+namespace, plus the few answers whose meaning depends on the call ("already started",
+"workflow not found"), which the executor reads with the helpers below.
+
+A payload codec's failure reaches the caller as the codec's own exception (a KMS outage looks
+like any ``ConnectionError``): :class:`CodecGuard` wraps the codec so that it raises
+``PayloadCodecError`` instead, which is retried.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import temporalio.api.common.v1 as common_pb
 import temporalio.api.errordetails.v1 as errordetails_pb
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.converter import PayloadCodec, SerializationContext, WithSerializationContext
 from temporalio.service import RPCError, RPCStatusCode
 
 from bridge.exceptions import (
+    LoomError,
+    NamespaceUnavailableError,
+    PayloadCodecError,
     PermanentTemporalError,
     SignalLimitError,
     TemporalCallError,
     TransientTemporalError,
 )
 
-__all__ = ["already_started_run_id", "classify_error", "is_workflow_not_found"]
+__all__ = [
+    "CodecGuard",
+    "already_started_run_id",
+    "classify_error",
+    "is_namespace_problem",
+    "is_workflow_not_found",
+]
 
 # Statuses that say "try again later" rather than "this request is wrong". INTERNAL and
 # UNKNOWN are included: the server uses them for transient persistence failures, and a
@@ -40,7 +57,20 @@ _TRANSIENT_STATUSES = frozenset(
         # dead-letter topic during a misconfiguration; retrying stalls visibly instead.
         RPCStatusCode.UNAUTHENTICATED,
         RPCStatusCode.PERMISSION_DENIED,
+        # Every FAILED_PRECONDITION a call of the loom meets is a state of the cluster or of
+        # the workflow that passes: namespace not active in this cluster (failover), workflow
+        # task in a failed state (until a fixed worker is deployed), no poller on the task
+        # queue. None is about the event.
+        RPCStatusCode.FAILED_PRECONDITION,
     }
+)
+
+# Details that say "the namespace", not "this workflow" or "this request".
+_NAMESPACE_DETAILS = (
+    errordetails_pb.NamespaceNotFoundFailure.DESCRIPTOR,
+    errordetails_pb.NamespaceNotActiveFailure.DESCRIPTOR,
+    errordetails_pb.NamespaceUnavailableFailure.DESCRIPTOR,
+    errordetails_pb.NamespaceInvalidStateFailure.DESCRIPTOR,
 )
 
 # The server reports the per-run signal cap only as a message (INVALID_ARGUMENT on 1.32).
@@ -60,13 +90,16 @@ def classify_error(err: BaseException) -> TemporalCallError | None:
         err: What the temporalio client raised.
 
     Returns:
-        A ``TransientTemporalError``, ``PermanentTemporalError`` or ``SignalLimitError``,
-        or None when ``err`` is not a Temporal call failure (a bug: let it propagate).
+        A ``TransientTemporalError`` (``NamespaceUnavailableError``, ``SignalLimitError``)
+        or a ``PermanentTemporalError``, or None when ``err`` is not a Temporal call failure
+        (a bug: let it propagate).
     """
     if isinstance(err, RPCError):
         status = err.status.name
         if _SIGNAL_LIMIT_MESSAGE in err.message:
             return SignalLimitError(f"{status}: {err.message}")
+        if is_namespace_problem(err):
+            return NamespaceUnavailableError(f"{status}: {err.message}")
         if err.status in _TRANSIENT_STATUSES:
             return TransientTemporalError(f"{status}: {err.message}")
         return PermanentTemporalError(f"{status}: {err.message}")
@@ -90,10 +123,54 @@ def already_started_run_id(err: RPCError) -> str | None:
     return None
 
 
+def is_namespace_problem(err: RPCError) -> bool:
+    """The error is about the namespace (missing, not active here, unavailable, bad state)."""
+    return any(d.Is(desc) for d in err.grpc_status.details for desc in _NAMESPACE_DETAILS)
+
+
 def is_workflow_not_found(err: RPCError) -> bool:
     """NOT_FOUND about the workflow (missing or closed), not about the namespace."""
-    if err.status != RPCStatusCode.NOT_FOUND:
-        return False
-    return not any(
-        d.Is(errordetails_pb.NamespaceNotFoundFailure.DESCRIPTOR) for d in err.grpc_status.details
-    )
+    return err.status == RPCStatusCode.NOT_FOUND and not is_namespace_problem(err)
+
+
+class CodecGuard(PayloadCodec, WithSerializationContext):
+    """A payload codec whose failures say what they are: ``PayloadCodecError`` (retried).
+
+    The temporalio client lets a codec's exception through unchanged, so without this a KMS
+    outage would look like any bug and dead-letter every event. A codec that means to refuse
+    one payload for good raises a ``LoomError`` (e.g. ``BadInputError``): that goes through.
+
+    Args:
+        codec: The configured codec.
+    """
+
+    def __init__(self, codec: PayloadCodec) -> None:
+        self.codec = codec
+
+    async def encode(self, payloads: Sequence[common_pb.Payload]) -> list[common_pb.Payload]:
+        try:
+            return await self.codec.encode(payloads)
+        except LoomError:
+            raise
+        except Exception as exc:
+            raise self._failed("encode", exc) from exc
+
+    async def decode(self, payloads: Sequence[common_pb.Payload]) -> list[common_pb.Payload]:
+        try:
+            return await self.codec.decode(payloads)
+        except LoomError:
+            raise
+        except Exception as exc:
+            raise self._failed("decode", exc) from exc
+
+    def with_context(self, context: SerializationContext) -> CodecGuard:
+        if not isinstance(self.codec, WithSerializationContext):
+            return self
+        inner = self.codec.with_context(context)
+        return self if inner is self.codec else CodecGuard(inner)
+
+    def _failed(self, what: str, exc: Exception) -> PayloadCodecError:
+        return PayloadCodecError(
+            f"payload codec {type(self.codec).__qualname__} failed to {what}: "
+            f"{type(exc).__name__}: {exc}"
+        )

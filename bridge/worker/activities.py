@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -91,8 +91,14 @@ class PublishActivities:
         try:
             metadata = await self.producer.send(topic, value, key=key, headers=headers)
         except KafkaError as err:
-            if err.retriable:
-                raise
+            # aiokafka marks KafkaTimeoutError (a batch not drained in time) not retriable,
+            # though it is a broker hiccup: retried like the others, so emit() never fails
+            # a workflow for it.
+            if err.retriable or isinstance(err, KafkaTimeoutError):
+                raise ApplicationError(
+                    f"publishing {event.type!r} (id {event.id}) to {topic!r}: {err!r}",
+                    type=type(err).__name__,
+                ) from err
             # e.g. record too large, authorization: retrying would fail the same way.
             raise ApplicationError(
                 f"publishing {event.type!r} (id {event.id}) to {topic!r} failed: {err!r}",
