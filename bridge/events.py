@@ -37,6 +37,14 @@ TRACESTATE = "tracestate"
 EVENT_SIGNAL = "loom_event"
 #: Default update name of routed events (update-with-start routes).
 EVENT_UPDATE = "loom_event_update"
+#: Query of ``LoomWorkflow``: did the event (source, id) reach this workflow? Answered by a
+#: closed workflow too (replayed on a worker): a redelivery, or a late event.
+EVENT_SEEN_QUERY = "loom_seen"
+
+
+def event_key(source: str, id: str) -> str:
+    """Identity of an event for deduplication: ``source`` and ``id``."""
+    return f"{source}\x1f{id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +78,7 @@ class Event:
     @property
     def key(self) -> str:
         """Identity of the event for deduplication: ``source`` and ``id``."""
-        return f"{self.source}\x1f{self.id}"
+        return event_key(self.source, self.id)
 
     @property
     def partitionkey(self) -> str | None:

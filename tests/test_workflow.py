@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -13,11 +14,13 @@ import pytest
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from bridge.dev import EmbeddedTemporal
 from bridge.events import EVENT_SIGNAL, Event
-from bridge.workflow import Inbox, InboxState, LoomWorkflow, event_data
+from bridge.workflow import DEFAULT_SEEN_LIMIT, Inbox, InboxState, LoomWorkflow, event_data
+from bridge.workflow.memory import DIGEST_JSON_BYTES, identity_digest
 from bridge.workflow.saga import Compensations
 
 
@@ -48,7 +51,95 @@ def test_inbox_seen_memory_is_bounded_fifo() -> None:
     # "a" was forgotten (oldest), "b".."d" are remembered.
     assert inbox.push(_event("a"))
     assert not inbox.push(_event("d"))
-    assert inbox.snapshot().seen == [_event(n).key for n in "cda"]
+    assert inbox.snapshot().seen == [identity_digest(_event(n).key) for n in "cda"]
+
+
+def _long(n: int) -> Event:
+    return Event(id=f"{n:08d}" + "i" * 192, source="test://" + "s" * 193, type="item")
+
+
+def test_identities_are_carried_as_fixed_size_digests() -> None:
+    inbox = Inbox()
+    for n in range(DEFAULT_SEEN_LIMIT + 5):
+        inbox.push(_long(n))
+        inbox.take()
+    state = inbox.snapshot()
+    # 10,000 identities of 400 characters: 25 bytes each once carried, 4 MB as full keys.
+    assert len(state.seen) == DEFAULT_SEEN_LIMIT
+    assert {len(d) for d in state.seen} == {22}
+    carried = len(pydantic_data_converter.payload_converter.to_payloads([state])[0].data)
+    assert carried < 260_000
+    assert inbox.carried_bytes() >= carried  # the inbox's own measure errs on the safe side
+    assert inbox.carried_bytes() < carried * 1.05
+    # Repeats are still told apart after the round trip through a next run's input.
+    restored = Inbox(InboxState(**dataclasses.asdict(state)))
+    assert not restored.push(_long(DEFAULT_SEEN_LIMIT + 4))
+    assert restored.has_seen(_long(DEFAULT_SEEN_LIMIT).source, _long(DEFAULT_SEEN_LIMIT).id)
+    assert restored.push(_long(3))  # forgotten: the oldest went first
+
+
+def test_state_carried_by_an_older_version_restores() -> None:
+    # Runs started before the digests carried full "source\x1fid" keys.
+    old = InboxState(
+        pending=[_event("p").to_payload()],
+        seen=[_event("a").key, _event("b").key, _event("p").key],
+        runs=4,
+    )
+    inbox = Inbox(old)
+    assert not inbox.push(_event("a"))
+    assert not inbox.push(_event("p"))
+    assert inbox.push(_event("c"))
+    assert [e.id for e in inbox._queue] == ["p", "c"]
+    assert inbox.runs == 4
+    assert inbox.snapshot().seen == [identity_digest(_event(n).key) for n in "abpc"]
+
+
+def test_carried_bytes_follow_the_queue() -> None:
+    inbox = Inbox()
+    empty = inbox.carried_bytes()
+    big = _event("big", data={"blob": "x" * 10_000})
+    inbox.push(big)
+    assert inbox.carried_bytes() - empty >= 10_000 + DIGEST_JSON_BYTES
+    assert inbox.take() is big
+    assert inbox.carried_bytes() - empty == DIGEST_JSON_BYTES  # the identity stays
+
+
+def test_continue_as_new_when_the_carried_state_grows_past_the_budget() -> None:
+    # The size rules come before Temporal's suggestion (None: "ask Temporal"): pure logic.
+    inbox = Inbox(seen_limit=100, max_carried_bytes=20_000, carry_limit=50_000)
+    assert inbox._size_verdict(0) is None  # the run's first look: under the budget
+    inbox.push(_event("x", data={"blob": "x" * 25_000}))
+    assert inbox._size_verdict(0) is True  # grew past it during the run
+    assert inbox.take() is not None
+    assert inbox._size_verdict(0) is None
+    # The workflow's own state counts in the same budget.
+    assert inbox._size_verdict(20_000) is True
+    # Over the limit that Temporal takes, it never asks: taking events brings it down.
+    inbox.push(_event("y", data={"blob": "y" * 60_000}))
+    assert inbox.carried_bytes() > 50_000
+    assert inbox._size_verdict(0) is False
+    assert inbox.take() is not None
+    assert inbox._size_verdict(0) is None
+
+
+def test_a_run_that_starts_over_the_budget_does_not_continue_after_every_event() -> None:
+    carried = [_event(f"p{n}", data={"blob": "x" * 1_000}).to_payload() for n in range(30)]
+    inbox = Inbox(InboxState(pending=carried), seen_limit=100, max_carried_bytes=20_000,
+                  carry_limit=50_000)
+    assert inbox.carried_bytes() > 20_000
+    verdicts = []
+    while inbox.take() is not None:
+        verdicts.append(inbox._size_verdict(0))
+    assert set(verdicts) == {None}  # the signal backstop and Temporal decide, as usual
+
+
+def test_inbox_limits_are_checked() -> None:
+    with pytest.raises(ValueError, match="half of max_carried_bytes"):
+        Inbox(seen_limit=50_000)
+    with pytest.raises(ValueError, match="carry_limit"):
+        Inbox(max_carried_bytes=3_000_000)
+    with pytest.raises(ValueError, match="positive"):
+        Inbox(seen_limit=0)
 
 
 def test_inbox_restore_orders_carried_events_first_and_drops_known_ones() -> None:

@@ -10,7 +10,8 @@ in aiokafka or anything that does I/O. Workflow modules may import it inside
 
 - inbound (:mod:`bridge.workflow.inbox`): routed events arrive as signals; the ``Inbox``
   drops repeats by CloudEvent identity and carries its memory and unprocessed events across
-  continue-as-new (guarantee 2a);
+  continue-as-new (guarantee 2a), bounded in bytes (:mod:`bridge.workflow.memory`: identity
+  digests); ``LoomWorkflow`` answers routed updates once each and the ``loom_seen`` query;
 - outbound (:mod:`bridge.workflow.outbound`): ``emit`` publishes through the ``loom.publish``
   activity with deterministic ids (guarantee 7), ``request`` awaits the reply;
 - sagas (:mod:`bridge.workflow.saga`): ``Compensations``.
@@ -21,8 +22,11 @@ from __future__ import annotations
 from bridge._ids import emitted_event_id
 from bridge.events import CAUSATION, CORRELATION, EVENT_SIGNAL, Event
 from bridge.workflow.inbox import (
+    DEFAULT_CARRY_LIMIT,
+    DEFAULT_MAX_CARRIED_BYTES,
     DEFAULT_MAX_SIGNALS_PER_RUN,
     DEFAULT_SEEN_LIMIT,
+    DEFAULT_UPDATE_RESULTS_LIMIT,
     EventMatcher,
     Inbox,
     InboxState,
@@ -44,8 +48,11 @@ from bridge.workflow.saga import Compensation, Compensations
 __all__ = [
     "CAUSATION",
     "CORRELATION",
+    "DEFAULT_CARRY_LIMIT",
+    "DEFAULT_MAX_CARRIED_BYTES",
     "DEFAULT_MAX_SIGNALS_PER_RUN",
     "DEFAULT_SEEN_LIMIT",
+    "DEFAULT_UPDATE_RESULTS_LIMIT",
     "EVENT_SIGNAL",
     "PUBLISH_ACTIVITY",
     "Compensation",

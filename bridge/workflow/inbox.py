@@ -2,13 +2,16 @@
 
 Routed events arrive as signals named ``EVENT_SIGNAL`` carrying ``Event.to_payload()``. The
 ``Inbox`` drops repeats by CloudEvent identity (``source`` + ``id``) with a bounded FIFO
-memory, and carries that memory and unprocessed events across continue-as-new (guarantee
-2a). Imported inside Temporal's workflow sandbox: deterministic, no I/O, no module state.
-Workflow code imports these names from ``bridge.workflow``.
+memory of identity digests, and carries that memory, the unprocessed events and the results
+of applied updates across continue-as-new (guarantee 2a). It keeps the carried state under
+Temporal's 2 MB blob limit (:mod:`bridge.workflow.memory`). Imported inside Temporal's
+workflow sandbox: deterministic, no I/O, no module state. Workflow code imports these names
+from ``bridge.workflow``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,12 +20,17 @@ from fnmatch import fnmatchcase
 from typing import Any, NoReturn
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
-from bridge.events import EVENT_SIGNAL, Event
+from bridge.events import EVENT_SEEN_QUERY, EVENT_SIGNAL, EVENT_UPDATE, Event, event_key
+from bridge.workflow.memory import DIGEST_JSON_BYTES, Digests, UpdateResults, json_size
 
 __all__ = [
+    "DEFAULT_CARRY_LIMIT",
+    "DEFAULT_MAX_CARRIED_BYTES",
     "DEFAULT_MAX_SIGNALS_PER_RUN",
     "DEFAULT_SEEN_LIMIT",
+    "DEFAULT_UPDATE_RESULTS_LIMIT",
     "EventMatcher",
     "Inbox",
     "InboxState",
@@ -34,6 +42,16 @@ DEFAULT_SEEN_LIMIT = 10_000
 #: Signals per run after which the inbox asks for continue-as-new, whatever Temporal suggests.
 #: Temporal caps a run at 10,000 signals and its suggestion tracks history length only.
 DEFAULT_MAX_SIGNALS_PER_RUN = 2_000
+#: Carried bytes past which a run asks for continue-as-new (its input stays well under 2 MB).
+DEFAULT_MAX_CARRIED_BYTES = 1024 * 1024
+#: Carried bytes over which the inbox never continues as new: Temporal refuses an input over
+#: its 2 MB blob limit (2,097,152 bytes; the SDK then fails the workflow task on every try).
+DEFAULT_CARRY_LIMIT = 1_800_000
+#: How many update results the inbox remembers (FIFO) to answer a repeated update.
+DEFAULT_UPDATE_RESULTS_LIMIT = 1_000
+
+# {"pending":[],"seen":[],"runs":N,"updates":{}} around the parts the inbox measures.
+_STATE_OVERHEAD = 64
 
 
 @dataclass
@@ -42,13 +60,16 @@ class InboxState:
 
     Attributes:
         pending: Events received but not yet taken, oldest first, in payload form.
-        seen: Identities (``Event.key``) of recent events, oldest first.
+        seen: Digests of the identities of recent events, oldest first (earlier versions
+            carried full ``source\x1fid`` keys: a state of theirs restores as well).
         runs: Number of runs before this one (0 in the first run).
+        updates: Results of recently applied updates, by digest of the update id.
     """
 
     pending: list[dict[str, Any]] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)
     runs: int = 0
+    updates: dict[str, Any] = field(default_factory=dict)
 
 
 EventMatcher = Callable[[Event], bool]
@@ -65,6 +86,15 @@ class Inbox:
         state: The state carried from the previous run, if any.
         seen_limit: How many event identities to remember for deduplication.
         max_signals_per_run: Signals per run after which continue-as-new is asked for.
+        max_carried_bytes: Carried bytes (plus the caller's ``extra_bytes``) past which a
+            run asks for continue-as-new.
+        carry_limit: Carried bytes over which the inbox never asks for continue-as-new
+            (the input would be refused): it keeps taking events until they fit.
+        update_results_limit: How many update results to remember across runs.
+
+    Raises:
+        ValueError: A limit is not positive, or the remembered identities alone could fill
+            half of ``max_carried_bytes``, or ``max_carried_bytes`` is over ``carry_limit``.
     """
 
     def __init__(
@@ -73,19 +103,38 @@ class Inbox:
         *,
         seen_limit: int = DEFAULT_SEEN_LIMIT,
         max_signals_per_run: int = DEFAULT_MAX_SIGNALS_PER_RUN,
+        max_carried_bytes: int = DEFAULT_MAX_CARRIED_BYTES,
+        carry_limit: int = DEFAULT_CARRY_LIMIT,
+        update_results_limit: int = DEFAULT_UPDATE_RESULTS_LIMIT,
     ) -> None:
-        if seen_limit < 1 or max_signals_per_run < 1:
-            raise ValueError("seen_limit and max_signals_per_run must be positive")
+        if min(seen_limit, max_signals_per_run, max_carried_bytes, update_results_limit) < 1:
+            raise ValueError("the inbox's limits must be positive")
+        if seen_limit * DIGEST_JSON_BYTES * 2 > max_carried_bytes:
+            raise ValueError(
+                f"seen_limit {seen_limit} takes {seen_limit * DIGEST_JSON_BYTES} bytes: more "
+                f"than half of max_carried_bytes ({max_carried_bytes})"
+            )
+        if max_carried_bytes > carry_limit:
+            raise ValueError(f"max_carried_bytes must be <= carry_limit ({carry_limit})")
         self.seen_limit = seen_limit
         self.max_signals_per_run = max_signals_per_run
+        self.max_carried_bytes = max_carried_bytes
+        self.carry_limit = carry_limit
         self.runs = 0
         #: Signals handled in this run, duplicates included (they count for Temporal too).
         self.signals_this_run = 0
         #: Repeats dropped in this run.
         self.duplicates_this_run = 0
+        #: Repeated updates answered with their stored result in this run.
+        self.repeated_updates_this_run = 0
         self._queue: deque[Event] = deque()
-        self._seen_order: deque[str] = deque()
-        self._seen: set[str] = set()
+        self._sizes: dict[int, int] = {}  # id(event) -> its JSON bytes, for queued events
+        self._pending_bytes = 0
+        self._seen = Digests(seen_limit)
+        self._updates = UpdateResults(update_results_limit)
+        self._restored = False
+        self._first_size: int | None = None
+        self._warned_oversize = False
         if state is not None:
             self.restore(state)
 
@@ -94,15 +143,19 @@ class Inbox:
     def handle(self, payload: Mapping[str, Any]) -> bool:
         """Take one routed signal (``Event.to_payload()`` form); False for a repeat."""
         self.signals_this_run += 1
-        return self.push(Event.from_payload(payload))
+        return self._enqueue(Event.from_payload(payload), json_size(payload))
 
     def push(self, event: Event) -> bool:
         """Queue ``event`` unless its identity was seen; False for a repeat."""
-        if event.key in self._seen:
+        return self._enqueue(event, json_size(event.to_payload()))
+
+    def _enqueue(self, event: Event, size: int) -> bool:
+        if not self._seen.add(event.key):
             self.duplicates_this_run += 1
             return False
-        self._remember(event.key)
         self._queue.append(event)
+        self._sizes[id(event)] = size + 1  # and a comma in the list
+        self._pending_bytes += size + 1
         return True
 
     def install(self, signal: str = EVENT_SIGNAL) -> None:
@@ -116,26 +169,30 @@ class Inbox:
         """Merge state carried from the previous run.
 
         Carried events go before those already queued in this run (they are older); queued
-        events whose identity the previous run had seen are dropped.
+        events whose identity the previous run had seen are dropped. Update handlers of a
+        run started by continue-as-new wait for this call.
         """
         self.runs = state.runs
-        carried = [Event.from_payload(p) for p in state.pending]
-        earlier_seen = set(state.seen)
-        newer = [e for e in self._queue if e.key not in earlier_seen]
+        earlier = Digests(self.seen_limit)
+        earlier.replace(state.seen)
+        carried = [(Event.from_payload(p), json_size(p)) for p in state.pending]
+        newer = [(e, self._sizes[id(e)] - 1) for e in self._queue if e.key not in earlier]
         self.duplicates_this_run += len(self._queue) - len(newer)
-        newer_keys = [k for k in self._seen_order if k not in earlier_seen]
-        self._seen_order.clear()
-        self._seen.clear()
-        for key in [*state.seen, *(e.key for e in carried), *newer_keys]:
-            if key not in self._seen:
-                self._remember(key)
-        self._queue = deque([*carried, *newer])
+        newer_seen = [d for d in self._seen.snapshot() if d not in earlier]
+        self._seen.replace([*earlier.snapshot(), *(e.key for e, _ in carried), *newer_seen])
+        self._queue.clear()
+        self._sizes.clear()
+        self._pending_bytes = 0
+        for event, size in [*carried, *newer]:
+            self._queue.append(event)
+            self._sizes[id(event)] = size + 1
+            self._pending_bytes += size + 1
+        self._updates.replace({**state.updates, **self._updates.snapshot()})
+        self._restored = True
 
-    def _remember(self, key: str) -> None:
-        self._seen.add(key)
-        self._seen_order.append(key)
-        while len(self._seen_order) > self.seen_limit:
-            self._seen.discard(self._seen_order.popleft())
+    def has_seen(self, source: str, id: str) -> bool:
+        """Whether the identity ``source`` + ``id`` is remembered (taken, queued or updated)."""
+        return event_key(source, id) in self._seen
 
     # -- taking -------------------------------------------------------------------------------
 
@@ -147,6 +204,7 @@ class Inbox:
         for index, event in enumerate(self._queue):
             if _matches(event, type, where):
                 del self._queue[index]
+                self._pending_bytes -= self._sizes.pop(id(event))
                 return event
         return None
 
@@ -187,33 +245,125 @@ class Inbox:
             return None
         return self.take(type, where=where)
 
+    # -- updates ------------------------------------------------------------------------------
+
+    async def apply_update(
+        self, payload: Mapping[str, Any], handler: Callable[[Event], Any]
+    ) -> Any:
+        """Apply a routed update once: a repeat gets the first result, even in a later run.
+
+        Temporal answers a repeated update id with the stored result within a run (and
+        after the run completed), but after continue-as-new the handler would run again.
+        The results are carried (bounded by ``update_results_limit``); in a run started by
+        continue-as-new this waits for :meth:`restore` first.
+
+        Args:
+            payload: The routed update's argument (``Event.to_payload()`` form).
+            handler: Computes the result from the event; may be async.
+
+        Returns:
+            The handler's result, or the stored result of the same update id.
+        """
+        event = Event.from_payload(payload)
+        info = workflow.current_update_info()
+        update_id = info.id if info is not None else f"{EVENT_UPDATE}\x1f{event.key}"
+        if workflow.info().continued_run_id is not None and not self._restored:
+            await workflow.wait_condition(lambda: self._restored)
+        known, stored = self._updates.get(update_id)
+        if known:
+            self.repeated_updates_this_run += 1
+            return stored
+        result = handler(event)
+        if inspect.isawaitable(result):
+            result = await result
+        self._seen.add(event.key)
+        dump = getattr(result, "model_dump", None)
+        self._updates.add(update_id, dump(mode="json") if callable(dump) else result)
+        return result
+
     # -- continue-as-new ----------------------------------------------------------------------
 
-    def should_continue_as_new(self) -> bool:
-        """True when Temporal suggests continue-as-new or this run's signal backstop is hit."""
+    def carried_bytes(self) -> int:
+        """Bytes the inbox would carry into the next run now (JSON, estimated from above).
+
+        An entity workflow that carries its own state counts it with ``extra_bytes`` in
+        :meth:`should_continue_as_new`, in the same budget.
+        """
         return (
-            workflow.info().is_continue_as_new_suggested()
-            or self.signals_this_run >= self.max_signals_per_run
+            _STATE_OVERHEAD
+            + self._pending_bytes
+            + self._seen.json_bytes
+            + self._updates.json_bytes
         )
+
+    def should_continue_as_new(self, *, extra_bytes: int = 0) -> bool:
+        """Whether to continue as new now.
+
+        True when Temporal suggests it, when this run's signal backstop is hit, or when the
+        carried state (plus ``extra_bytes``: the workflow's own state) grew past
+        ``max_carried_bytes`` during this run. Always False while the carried state is over
+        ``carry_limit``: Temporal would refuse it (the workflow task would fail on every
+        try); taking queued events brings it down.
+
+        Args:
+            extra_bytes: Bytes of the workflow's own state carried beside the inbox's.
+        """
+        verdict = self._size_verdict(extra_bytes)
+        if verdict is not None:
+            return verdict
+        return (
+            self.signals_this_run >= self.max_signals_per_run
+            or workflow.info().is_continue_as_new_suggested()
+        )
+
+    def _size_verdict(self, extra_bytes: int) -> bool | None:
+        """What the carried size says: False over the limit, True past the budget, else None."""
+        size = self.carried_bytes() + extra_bytes
+        if self._first_size is None:
+            # Only growth within a run counts: a run that starts over the budget (a burst
+            # carried in) would otherwise continue as new after every event it takes.
+            self._first_size = size
+        if size > self.carry_limit:
+            if not self._warned_oversize and workflow.in_workflow():
+                self._warned_oversize = True
+                workflow.logger.warning(
+                    "carried state of %d bytes is over the limit of %d: continue-as-new "
+                    "waits until queued events are taken", size, self.carry_limit,
+                )
+            return False
+        if self._first_size < self.max_carried_bytes <= size:
+            return True
+        return None
 
     def snapshot(self) -> InboxState:
         """State to carry into the next run (``runs`` already counts this one)."""
         return InboxState(
             pending=[e.to_payload() for e in self._queue],
-            seen=list(self._seen_order),
+            seen=self._seen.snapshot(),
             runs=self.runs + 1,
+            updates=self._updates.snapshot(),
         )
 
-    async def continue_as_new_if_needed(self, make_input: Callable[[InboxState], Any]) -> None:
+    async def continue_as_new_if_needed(
+        self, make_input: Callable[[InboxState], Any], *, extra_bytes: int = 0
+    ) -> None:
         """Continue-as-new when needed, carrying the inbox; otherwise return at once.
 
-        Waits for all signal and update handlers to finish first, so nothing they do is lost.
+        Waits for all signal and update handlers to finish first, so nothing they do is lost;
+        returns without continuing when what came meanwhile put the carried state over
+        ``carry_limit`` (the next call decides again).
 
         Args:
             make_input: Builds the next run's workflow input from the inbox state.
+            extra_bytes: Bytes of the workflow's own state (see :meth:`should_continue_as_new`).
         """
-        if self.should_continue_as_new():
-            await self.continue_as_new(make_input)
+        if not self.should_continue_as_new(extra_bytes=extra_bytes):
+            return
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        # Signals that came meanwhile are carried too: still under the limit?
+        if self.carried_bytes() + extra_bytes > self.carry_limit:
+            return  # take more events first; asked again after the next one
+        workflow.continue_as_new(make_input(self.snapshot()))
 
     async def continue_as_new(self, make_input: Callable[[InboxState], Any]) -> NoReturn:
         """Continue-as-new now, carrying the inbox (see :meth:`continue_as_new_if_needed`)."""
@@ -236,7 +386,10 @@ class LoomWorkflow:
 
     Restore the carried state at the start of the run (``self.inbox.restore(input.inbox)``);
     events signalled before that are kept and ordered after the carried ones. Override
-    :meth:`make_inbox` to change the inbox's limits.
+    :meth:`make_inbox` to change the inbox's limits, and :meth:`on_update` to answer the
+    updates of update-with-start routes (each applied once, across continue-as-new too).
+    The ``loom_seen`` query tells the sidecar whether an event reached this workflow (a
+    redelivery) or not (a late event for a closed workflow).
     """
 
     def make_inbox(self) -> Inbox:
@@ -258,3 +411,21 @@ class LoomWorkflow:
     def loom_event(self, payload: dict[str, Any]) -> None:
         """Signal handler of routed events."""
         self.inbox.handle(payload)
+
+    @workflow.update(name=EVENT_UPDATE)
+    async def loom_event_update(self, payload: dict[str, Any]) -> Any:
+        """Update handler of update-with-start routes: :meth:`on_update`, once per update."""
+        return await self.inbox.apply_update(payload, self.on_update)
+
+    def on_update(self, event: Event) -> Any:
+        """Answer a routed update (override; may be async). The result is the reply."""
+        raise ApplicationError(
+            f"{type(self).__name__} does not answer updates: override on_update",
+            type="LoomNoUpdateHandler",
+            non_retryable=True,
+        )
+
+    @workflow.query(name=EVENT_SEEN_QUERY)
+    def loom_seen(self, source: str, id: str) -> bool:
+        """Whether the event ``source`` + ``id`` reached this workflow (within the memory)."""
+        return self.inbox.has_seen(source, id)

@@ -1,0 +1,275 @@
+"""Temporal-side edges of issue 12: long identities carried across continue-as-new,
+update-with-start requests redelivered after the run completed or continued as new.
+
+Each scenario adds a row to the fault table (lost, duplicated, out of order, dead-lettered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+from test_consumer import make_settings
+
+from bridge.actions import UpdateWithStart
+from bridge.events import CAUSATION, Event
+from bridge.kafka.binding import decode, encode
+from bridge.routing import Match, Route, Router
+from bridge.sidecar.loop import Loom, running
+from bridge.sidecar.metrics import metric_total
+from bridge.testing import read_records
+from bridge.workflow import DEFAULT_CARRY_LIMIT, Inbox, InboxState, LoomWorkflow
+from faults.harness import Row
+
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
+
+
+# --- 8. long identities: the carried state stays under Temporal's blob limit -----------------
+
+
+@dataclass
+class LongInput:
+    inbox: InboxState = field(default_factory=InboxState)
+    processed: int = 0
+    next_seq: int = 0
+    out_of_order: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class LongResult:
+    processed: int
+    out_of_order: int
+    duplicates: int
+    runs: int
+
+
+#: Batch signal of the test workflow: many routed events in one signal, for speed only (the
+#: inbox takes each with ``handle``, as it takes ``loom_event`` signals).
+BATCH_SIGNAL = "batch"
+
+
+@workflow.defn(sandboxed=False)
+class LongIdentities(LoomWorkflow):
+    """Takes events in order, checks their sequence, ends on ``done``."""
+
+    def make_inbox(self) -> Inbox:
+        return Inbox()  # the defaults: 10,000 identities remembered, 2,000 signals per run
+
+    @workflow.signal(name=BATCH_SIGNAL)
+    def batch(self, payloads: list[dict[str, Any]]) -> None:
+        for payload in payloads:
+            self.inbox.handle(payload)
+
+    @workflow.run
+    async def run(self, state: LongInput) -> LongResult:
+        self.inbox.restore(state.inbox)
+        while True:
+            event = await self.inbox.next()
+            assert event is not None
+            if event.type == "done":
+                return LongResult(state.processed, state.out_of_order,
+                                  state.duplicates + self.inbox.duplicates_this_run,
+                                  self.inbox.runs + 1)
+            seq = int(event.data["seq"])
+            state.processed += 1
+            state.out_of_order += seq != state.next_seq
+            state.next_seq = seq + 1
+            await self.inbox.continue_as_new_if_needed(
+                lambda inbox: LongInput(inbox, state.processed, state.next_seq,
+                                        state.out_of_order,
+                                        state.duplicates + self.inbox.duplicates_this_run))
+
+
+def long_event(seq: int) -> Event:
+    """An event whose source and id are 200 characters each."""
+    source = f"test://{'s' * 184}/source-{seq % 7}"
+    return Event(id=f"{seq:010d}{'i' * 190}", source=source, type="item", data={"seq": seq})
+
+
+async def test_25000_events_with_long_identities_continue_as_new_within_the_blob_limit(
+    temporal_client: Client, task_queue: str, fault_results: Callable[[Row], None]
+) -> None:
+    # Full keys were carried (10,000 of ~400 bytes: 4 MB, over the 2 MB blob limit): the
+    # continue-as-new failed and the carried events were lost.
+    started = time.monotonic()
+    total, batch = 25_000, 100
+    events = [long_event(n) for n in range(total)]
+    assert len(events[0].source) == len(events[0].id) == 200
+    # Repeats of events taken in earlier runs, within the remembered 10,000.
+    repeats = [events[n] for n in range(total - 10_000, total, 5)]
+    stream = [e.to_payload() for e in (*events, *repeats, Event(id="end", source="t", type="done"))]
+    wid = f"long-{uuid.uuid4().hex[:8]}"
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[LongIdentities]):
+        handle = await temporal_client.start_workflow(
+            LongIdentities.run, LongInput(), id=wid, task_queue=task_queue,
+            start_signal=BATCH_SIGNAL, start_signal_args=[stream[:batch]],
+        )
+        for start in range(batch, len(stream), batch):
+            await handle.signal(BATCH_SIGNAL, stream[start : start + batch])
+        result = await asyncio.wait_for(handle.result(), 120)
+        largest = 0
+        async for execution in temporal_client.list_workflows(f"WorkflowId = '{wid}'"):
+            history = await temporal_client.get_workflow_handle(
+                wid, run_id=execution.run_id).fetch_history()
+            started_event = history.events[0].workflow_execution_started_event_attributes
+            largest = max(largest, started_event.input.ByteSize())
+    assert result == LongResult(processed=total, out_of_order=0, duplicates=len(repeats),
+                                runs=result.runs)
+    assert result.runs >= 5  # the backstop counts signals: 2,000 events per run and more
+    # Each run's carried input, as the server stored it: under the limit the inbox keeps
+    # (under Temporal's 2 MB blob limit), though batches kept coming during each rollover.
+    assert largest < DEFAULT_CARRY_LIMIT
+    fault_results(Row(
+        "8. 25,000 events, 200-character sources and ids, through continue-as-new",
+        total + len(repeats), 0, 0, result.out_of_order, 0, time.monotonic() - started,
+        f"{result.runs} runs, largest carried input {largest / 1024:.0f} KB (blob limit "
+        f"2,048 KB); {len(repeats):,} repeats of earlier runs' events all dropped",
+        passed=True,
+    ))
+
+
+# --- 9. update-with-start requests redelivered ---------------------------------------------
+
+
+@dataclass
+class QuoteState:
+    inbox: InboxState = field(default_factory=InboxState)
+    calls: int = 0
+
+
+@workflow.defn(sandboxed=False)
+class QuoteBook(LoomWorkflow):
+    """Answers quote updates; continues as new when told to; completes when told to."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.rollover = False
+        self.close = False
+
+    @workflow.run
+    async def run(self, state: QuoteState | None = None) -> int:
+        state = state or QuoteState()
+        self.inbox.restore(state.inbox)
+        self.calls += state.calls  # updates may run before this line
+        await workflow.wait_condition(lambda: self.rollover or self.close)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if self.close:
+            return self.calls
+        await self.inbox.continue_as_new(lambda inbox: QuoteState(inbox, self.calls))
+
+    def on_update(self, event: Event) -> dict[str, Any]:
+        # Temporal would run a redelivered update again in the next run of the chain: the
+        # inbox answers it with the stored result instead, so this runs once per request.
+        self.calls += 1
+        return {"price": event.data["qty"] * 10, "run": workflow.info().run_id,
+                "calls": self.calls}
+
+    @workflow.signal
+    def roll(self) -> None:
+        self.rollover = True
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.close = True
+
+    @workflow.query
+    def executed(self) -> int:
+        return self.calls
+
+
+async def test_redelivered_update_requests_are_answered_once_after_completion_and_rollover(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+    fault_results: Callable[[Row], None],
+) -> None:
+    started = time.monotonic()
+    topic, replies, dlq = await new_topic(), await new_topic(), await new_topic()
+    router = Router([Route("quote", Match(type="quote.requested"), UpdateWithStart(
+        workflow=QuoteBook, task_queue=task_queue, workflow_id="quote-{subject}",
+        reply_topic=replies))])
+    done_id, rolled_id = f"done-{uuid.uuid4().hex[:6]}", f"roll-{uuid.uuid4().hex[:6]}"
+
+    def request(event_id: str, subject: str) -> tuple[bytes | None, bytes | None, Any]:
+        return encode(Event(id=event_id, source="test://shop", type="quote.requested",
+                            subject=subject, data={"qty": 3}))
+
+    producer = await make_producer()
+    sent = 0
+
+    async def send(record: tuple[bytes | None, bytes | None, Any]) -> None:
+        nonlocal sent
+        key, value, headers = record
+        await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+        sent += 1
+
+    async def replies_so_far(count: int) -> list[Event]:
+        got = [decode(r) for r in await read_records(loom_kafka_bootstrap, replies,
+                                                     count=count, timeout=60)]
+        assert len(got) == count, got
+        return got
+
+    first_done, first_rolled = request("q-1", done_id), request("q-2", rolled_id)
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[QuoteBook]):
+        loom = Loom(router, temporal_client, make_settings(loom_kafka_bootstrap, topic, dlq))
+        async with running(loom):
+            await send(first_done)
+            await send(first_rolled)
+            before = await replies_so_far(2)
+            first_reply = {e.extensions[CAUSATION]: e for e in before}
+            done = temporal_client.get_workflow_handle(f"quote-{done_id}")
+            rolled = temporal_client.get_workflow_handle(f"quote-{rolled_id}")
+            await done.signal(QuoteBook.finish)
+            assert await done.result() == 1
+            done_run = (await done.describe()).run_id
+            await rolled.signal(QuoteBook.roll)
+            await wait_for_new_run(rolled, first_reply["q-2"].data["run"])
+            # The same records again: a redelivery after completion, and after rollover.
+            await send(first_done)
+            await send(first_rolled)
+            again = await replies_so_far(4)
+            run_after_redelivery = (await done.describe()).run_id
+            # A new request for the closed workflow's id starts a new run and is answered.
+            await send(request("q-3", done_id))
+            fresh = (await replies_so_far(5))[4]
+            executed = await rolled.query(QuoteBook.executed)
+            deadlettered = metric_total(loom.metrics.deadlettered)
+    by_request = {e.extensions[CAUSATION]: e for e in again[2:]}
+    for request_event in before:
+        repeat = by_request[request_event.extensions[CAUSATION]]
+        assert repeat.id == request_event.id  # the same reply id: consumers drop it
+        assert repeat.data == request_event.data  # the first result, from its own run
+    assert executed == 1  # the handler ran once in the continued chain
+    assert run_after_redelivery == done_run  # no second run for the redelivery
+    assert fresh.extensions[CAUSATION] == "q-3"
+    assert fresh.data["run"] != done_run and fresh.data["calls"] == 1
+    assert deadlettered == 0
+    fault_results(Row(
+        "9. update-with-start requests redelivered after completion and after continue-as-new",
+        sent, 0, 0, 0, int(deadlettered), time.monotonic() - started,
+        "same reply id and result, handler ran once; a new request for the closed id started "
+        "a new run and was answered",
+        passed=True,
+    ))
+
+
+async def wait_for_new_run(handle: Any, old_run: str, timeout: float = 30) -> str:
+    """The id of the workflow's current run once it is not ``old_run`` (continued as new)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = (await handle.describe()).run_id
+        if run != old_run:
+            return str(run)
+        assert time.monotonic() < deadline, "the run never continued as new"
+        await asyncio.sleep(0.1)
