@@ -47,6 +47,24 @@ class MissingWorkflowPolicy(enum.StrEnum):
     SKIP = "skip"
 
 
+class ClosedWorkflowPolicy(enum.StrEnum):
+    """What a route that starts workflows does with a *late* event for a closed workflow.
+
+    Under ``REJECT_DUPLICATE`` the server refuses an event for a workflow id whose run has
+    closed. The loom asks the closed run (the ``loom_seen`` query of ``LoomWorkflow``): an
+    event it saw is a redelivery (counted as a duplicate); one it did not see, or that it
+    cannot answer for (no worker, not a ``LoomWorkflow``), is late and follows this policy.
+
+    Attributes:
+        DEAD_LETTER: Dead-letter it with reason ``workflow-closed`` and the workflow's status
+            in the ``loom-dlq-workflow-status`` header (the default: nobody would see it).
+        SKIP: Commit it and count it (``loom_events_routed_total{outcome="late"}``).
+    """
+
+    DEAD_LETTER = "dead-letter"
+    SKIP = "skip"
+
+
 class UnmatchedPolicy(enum.StrEnum):
     """What the sidecar does with an event that no route applies to.
 
@@ -75,8 +93,9 @@ class _WorkflowAction:
 class SignalWithStart(_WorkflowAction):
     """Signal the workflow, starting it first if it is not running (the default action).
 
-    Defaults refuse a second run for a closed id (``REJECT_DUPLICATE``): a late or redelivered
-    event for a finished workflow is counted as a duplicate, never starts a new run.
+    Defaults refuse a second run for a closed id (``REJECT_DUPLICATE``): an event for a
+    finished workflow never starts a new run. A redelivery (the closed run saw it) counts as a
+    duplicate; a late event follows ``if_closed``.
     """
 
     workflow: WorkflowRef
@@ -86,6 +105,7 @@ class SignalWithStart(_WorkflowAction):
     start_args: ArgsFn | None = None  # default: ()
     id_reuse_policy: WorkflowIDReusePolicy = WorkflowIDReusePolicy.REJECT_DUPLICATE
     id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.USE_EXISTING
+    if_closed: ClosedWorkflowPolicy = ClosedWorkflowPolicy.DEAD_LETTER
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,7 +134,9 @@ class UpdateWithStart(_WorkflowAction):
     """Send an update, starting the workflow if needed, and wait for the update's result.
 
     With ``reply_topic``, the result is published back to Kafka as a CloudEvent of type
-    ``reply_type`` (default ``<event type>.reply``) correlated to the request.
+    ``reply_type`` (default ``<event type>.reply``) correlated to the request. The default
+    ``ALLOW_DUPLICATE`` starts a new run for a new request once the earlier run closed; under
+    ``REJECT_DUPLICATE`` such a request is late and follows ``if_closed``.
     """
 
     workflow: WorkflowRef
@@ -126,6 +148,7 @@ class UpdateWithStart(_WorkflowAction):
     reply_type: str | None = None
     id_reuse_policy: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE
     id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.USE_EXISTING
+    if_closed: ClosedWorkflowPolicy = ClosedWorkflowPolicy.DEAD_LETTER
 
 
 Action = SignalWithStart | StartWorkflow | Signal | UpdateWithStart
@@ -151,6 +174,7 @@ class Invocation:
     memo: Mapping[str, Any] = field(default_factory=dict)
     search_attributes: Mapping[str, Any] = field(default_factory=dict)
     if_missing: MissingWorkflowPolicy = MissingWorkflowPolicy.DEAD_LETTER
+    if_closed: ClosedWorkflowPolicy = ClosedWorkflowPolicy.DEAD_LETTER
     reply_topic: str | None = None
     reply_type: str | None = None
 
@@ -159,5 +183,6 @@ class Outcome(enum.StrEnum):
     """How Temporal answered an invocation that did not fail."""
 
     DELIVERED = "delivered"  # signal / start / update accepted
-    DUPLICATE = "duplicate"  # already started / closed id refused a new run: counted as done
+    DUPLICATE = "duplicate"  # already started, or a closed run that saw the event: done
     SKIPPED = "skipped"  # signal-only to a missing workflow under the SKIP policy
+    LATE = "late"  # a late event for a closed workflow under if_closed=skip

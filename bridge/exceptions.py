@@ -7,6 +7,9 @@ string matching. Each runtime error carries a short ``reason`` slug that ends up
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 
 class LoomError(Exception):
     """Root of every error the loom raises.
@@ -17,11 +20,13 @@ class LoomError(Exception):
         retry_for: For a retriable error, how many seconds (counted from the first of a run
             of failures with this error) it is retried before it is dead-lettered after all;
             None retries it for as long as it lasts.
+        details: Facts for the dead-letter headers, each as ``loom-dlq-<name>``.
     """
 
     retriable: bool = False
     reason: str = "error"
     retry_for: float | None = None
+    details: Mapping[str, str] = MappingProxyType({})
 
 
 class SetupError(LoomError):
@@ -139,6 +144,17 @@ class WorkflowNotFoundError(PermanentTemporalError):
     """A signal-only route targeted a workflow that does not exist or is closed."""
 
     reason = "workflow-not-found"
+
+
+class WorkflowClosedError(PermanentTemporalError):
+    """A late event: its workflow closed without seeing it (or cannot say), and the route's
+    ``if_closed`` policy is dead-letter. ``details`` name the workflow's status and run."""
+
+    reason = "workflow-closed"
+
+    def __init__(self, message: str, details: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.details = MappingProxyType(dict(details))
 
 
 # --- runtime: Kafka outcomes of a Temporal call ---------------------------------------------

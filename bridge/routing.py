@@ -40,6 +40,7 @@ from bridge.actions import (
     Action,
     ActionKind,
     ArgsFn,
+    ClosedWorkflowPolicy,
     Invocation,
     MissingWorkflowPolicy,
     Signal,
@@ -241,6 +242,7 @@ class Route:
             },
             reply_topic=reply_topic,
             reply_type=reply_type,
+            if_closed=getattr(action, "if_closed", ClosedWorkflowPolicy.DEAD_LETTER),
         )
 
     def _call(self, what: str, fn: Value, event: Event, data: Any) -> Any:

@@ -153,6 +153,9 @@ class TemporalSettings(BaseModel):
     codec: str | None = None
     # How long the sidecar keeps trying to reach Temporal at start-up before giving up.
     connect_timeout_s: float = Field(default=30.0, ge=0)
+    # How long a closed workflow may take to say whether it saw a refused event (a query
+    # answered by replay on a worker, ~1 ms per history event); no answer: the event is late.
+    closed_query_timeout_s: float = Field(default=10.0, gt=0)
 
     @field_validator("tls_cert", "tls_key", "tls_ca")
     @classmethod

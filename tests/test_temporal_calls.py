@@ -6,20 +6,27 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import temporalio.api.common.v1 as common_pb
 import temporalio.api.errordetails.v1 as errordetails_pb
 from temporalio import workflow
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import SearchAttributeKey, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.converter import PayloadCodec
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from bridge.actions import ActionKind, Invocation, MissingWorkflowPolicy, Outcome
+from bridge.actions import (
+    ActionKind,
+    ClosedWorkflowPolicy,
+    Invocation,
+    MissingWorkflowPolicy,
+    Outcome,
+)
 from bridge.dev import EmbeddedTemporal, free_port
 from bridge.events import EVENT_SIGNAL, EVENT_UPDATE, Event
 from bridge.exceptions import (
@@ -30,10 +37,12 @@ from bridge.exceptions import (
     PermanentTemporalError,
     SignalLimitError,
     TransientTemporalError,
+    WorkflowClosedError,
     WorkflowNotFoundError,
 )
 from bridge.temporal.calls import TemporalExecutor, typed_search_attributes
 from bridge.temporal.errors import classify_error
+from bridge.workflow import LoomWorkflow
 
 ROUTE = "test-route"
 
@@ -166,23 +175,86 @@ async def test_redelivered_signal_with_start_signals_once(
     assert await handle.query(InboxWorkflow.received) == ["e1", "e2"]
 
 
-@pytest.mark.temporal
-async def test_signal_with_start_on_completed_workflow_is_duplicate(
-    executor: TemporalExecutor, worker: Worker, workflow_id: str, task_queue: str
-) -> None:
-    _, run_id = await executor.execute(
-        invocation(ActionKind.SIGNAL_WITH_START, workflow_id, task_queue)
-    )
-    handle = executor.client.get_workflow_handle(workflow_id)
-    await handle.signal(InboxWorkflow.finish)
-    await handle.result()
+@workflow.defn(sandboxed=False)
+class ClosingInbox(LoomWorkflow):
+    """A LoomWorkflow that takes events until one of type ``finish`` (or fails on ``fail``)."""
 
-    late = invocation(ActionKind.SIGNAL_WITH_START, workflow_id, task_queue, event_id="late")
-    assert await executor.execute(late) == (Outcome.DUPLICATE, run_id)
+    @workflow.run
+    async def run(self, start: dict[str, Any] | None = None) -> int:
+        taken = 0
+        while True:
+            event = await self.inbox.next()
+            assert event is not None
+            taken += 1
+            if event.type == "finish":
+                return taken
+            if event.type == "fail":
+                raise ApplicationError("told to fail", non_retryable=True)
+
+
+def closing_invocation(workflow_id: str, task_queue: str, event_id: str, type: str = "t",
+                       **overrides: Any) -> Invocation:
+    event = Event(id=event_id, source="/tests", type=type)
+    return invocation(ActionKind.SIGNAL_WITH_START, workflow_id, task_queue, event_id=event_id,
+                      workflow_type="ClosingInbox", args=(event.to_payload(),), **overrides)
+
+
+@pytest.mark.temporal
+async def test_closed_workflow_tells_a_redelivery_from_a_late_event(
+    temporal_client: Client, workflow_id: str, task_queue: str
+) -> None:
+    executor = TemporalExecutor(temporal_client, closed_query_timeout=timedelta(seconds=5))
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[ClosingInbox]):
+        _, run_id = await executor.execute(closing_invocation(workflow_id, task_queue, "e1"))
+        await executor.execute(closing_invocation(workflow_id, task_queue, "end", "finish"))
+        assert await temporal_client.get_workflow_handle(workflow_id).result() == 2
+
+        # Redelivered: the closed workflow's inbox saw it (answered by replay): a duplicate.
+        again = await executor.execute(closing_invocation(workflow_id, task_queue, "e1"))
+        # Never seen: a late event, dead-lettered by default with the workflow's status...
+        with pytest.raises(WorkflowClosedError, match="COMPLETED") as caught:
+            await executor.execute(closing_invocation(workflow_id, task_queue, "late"))
+        # ...or skipped (counted) under if_closed=skip.
+        skipped = await executor.execute(closing_invocation(
+            workflow_id, task_queue, "late", if_closed=ClosedWorkflowPolicy.SKIP))
+    assert again == (Outcome.DUPLICATE, run_id)
+    assert caught.value.reason == "workflow-closed"
+    assert not caught.value.retriable
+    assert caught.value.details["workflow-status"] == "COMPLETED"
+    assert caught.value.details["workflow-run-id"] == run_id
+    assert skipped == (Outcome.LATE, run_id)
     # No second run was started for the closed id.
-    description = await executor.client.get_workflow_handle(workflow_id).describe()
+    description = await temporal_client.get_workflow_handle(workflow_id).describe()
     assert description.run_id == run_id
-    assert description.status is WorkflowExecutionStatus.COMPLETED
+
+
+@pytest.mark.temporal
+async def test_closed_workflow_that_cannot_answer_makes_the_event_late(
+    temporal_client: Client, workflow_id: str, task_queue: str
+) -> None:
+    executor = TemporalExecutor(temporal_client, closed_query_timeout=timedelta(seconds=1))
+    other = f"{workflow_id}-plain"
+    async with Worker(temporal_client, task_queue=task_queue,
+                      workflows=[ClosingInbox, InboxWorkflow]):
+        # A workflow that is not a LoomWorkflow has no loom_seen query...
+        await executor.execute(invocation(ActionKind.SIGNAL_WITH_START, other, task_queue))
+        await executor.client.get_workflow_handle(other).signal(InboxWorkflow.finish)
+        await executor.client.get_workflow_handle(other).result()
+        # ...and a LoomWorkflow that failed is asked once its worker is gone.
+        await executor.execute(closing_invocation(workflow_id, task_queue, "e1"))
+        await executor.execute(closing_invocation(workflow_id, task_queue, "boom", "fail"))
+        with pytest.raises(WorkflowFailureError):
+            await temporal_client.get_workflow_handle(workflow_id).result()
+        with pytest.raises(WorkflowClosedError, match="COMPLETED") as not_loom:
+            await executor.execute(invocation(ActionKind.SIGNAL_WITH_START, other, task_queue))
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(WorkflowClosedError, match="FAILED") as no_worker:
+        await executor.execute(closing_invocation(workflow_id, task_queue, "e1"))
+    waited = asyncio.get_running_loop().time() - started
+    # Even a redelivery is "late" when nobody can say: dead-lettered, never dropped.
+    assert "no answer" in str(not_loom.value) and "no answer" in str(no_worker.value)
+    assert no_worker.value.details["workflow-status"] == "FAILED"
+    assert waited < 5  # bounded by the query timeout (1 s), not the 30 s default deadline
 
 
 @pytest.mark.temporal
@@ -427,22 +499,26 @@ async def test_update_with_start_returns_result_once(
 
 
 @pytest.mark.temporal
-async def test_update_with_start_on_closed_id_with_reject_duplicate_is_duplicate(
+async def test_update_with_start_on_closed_id_with_reject_duplicate(
     executor: TemporalExecutor, worker: Worker, workflow_id: str, task_queue: str
 ) -> None:
-    handle = await executor.client.start_workflow(
-        InboxWorkflow.run, id=workflow_id, task_queue=task_queue
-    )
-    await handle.signal(InboxWorkflow.finish)
-    await handle.result()
     inv = invocation(
         ActionKind.UPDATE_WITH_START,
         workflow_id,
         task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
+    first = await executor.execute(inv)
+    handle = executor.client.get_workflow_handle(workflow_id)
+    await handle.signal(InboxWorkflow.finish)
+    await handle.result()
 
-    assert await executor.execute(inv) == (Outcome.DUPLICATE, handle.result_run_id)
+    # The same request again: the closed run answers its update id with the stored outcome.
+    assert await executor.execute(inv) == first
+    # A new request for the closed id is refused: late (this workflow cannot say otherwise).
+    late = dataclasses.replace(inv, update_id="upd-late", request_id=str(uuid.uuid4()))
+    with pytest.raises(WorkflowClosedError, match="COMPLETED"):
+        await executor.execute(late)
 
 
 # --- limits and failures --------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Temporal-side edges through the loom: a wrong namespace, the per-run signal cap, and Kafka
-timeouts on the way out (update replies, the publish activity)."""
+"""Temporal-side edges through the loom: the per-run signal cap, and Kafka timeouts on the way
+out (update replies, the publish activity). A namespace typo is scenario 11 of the fault
+suite (tests/faults/test_temporal_edges.py)."""
 
 from __future__ import annotations
 
@@ -23,13 +24,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 from test_consumer import make_settings
-from test_service import ROUTES_WITH_STEP, LoomEnv, committed_offsets, start_loom, write_routes
 
 from bridge.actions import ActionKind, Invocation, SignalWithStart
 from bridge.dev import EmbeddedKafka, EmbeddedTemporal
 from bridge.events import Event
 from bridge.exceptions import error_reason
-from bridge.kafka.binding import encode
 from bridge.kafka.clients import LoomProducer
 from bridge.kafka.deadletters import parse_deadletter
 from bridge.routing import Match, Route, Router
@@ -156,52 +155,6 @@ async def test_signal_cap_refusals_wait_for_the_rollover_then_dead_letter_when_i
         str(len(roll_events) + SIGNAL_CAP), str(len(roll_events) + SIGNAL_CAP + 1)]
     assert deadlettered == 2
     assert retries >= 2 + 2 * 3  # at least a few retries per refused event over its 3 s
-
-
-async def test_loom_run_refuses_a_namespace_that_does_not_exist(
-    loom_env: LoomEnv,
-    make_producer: Callable[..., Awaitable[Any]],
-    task_queue: str,
-    loom_processes: list[Any],
-) -> None:
-    # A typo in the namespace used to start the sidecar, which then dead-lettered every
-    # event as "NOT_FOUND: Namespace ... is not found" (re-driving reorders them).
-    routes = write_routes(loom_env.directory, ROUTES_WITH_STEP, wf=RECORDER, tq=task_queue)
-    producer = await make_producer()
-    key, value, headers = encode(Event(id="e-1", source="test://ns", type="test.step",
-                                       data={"entity": "x", "seq": 0}))
-    await producer.send_and_wait(loom_env.topic, value=value, key=key, headers=headers)
-    env = {**loom_env.env, "LOOM_TEMPORAL__NAMESPACE": f"typo-{uuid.uuid4().hex[:6]}"}
-    loom = await start_loom(["run", "--routes", routes], env, loom_env.directory)
-    loom_processes.append(loom)
-
-    code = await loom.wait(60)
-
-    assert code == 2, loom.output
-    assert "LOOM_TEMPORAL__NAMESPACE" in loom.output
-    assert "Traceback" not in loom.output
-    # It refused before it took a record: nothing dead-lettered, nothing committed.
-    ends = await end_offsets(loom_env.bootstrap, loom_env.dlq, loom_env.topic)
-    assert ends == {loom_env.dlq: 0, loom_env.topic: 1}
-    assert await committed_offsets(loom_env.bootstrap, loom_env.group, loom_env.topic, 2) == {
-        0: None, 1: None}
-
-
-async def end_offsets(bootstrap: str, *topics: str) -> dict[str, int]:
-    """Records written to each topic so far (sum of its partitions' end offsets)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        out: dict[str, int] = {}
-        for topic in topics:
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            out[topic] = sum((await consumer.end_offsets(tps)).values())
-        return out
-    finally:
-        await consumer.stop()
 
 
 # --- Kafka timeouts on the way out ---------------------------------------------------------

@@ -53,6 +53,8 @@ def deadletter_headers(
         OFFSET: str(record.offset),
         TIMESTAMP: "" if record.timestamp is None else str(record.timestamp),
         FAILED_AT: str(int(time.time() * 1000)),
+        # What the error knows besides (e.g. a closed workflow's status).
+        **{PREFIX + name: value for name, value in getattr(exc, "details", {}).items()},
     }
     return [*record.headers, *((k, v.encode("utf-8")) for k, v in extra.items())]
 

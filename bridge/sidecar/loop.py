@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -104,6 +105,7 @@ class Loom:
             payload_limit=settings.temporal.payload_limit_bytes,
             header_hook=header_hook(),
             signal_limit_retry_s=d.signal_limit_retry_s,
+            closed_query_timeout=timedelta(seconds=settings.temporal.closed_query_timeout_s),
         )
         self._retry_policy = RetryPolicy(
             initial=d.retry_initial_s, maximum=d.retry_max_s, multiplier=d.retry_multiplier

@@ -221,6 +221,9 @@ class Sidecar:
             payload_limit=self.settings.temporal.payload_limit_bytes,
             header_hook=self._header_hook,
             signal_limit_retry_s=self.settings.dispatch.signal_limit_retry_s,
+            closed_query_timeout=timedelta(
+                seconds=self.settings.temporal.closed_query_timeout_s
+            ),
         )
         loom = Loom(self.router, client, self.settings, metrics=self.metrics, executor=executor)
         self.loom = loom

@@ -11,7 +11,8 @@ Update-with-start goes through the high-level client: its deduplication key is t
 deterministic update id, and the client handles the multi-operation protocol.
 
 Errors are classified by :mod:`bridge.temporal.errors`; "already started" answers to start
-requests are duplicates, not failures.
+requests are duplicates, not failures. An event refused because its workflow's run closed is
+a duplicate if that run saw it, else late (:mod:`bridge.temporal.closed`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from bridge.exceptions import (
     TemporalCallError,
     WorkflowNotFoundError,
 )
+from bridge.temporal.closed import DEFAULT_CLOSED_QUERY_TIMEOUT, closed_workflow_outcome
 from bridge.temporal.errors import (
     CodecGuard,
     already_started_run_id,
@@ -144,6 +146,8 @@ class TemporalExecutor:
             default: the dispatcher retries with its own backoff and keeps order.
         signal_limit_retry_s: How long a refusal by the per-run signal cap is retried
             (``SignalLimitError.retry_for``) before it is dead-lettered.
+        closed_query_timeout: How long a closed workflow may take to say whether it saw an
+            event (the ``loom_seen`` query, answered by replay on a worker).
     """
 
     def __init__(
@@ -156,6 +160,7 @@ class TemporalExecutor:
         rpc_timeout: timedelta | None = timedelta(seconds=10),
         rpc_retry: bool = False,
         signal_limit_retry_s: float = DEFAULT_SIGNAL_LIMIT_RETRY_S,
+        closed_query_timeout: timedelta = DEFAULT_CLOSED_QUERY_TIMEOUT,
     ) -> None:
         config = client.config()
         codec = client.data_converter.payload_codec
@@ -171,6 +176,7 @@ class TemporalExecutor:
             client = Client(**config)
         self._client = client
         self._signal_limit_retry_s = signal_limit_retry_s
+        self._closed_query_timeout = closed_query_timeout
         self._payload_limit = payload_limit
         self._header_hook = header_hook
         self._rpc_timeout = rpc_timeout
@@ -203,13 +209,15 @@ class TemporalExecutor:
 
         Returns:
             The outcome and a value: the run id for signal-with-start and start (the
-            existing run's id for a duplicate), the update's result for update-with-start,
-            None otherwise.
+            existing run's id for a duplicate or a skipped late event), the update's result
+            for update-with-start, None otherwise.
 
         Raises:
             PayloadTooLargeError: The encoded payloads exceed ``payload_limit``.
             WorkflowNotFoundError: Signal-only to a missing or closed workflow under the
                 dead-letter policy.
+            WorkflowClosedError: A late event for a closed workflow under ``if_closed``
+                dead-letter.
             TransientTemporalError: Retry later: server unavailable, deadline, overload,
                 ``NamespaceUnavailableError``, ``PayloadCodecError``, ``SignalLimitError``
                 (the per-run signal cap; retried for ``signal_limit_retry_s``).
@@ -217,10 +225,13 @@ class TemporalExecutor:
         """
         try:
             if inv.kind is ActionKind.UPDATE_WITH_START:
-                return await self._update_with_start(inv)
+                try:
+                    return await self._update_with_start(inv)
+                except WorkflowAlreadyStartedError as err:
+                    if err.run_id is None:
+                        return Outcome.DUPLICATE, None
+                    return await self._closed(inv, err.run_id)
             return await self._raw_call(inv, headers)
-        except WorkflowAlreadyStartedError as err:
-            return Outcome.DUPLICATE, err.run_id
         except TemporalCallError:
             raise
         except Exception as err:
@@ -263,9 +274,12 @@ class TemporalExecutor:
             )
         except RPCError as err:
             run_id = already_started_run_id(err)
-            if run_id is not None:
-                return Outcome.DUPLICATE, run_id
-            raise
+            if run_id is None:
+                raise
+            if inv.kind is ActionKind.SIGNAL_WITH_START:
+                return await self._closed(inv, run_id)
+            # Start-only: the workflow exists already; its id is the event's by design.
+            return Outcome.DUPLICATE, run_id
         # The server answers a repeated request id as a retry of the first start
         # (started=true, same run), running or closed: only a closed status tells it apart.
         fresh = resp.started and resp.status in _RUNNING_OR_UNKNOWN
@@ -398,6 +412,17 @@ class TemporalExecutor:
             if started.done() and not started.cancelled():
                 started.exception()
         return Outcome.DELIVERED, result
+
+    # --- refused because the run closed --------------------------------------------------------
+
+    async def _closed(self, inv: Invocation, run_id: str) -> tuple[Outcome, Any]:
+        return await closed_workflow_outcome(
+            self._client,
+            inv,
+            run_id,
+            query_timeout=self._closed_query_timeout,
+            rpc_timeout=self._rpc_timeout,
+        )
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """Temporal-side edges of issue 12: long identities carried across continue-as-new,
-update-with-start requests redelivered after the run completed or continued as new.
+update-with-start requests redelivered after the run completed or continued as new, a
+sidecar SIGKILLed while the workflows it fed completed (redeliveries vs late events), and a
+namespace typo.
 
 Each scenario adds a row to the fault table (lost, duplicated, out of order, dead-lettered).
 """
@@ -7,6 +9,10 @@ Each scenario adds a row to the fault table (lost, duplicated, out of order, dea
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,20 +20,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import test_service
+from aiokafka import AIOKafkaProducer
+from recorder import publish
 from temporalio import workflow
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 from test_consumer import make_settings
 
 from bridge.actions import UpdateWithStart
+from bridge.dev import create_topic, free_port
 from bridge.events import CAUSATION, Event
 from bridge.kafka.binding import decode, encode
+from bridge.kafka.record import Record
 from bridge.routing import Match, Route, Router
 from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import metric_total
 from bridge.testing import read_records
 from bridge.workflow import DEFAULT_CARRY_LIMIT, Inbox, InboxState, LoomWorkflow
-from faults.harness import Row
+from faults.closing import EVENT_TYPE, SOURCE, WORKFLOW_PREFIX, ClosingWorkflow, closing_events
+from faults.harness import (
+    Row,
+    SidecarProcess,
+    loom_env,
+    read_all,
+    settle,
+    size,
+    unique,
+)
+from faults.workload import expected_by_workflow, step_events
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
 
@@ -273,3 +295,180 @@ async def wait_for_new_run(handle: Any, old_run: str, timeout: float = 30) -> st
             return str(run)
         assert time.monotonic() < deadline, "the run never continued as new"
         await asyncio.sleep(0.1)
+
+
+# --- 10. SIGKILL while the workflows complete: redeliveries are duplicates, late events not --
+
+
+async def _all_closed(client: Client, workflow_ids: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(workflow_ids)
+    while pending:
+        for wid in list(pending):
+            with contextlib.suppress(RPCError):
+                description = await client.get_workflow_handle(wid).describe()
+                if description.status is WorkflowExecutionStatus.COMPLETED:
+                    pending.discard(wid)
+        assert time.monotonic() < deadline, f"{len(pending)} workflows still open"
+        if pending:
+            await asyncio.sleep(0.2)
+
+
+async def test_sigkill_while_workflows_complete_redeliveries_count_as_duplicates(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    task_queue: str,
+    fault_results: Callable[[Row], None],
+) -> None:
+    started = time.monotonic()
+    entities, per_entity = size(20, 100), size(10, 20)
+    topic, dlq, group = unique("faults-t10"), unique("faults-dlq10"), unique("g10")
+    await create_topic(loom_kafka_bootstrap, topic, partitions=4)
+    events = closing_events(unique("c"), entities, per_entity)
+    expected: dict[str, list[str]] = {}
+    for event in events:
+        expected.setdefault(WORKFLOW_PREFIX + event.data["entity"], []).append(event.id)
+    # Genuinely late: one more event for a few workflows, sent after they completed.
+    late = [
+        Event(id=f"{event.id}-late", source=SOURCE, type=EVENT_TYPE,
+              data={**event.data, "seq": per_entity, "last": False},
+              extensions=dict(event.extensions))
+        for event in events[-3:]
+    ]
+    base = loom_env(bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=group,
+                    temporal=temporal_client.service_client.config.target_host,
+                    task_queue=task_queue, extra={
+                        "LOOM_ROUTES": "faults.closing:router",
+                        # The restart joins once the killed member's session expired: short.
+                        "LOOM_KAFKA__SESSION_TIMEOUT_MS": "3000",
+                        "LOOM_KAFKA__HEARTBEAT_INTERVAL_MS": "300",
+                    })
+    producer = AIOKafkaProducer(bootstrap_servers=loom_kafka_bootstrap,
+                                enable_idempotence=False)
+    await producer.start()
+    procs: list[SidecarProcess] = []
+
+    def sidecar(name: str, **extra: str) -> SidecarProcess:
+        proc = SidecarProcess({**base, "LOOM_HTTP_PORT": str(free_port()), **extra}, name)
+        proc.start()
+        procs.append(proc)
+        return proc
+
+    try:
+        async with Worker(temporal_client, task_queue=task_queue,
+                          workflows=[ClosingWorkflow], max_concurrent_workflow_tasks=50):
+            # The first sidecar never commits (interval of an hour), then dies by SIGKILL
+            # once every workflow completed: the restart gets every record again.
+            first = sidecar("closing-1", LOOM_DISPATCH__COMMIT_INTERVAL_S="3600")
+            await first.wait_ready()
+            await publish(producer, topic, events)
+            await _all_closed(temporal_client, list(expected), timeout=120)
+            await first.kill()
+            await publish(producer, topic, late)
+            second = sidecar("closing-2")
+            await second.wait_ready()
+            result, lag = await settle(temporal_client, expected, bootstrap=loom_kafka_bootstrap,
+                                       group=group, topic=topic, timeout=120)
+            metrics = await second.metrics()
+            listed = await dlq_list(base, "workflow-closed")
+        letters = await read_all(loom_kafka_bootstrap, dlq)
+    finally:
+        await producer.stop()
+        for proc in procs:
+            await proc.close()
+    duplicates = test_service.metric_value(metrics, "loom_events_routed_total",
+                                           outcome="duplicate")
+    redelivered = test_service.metric_value(metrics, "loom_events_consumed_total") - len(late)
+    info = [{k: v.decode() for k, v in r.headers if k.startswith("loom-dlq-")} for r in letters]
+    assert lag == 0
+    assert result.clean, result.worst
+    # What the killed sidecar had not committed came again (all of it, but for a commit the
+    # loop may make as it starts), and each was told a duplicate by its closed workflow.
+    assert redelivered > len(events) // 2
+    assert duplicates == redelivered
+    # The late ones, and only they, were dead-lettered with the workflow's status.
+    assert sorted(decode(Record.from_aiokafka(r)).id for r in letters) == sorted(
+        e.id for e in late)
+    assert {i["loom-dlq-reason"] for i in info} == {"workflow-closed"}
+    assert {i["loom-dlq-workflow-status"] for i in info} == {"COMPLETED"}
+    assert sorted(x["offset"] for x in listed) == sorted(i["loom-dlq-offset"] for i in info)
+    fault_results(Row.measured(
+        "10. sidecar SIGKILLed while its workflows completed, restarted; late events after",
+        result, letters, started,
+        f"{redelivered:,.0f} redelivered after the kill, each answered 'seen' by its closed "
+        f"workflow (counted duplicates); the {len(late)} late events dead-lettered "
+        "(workflow-closed, status COMPLETED)",
+        passed=result.clean and len(letters) == len(late),
+        sent=len(events) + len(late),
+    ))
+
+
+async def dlq_list(env: dict[str, str], reason: str) -> list[dict[str, str]]:
+    """``loom dlq list --reason R --json`` as a user runs it: one JSON object per record."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge.cli", "dlq", "list", "--reason", reason, "--json",
+        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+
+
+# --- 11. a namespace typo: refused at start, nothing dead-lettered, then fixed -------------
+
+
+async def test_namespace_typo_refuses_to_start_then_the_fix_delivers_everything(
+    temporal_client: Client,
+    recorder_worker: Worker,
+    loom_kafka_bootstrap: str,
+    task_queue: str,
+    fault_results: Callable[[Row], None],
+) -> None:
+    # The sidecar used to start and dead-letter every event as "NOT_FOUND: Namespace ... is
+    # not found"; re-driving them afterwards reorders them per workflow.
+    started = time.monotonic()
+    topic, dlq, group = unique("faults-t11"), unique("faults-dlq11"), unique("g11")
+    await create_topic(loom_kafka_bootstrap, topic, partitions=2)
+    await create_topic(loom_kafka_bootstrap, dlq)
+    events = step_events(unique("t11"), size(10, 50), size(5, 20))
+    expected = expected_by_workflow(events)
+    env = loom_env(bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=group,
+                   temporal=temporal_client.service_client.config.target_host,
+                   task_queue=task_queue)
+    producer = AIOKafkaProducer(bootstrap_servers=loom_kafka_bootstrap,
+                                enable_idempotence=False)
+    await producer.start()
+    typo = SidecarProcess({**env, "LOOM_TEMPORAL__NAMESPACE": "defualt"}, "typo")
+    fixed = SidecarProcess({**env, "LOOM_HTTP_PORT": str(free_port())}, "fixed")
+    try:
+        await publish(producer, topic, events)
+        typo.start()
+        code = await typo.wait(60)
+        refused_after = time.monotonic() - started
+        log = typo.log_tail(20)
+        # Nothing was taken: no dead letter, no commit.
+        letters_before = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+        committed_before = await test_service.committed_offsets(
+            loom_kafka_bootstrap, group, topic, 2)
+        fixed.start()
+        await fixed.wait_ready()
+        result, lag = await settle(temporal_client, expected, bootstrap=loom_kafka_bootstrap,
+                                   group=group, topic=topic, timeout=120)
+        letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    finally:
+        await producer.stop()
+        await typo.close()
+        await fixed.close()
+    assert code == 2, log
+    assert "LOOM_TEMPORAL__NAMESPACE" in log and "defualt" in log, log
+    assert "Traceback" not in log
+    assert letters_before == [] and committed_before == {0: None, 1: None}
+    assert lag == 0 and result.clean, result.worst
+    assert letters == []
+    fault_results(Row.measured(
+        "11. namespace typo (LOOM_TEMPORAL__NAMESPACE), then fixed", result, letters, started,
+        f"exit 2 naming the setting after {refused_after:.1f} s, before taking a record; "
+        "restarted with the right namespace: all delivered in order",
+        passed=result.clean and not letters,
+    ))
