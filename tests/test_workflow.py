@@ -94,6 +94,18 @@ def test_state_carried_by_an_older_version_restores() -> None:
     assert inbox.snapshot().seen == [identity_digest(_event(n).key) for n in "abpc"]
 
 
+def test_events_taken_before_being_measured_are_not_kept() -> None:
+    inbox = Inbox()
+    for n in range(10_000):
+        inbox.push(_event(f"e{n}", data={"n": n}))
+        assert inbox.take() is not None
+    assert len(inbox._unmeasured) <= 64 + 2  # sizes are measured lazily, memory stays flat
+    before = inbox.carried_bytes()
+    inbox.push(_event("last", data={"blob": "x" * 1_000}))
+    assert inbox.carried_bytes() - before > 1_000  # what is queued is measured when asked
+    assert inbox._unmeasured == []
+
+
 def test_carried_bytes_follow_the_queue() -> None:
     inbox = Inbox()
     empty = inbox.carried_bytes()

@@ -128,7 +128,10 @@ class Inbox:
         #: Repeated updates answered with their stored result in this run.
         self.repeated_updates_this_run = 0
         self._queue: deque[Event] = deque()
-        self._sizes: dict[int, int] = {}  # id(event) -> its JSON bytes, for queued events
+        # Queued events' JSON bytes by id(event): measured lazily (most events are taken
+        # before anyone asks), from the payloads kept alive in _unmeasured until then.
+        self._sizes: dict[int, int | None] = {}
+        self._unmeasured: list[tuple[Event, Mapping[str, Any]]] = []
         self._pending_bytes = 0
         self._seen = Digests(seen_limit)
         self._updates = UpdateResults(update_results_limit)
@@ -143,20 +146,30 @@ class Inbox:
     def handle(self, payload: Mapping[str, Any]) -> bool:
         """Take one routed signal (``Event.to_payload()`` form); False for a repeat."""
         self.signals_this_run += 1
-        return self._enqueue(Event.from_payload(payload), json_size(payload))
+        return self._enqueue(Event.from_payload(payload), payload)
 
     def push(self, event: Event) -> bool:
         """Queue ``event`` unless its identity was seen; False for a repeat."""
-        return self._enqueue(event, json_size(event.to_payload()))
+        return self._enqueue(event, None)
 
-    def _enqueue(self, event: Event, size: int) -> bool:
+    def _enqueue(self, event: Event, payload: Mapping[str, Any] | None) -> bool:
         if not self._seen.add(event.key):
             self.duplicates_this_run += 1
             return False
         self._queue.append(event)
-        self._sizes[id(event)] = size + 1  # and a comma in the list
-        self._pending_bytes += size + 1
+        self._sizes[id(event)] = None
+        self._unmeasured.append((event, payload or event.to_payload()))
+        if len(self._unmeasured) > 2 * len(self._queue) + 64:  # taken before measured
+            self._unmeasured = [(e, p) for e, p in self._unmeasured if id(e) in self._sizes]
         return True
+
+    def _measure(self) -> None:
+        for event, payload in self._unmeasured:
+            if id(event) in self._sizes and self._sizes[id(event)] is None:
+                size = json_size(payload) + 1  # and a comma in the list
+                self._sizes[id(event)] = size
+                self._pending_bytes += size
+        self._unmeasured.clear()
 
     def install(self, signal: str = EVENT_SIGNAL) -> None:
         """Register :meth:`handle` as the workflow's handler for ``signal`` (dynamically).
@@ -175,18 +188,19 @@ class Inbox:
         self.runs = state.runs
         earlier = Digests(self.seen_limit)
         earlier.replace(state.seen)
-        carried = [(Event.from_payload(p), json_size(p)) for p in state.pending]
-        newer = [(e, self._sizes[id(e)] - 1) for e in self._queue if e.key not in earlier]
+        carried = [(Event.from_payload(p), p) for p in state.pending]
+        newer = [(e, e.to_payload()) for e in self._queue if e.key not in earlier]
         self.duplicates_this_run += len(self._queue) - len(newer)
         newer_seen = [d for d in self._seen.snapshot() if d not in earlier]
         self._seen.replace([*earlier.snapshot(), *(e.key for e, _ in carried), *newer_seen])
         self._queue.clear()
         self._sizes.clear()
         self._pending_bytes = 0
-        for event, size in [*carried, *newer]:
+        self._unmeasured.clear()
+        for event, payload in [*carried, *newer]:
             self._queue.append(event)
-            self._sizes[id(event)] = size + 1
-            self._pending_bytes += size + 1
+            self._sizes[id(event)] = None
+            self._unmeasured.append((event, payload))
         self._updates.replace({**state.updates, **self._updates.snapshot()})
         self._restored = True
 
@@ -204,7 +218,7 @@ class Inbox:
         for index, event in enumerate(self._queue):
             if _matches(event, type, where):
                 del self._queue[index]
-                self._pending_bytes -= self._sizes.pop(id(event))
+                self._pending_bytes -= self._sizes.pop(id(event)) or 0
                 return event
         return None
 
@@ -289,6 +303,7 @@ class Inbox:
         An entity workflow that carries its own state counts it with ``extra_bytes`` in
         :meth:`should_continue_as_new`, in the same budget.
         """
+        self._measure()
         return (
             _STATE_OVERHEAD
             + self._pending_bytes

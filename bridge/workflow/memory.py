@@ -1,7 +1,7 @@
 """What an inbox remembers across continue-as-new, in a bounded number of bytes.
 
 Event identities (``source`` + ``id``) are remembered as 16-byte BLAKE2b digests in unpadded
-URL-safe base64: 22 characters (25 bytes in the JSON input of the next run) whatever the
+base64: 22 characters (25 bytes in the JSON input of the next run) whatever the
 length of the source and the id. Ten thousand identities with 200-character sources and ids
 are 250 KB instead of 4 MB of full keys, which were over Temporal's 2 MB blob limit.
 
@@ -13,7 +13,7 @@ Imported inside Temporal's workflow sandbox: deterministic, no I/O, no module st
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import json
 from collections import OrderedDict
@@ -29,21 +29,25 @@ DIGEST_JSON_BYTES = 25
 _KEY_SEPARATOR = "\x1f"
 
 
+# A constant, not state: building an encoder per call costs more than the encoding.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def identity_digest(key: str) -> str:
     """The digest of an identity (``Event.key``); a digest given again is returned as is.
 
     Full keys always contain ``\\x1f`` (between source and id) and digests never do, so state
     carried by an older version (full keys) restores through the same function.
     """
-    if _KEY_SEPARATOR not in key and len(key) == 22:
+    if len(key) == 22 and _KEY_SEPARATOR not in key:
         return key
     raw = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(raw, newline=False)[:22].decode("ascii")
 
 
 def json_size(value: Any) -> int:
     """Bytes of ``value`` as compact JSON (non-ASCII escaped: never an underestimate)."""
-    return len(json.dumps(value, separators=(",", ":"), default=str))
+    return len(_COMPACT.encode(value))
 
 
 class Digests:
