@@ -6,18 +6,22 @@ processes and versions of the loom (changing a namespace changes every id of its
 - the Temporal ``request_id`` of a routed call and the update id of an update-with-start
   (guarantee 2b: the server drops a redelivered call);
 - the CloudEvent id of an update's reply published back to Kafka;
-- the CloudEvent id of an event emitted by a workflow (guarantee 7).
+- the CloudEvent id of an event emitted by a workflow (guarantee 7);
+- the digest of an event's identity that a workflow's inbox remembers (and the sidecar
+  compares with what a closed workflow saw).
 
 Pure functions of strings: imported inside Temporal's workflow sandbox.
 """
 
 from __future__ import annotations
 
+import binascii
+import hashlib
 import uuid
 
 from bridge.events import Event
 
-__all__ = ["emitted_event_id", "reply_id", "request_id", "update_id"]
+__all__ = ["emitted_event_id", "identity_digest", "reply_id", "request_id", "update_id"]
 
 _CALLS = uuid.UUID("6f1d3c1e-55a8-5c3e-9a0e-6c6f6f6d0001")
 _REPLIES = uuid.UUID("6f1d3c1e-55a8-5c3e-9a0e-6c6f6f6d0002")
@@ -42,3 +46,20 @@ def reply_id(route: str, event: Event) -> str:
 def emitted_event_id(workflow_id: str, run_id: str, sequence: int) -> str:
     """CloudEvent id of the ``sequence``-th (from 0) event emitted by a workflow run."""
     return str(uuid.uuid5(_EMITTED, f"{workflow_id}\x1f{run_id}\x1f{sequence}"))
+
+
+# Older versions carried full ``source\x1fid`` keys; a digest never contains the separator.
+_KEY_SEPARATOR = "\x1f"
+
+
+def identity_digest(key: str) -> str:
+    """16-byte BLAKE2b digest of an identity (``Event.key``) in 22 base64 characters.
+
+    A digest given again is returned as is: full keys always contain ``\x1f`` (between
+    source and id) and digests never do, so state carried by an older version of the inbox
+    (full keys) restores through the same function.
+    """
+    if len(key) == 22 and _KEY_SEPARATOR not in key:
+        return key
+    raw = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return binascii.b2a_base64(raw, newline=False)[:22].decode("ascii")

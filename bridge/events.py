@@ -40,6 +40,9 @@ EVENT_UPDATE = "loom_event_update"
 #: Query of ``LoomWorkflow``: did the event (source, id) reach this workflow? Answered by a
 #: closed workflow too (replayed on a worker): a redelivery, or a late event.
 EVENT_SEEN_QUERY = "loom_seen"
+#: Query of ``LoomWorkflow``: the digests of every identity it remembers (what the sidecar
+#: asks a closed run once, then answers all of that run's redelivered events from).
+EVENT_SEEN_DIGESTS_QUERY = "loom_seen_digests"
 
 
 def event_key(source: str, id: str) -> str:

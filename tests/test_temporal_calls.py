@@ -41,6 +41,7 @@ from bridge.exceptions import (
     WorkflowNotFoundError,
 )
 from bridge.temporal.calls import TemporalExecutor, typed_search_attributes
+from bridge.temporal.closed import QUERY_ATTEMPTS, ClosedRun, ClosedRuns
 from bridge.temporal.errors import classify_error
 from bridge.workflow import LoomWorkflow
 
@@ -217,6 +218,10 @@ async def test_closed_workflow_tells_a_redelivery_from_a_late_event(
         # ...or skipped (counted) under if_closed=skip.
         skipped = await executor.execute(closing_invocation(
             workflow_id, task_queue, "late", if_closed=ClosedWorkflowPolicy.SKIP))
+        # What the sidecar asked (all digests, once per closed run), a person may ask too.
+        handle = temporal_client.get_workflow_handle(workflow_id)
+        assert await handle.query(ClosingInbox.loom_seen, args=["/tests", "e1"]) is True
+        assert await handle.query(ClosingInbox.loom_seen, args=["/tests", "late"]) is False
     assert again == (Outcome.DUPLICATE, run_id)
     assert caught.value.reason == "workflow-closed"
     assert not caught.value.retriable
@@ -226,6 +231,17 @@ async def test_closed_workflow_tells_a_redelivery_from_a_late_event(
     # No second run was started for the closed id.
     description = await temporal_client.get_workflow_handle(workflow_id).describe()
     assert description.run_id == run_id
+
+
+def test_answers_of_closed_runs_are_kept_within_a_bound() -> None:
+    runs = ClosedRuns(max_identities=5)
+    runs.put("r1", ClosedRun("COMPLETED", frozenset({"a", "b", "c"})))
+    runs.put("r2", ClosedRun("FAILED", frozenset()))
+    assert runs.get("r1") is not None and runs.get("r2") is not None
+    runs.put("r3", ClosedRun("COMPLETED", frozenset({"d", "e"})))  # 3 + 1 + 2 > 5
+    assert runs.get("r1") is None
+    assert runs.get("r2") == ClosedRun("FAILED", frozenset())
+    assert runs.get("r3") is not None
 
 
 @pytest.mark.temporal
@@ -254,7 +270,8 @@ async def test_closed_workflow_that_cannot_answer_makes_the_event_late(
     # Even a redelivery is "late" when nobody can say: dead-lettered, never dropped.
     assert "no answer" in str(not_loom.value) and "no answer" in str(no_worker.value)
     assert no_worker.value.details["workflow-status"] == "FAILED"
-    assert waited < 5  # bounded by the query timeout (1 s), not the 30 s default deadline
+    # Bounded by the query timeout (1 s, asked QUERY_ATTEMPTS times), not the 30 s default.
+    assert waited < QUERY_ATTEMPTS * 1 + 5
 
 
 @pytest.mark.temporal

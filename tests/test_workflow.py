@@ -17,10 +17,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from bridge._ids import identity_digest
 from bridge.dev import EmbeddedTemporal
 from bridge.events import EVENT_SIGNAL, Event
 from bridge.workflow import DEFAULT_SEEN_LIMIT, Inbox, InboxState, LoomWorkflow, event_data
-from bridge.workflow.memory import DIGEST_JSON_BYTES, identity_digest
+from bridge.workflow.memory import DIGEST_JSON_BYTES
 from bridge.workflow.saga import Compensations
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, cast
 
 import temporalio.api.common.v1 as common_pb
@@ -30,11 +30,6 @@ from temporalio.client import (
     Client,
     HeaderCodecBehavior,
     WithStartWorkflowOperation,
-)
-from temporalio.common import (
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
 )
 from temporalio.converter import (
     DataConverter,
@@ -47,14 +42,18 @@ from temporalio.service import RPCError
 from bridge.actions import ActionKind, Invocation, MissingWorkflowPolicy, Outcome
 from bridge.events import EVENT_SIGNAL, EVENT_UPDATE
 from bridge.exceptions import (
-    BadInputError,
     PayloadTooLargeError,
     PermanentTemporalError,
     SignalLimitError,
     TemporalCallError,
     WorkflowNotFoundError,
 )
-from bridge.temporal.closed import DEFAULT_CLOSED_QUERY_TIMEOUT, closed_workflow_outcome
+from bridge.temporal.attributes import typed_search_attributes
+from bridge.temporal.closed import (
+    DEFAULT_CLOSED_QUERY_TIMEOUT,
+    ClosedRuns,
+    closed_workflow_outcome,
+)
 from bridge.temporal.errors import (
     CodecGuard,
     already_started_run_id,
@@ -86,48 +85,6 @@ _RUNNING_OR_UNKNOWN = frozenset(
         enums_pb.WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING,
     }
 )
-
-
-def typed_search_attributes(values: Mapping[str, Any]) -> TypedSearchAttributes:
-    """Type plain Python values as search attributes.
-
-    ``str`` becomes a keyword, ``bool`` a bool, ``int`` an int, ``float`` a double,
-    ``datetime`` (timezone-aware) a datetime and a sequence of ``str`` a keyword list.
-
-    Args:
-        values: Search attribute names and values, as resolved from an event.
-
-    Returns:
-        The typed search attributes.
-
-    Raises:
-        BadInputError: A value has no search attribute type (or is a naive datetime).
-    """
-    pairs: list[SearchAttributePair[Any]] = []
-    for name, value in values.items():
-        key: SearchAttributeKey[Any]
-        # bool before int: bool is a subclass of int.
-        if isinstance(value, bool):
-            key = SearchAttributeKey.for_bool(name)
-        elif isinstance(value, int):
-            key = SearchAttributeKey.for_int(name)
-        elif isinstance(value, float):
-            key = SearchAttributeKey.for_float(name)
-        elif isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise BadInputError(f"search attribute {name!r}: datetime without timezone")
-            key = SearchAttributeKey.for_datetime(name)
-        elif isinstance(value, str):
-            key = SearchAttributeKey.for_keyword(name)
-        elif isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
-            key = SearchAttributeKey.for_keyword_list(name)
-            value = list(value)
-        else:
-            raise BadInputError(
-                f"search attribute {name!r}: no search attribute type for {type(value).__name__}"
-            )
-        pairs.append(SearchAttributePair(key, value))
-    return TypedSearchAttributes(pairs)
 
 
 class TemporalExecutor:
@@ -177,6 +134,7 @@ class TemporalExecutor:
         self._client = client
         self._signal_limit_retry_s = signal_limit_retry_s
         self._closed_query_timeout = closed_query_timeout
+        self._closed_runs = ClosedRuns()
         self._payload_limit = payload_limit
         self._header_hook = header_hook
         self._rpc_timeout = rpc_timeout
@@ -420,6 +378,7 @@ class TemporalExecutor:
             self._client,
             inv,
             run_id,
+            runs=self._closed_runs,
             query_timeout=self._closed_query_timeout,
             rpc_timeout=self._rpc_timeout,
         )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from fnmatch import fnmatchcase
 from typing import Any, NoReturn
@@ -22,8 +21,25 @@ from typing import Any, NoReturn
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from bridge.events import EVENT_SEEN_QUERY, EVENT_SIGNAL, EVENT_UPDATE, Event, event_key
-from bridge.workflow.memory import DIGEST_JSON_BYTES, Digests, UpdateResults, json_size
+from bridge.events import (
+    EVENT_SEEN_DIGESTS_QUERY,
+    EVENT_SEEN_QUERY,
+    EVENT_SIGNAL,
+    EVENT_UPDATE,
+    Event,
+    event_key,
+)
+from bridge.workflow.memory import (
+    DEFAULT_CARRY_LIMIT,
+    DEFAULT_MAX_CARRIED_BYTES,
+    DEFAULT_UPDATE_RESULTS_LIMIT,
+    DIGEST_JSON_BYTES,
+    STATE_OVERHEAD,
+    Digests,
+    InboxState,
+    UpdateResults,
+    json_size,
+)
 
 __all__ = [
     "DEFAULT_CARRY_LIMIT",
@@ -42,36 +58,6 @@ DEFAULT_SEEN_LIMIT = 10_000
 #: Signals per run after which the inbox asks for continue-as-new, whatever Temporal suggests.
 #: Temporal caps a run at 10,000 signals and its suggestion tracks history length only.
 DEFAULT_MAX_SIGNALS_PER_RUN = 2_000
-#: Carried bytes past which a run asks for continue-as-new (its input stays well under 2 MB).
-DEFAULT_MAX_CARRIED_BYTES = 1024 * 1024
-#: Carried bytes over which the inbox never continues as new: Temporal refuses an input over
-#: its 2 MB blob limit (2,097,152 bytes; the SDK then fails the workflow task on every try).
-DEFAULT_CARRY_LIMIT = 1_800_000
-#: How many update results the inbox remembers (FIFO) to answer a repeated update.
-DEFAULT_UPDATE_RESULTS_LIMIT = 1_000
-
-# {"pending":[],"seen":[],"runs":N,"updates":{}} around the parts the inbox measures.
-_STATE_OVERHEAD = 64
-
-
-@dataclass
-class InboxState:
-    """What an inbox carries across continue-as-new (part of the workflow input).
-
-    Attributes:
-        pending: Events received but not yet taken, oldest first, in payload form.
-        seen: Digests of the identities of recent events, oldest first (earlier versions
-            carried full ``source\x1fid`` keys: a state of theirs restores as well).
-        runs: Number of runs before this one (0 in the first run).
-        updates: Results of recently applied updates, by digest of the update id.
-    """
-
-    pending: list[dict[str, Any]] = field(default_factory=list)
-    seen: list[str] = field(default_factory=list)
-    runs: int = 0
-    updates: dict[str, Any] = field(default_factory=dict)
-
-
 EventMatcher = Callable[[Event], bool]
 
 
@@ -208,6 +194,10 @@ class Inbox:
         """Whether the identity ``source`` + ``id`` is remembered (taken, queued or updated)."""
         return event_key(source, id) in self._seen
 
+    def seen_digests(self) -> list[str]:
+        """Digests (``bridge._ids.identity_digest``) of the remembered identities."""
+        return self._seen.snapshot()
+
     # -- taking -------------------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -305,7 +295,7 @@ class Inbox:
         """
         self._measure()
         return (
-            _STATE_OVERHEAD
+            STATE_OVERHEAD
             + self._pending_bytes
             + self._seen.json_bytes
             + self._updates.json_bytes
@@ -403,8 +393,8 @@ class LoomWorkflow:
     events signalled before that are kept and ordered after the carried ones. Override
     :meth:`make_inbox` to change the inbox's limits, and :meth:`on_update` to answer the
     updates of update-with-start routes (each applied once, across continue-as-new too).
-    The ``loom_seen`` query tells the sidecar whether an event reached this workflow (a
-    redelivery) or not (a late event for a closed workflow).
+    The ``loom_seen`` and ``loom_seen_digests`` queries tell whether an event reached this
+    workflow (a redelivery) or not (a late event for a closed workflow).
     """
 
     def make_inbox(self) -> Inbox:
@@ -444,3 +434,8 @@ class LoomWorkflow:
     def loom_seen(self, source: str, id: str) -> bool:
         """Whether the event ``source`` + ``id`` reached this workflow (within the memory)."""
         return self.inbox.has_seen(source, id)
+
+    @workflow.query(name=EVENT_SEEN_DIGESTS_QUERY)
+    def loom_seen_digests(self) -> list[str]:
+        """Digests of the identities this workflow remembers (the sidecar's closed-run check)."""
+        return self.inbox.seen_digests()

@@ -13,36 +13,63 @@ Imported inside Temporal's workflow sandbox: deterministic, no I/O, no module st
 
 from __future__ import annotations
 
-import binascii
-import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DIGEST_JSON_BYTES", "Digests", "UpdateResults", "identity_digest", "json_size"]
+from bridge._ids import identity_digest
+
+__all__ = [
+    "DEFAULT_CARRY_LIMIT",
+    "DEFAULT_MAX_CARRIED_BYTES",
+    "DEFAULT_UPDATE_RESULTS_LIMIT",
+    "DIGEST_JSON_BYTES",
+    "STATE_OVERHEAD",
+    "Digests",
+    "InboxState",
+    "UpdateResults",
+    "identity_digest",
+    "json_size",
+]
+
+#: Carried bytes past which a run asks for continue-as-new (its input stays well under 2 MB).
+DEFAULT_MAX_CARRIED_BYTES = 1024 * 1024
+#: Carried bytes over which the inbox never continues as new: Temporal refuses an input over
+#: its 2 MB blob limit (2,097,152 bytes; the SDK then fails the workflow task on every try).
+DEFAULT_CARRY_LIMIT = 1_800_000
+#: How many update results the inbox remembers (FIFO) to answer a repeated update.
+DEFAULT_UPDATE_RESULTS_LIMIT = 1_000
+
+# {"pending":[],"seen":[],"runs":N,"updates":{}} around the parts the inbox measures.
+STATE_OVERHEAD = 64
+
+
+@dataclass
+class InboxState:
+    """What an inbox carries across continue-as-new (part of the workflow input).
+
+    Attributes:
+        pending: Events received but not yet taken, oldest first, in payload form.
+        seen: Digests of the identities of recent events, oldest first (earlier versions
+            carried full ``source\x1fid`` keys: a state of theirs restores as well).
+        runs: Number of runs before this one (0 in the first run).
+        updates: Results of recently applied updates, by digest of the update id.
+    """
+
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+    runs: int = 0
+    updates: dict[str, Any] = field(default_factory=dict)
+
 
 #: Bytes one digest takes in a JSON list: 22 characters, two quotes, a comma.
 DIGEST_JSON_BYTES = 25
 
-# Older versions carried full ``source\x1fid`` keys; a digest never contains the separator.
-_KEY_SEPARATOR = "\x1f"
-
 
 # A constant, not state: building an encoder per call costs more than the encoding.
 _COMPACT = json.JSONEncoder(separators=(",", ":"), default=str)
-
-
-def identity_digest(key: str) -> str:
-    """The digest of an identity (``Event.key``); a digest given again is returned as is.
-
-    Full keys always contain ``\\x1f`` (between source and id) and digests never do, so state
-    carried by an older version (full keys) restores through the same function.
-    """
-    if len(key) == 22 and _KEY_SEPARATOR not in key:
-        return key
-    raw = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-    return binascii.b2a_base64(raw, newline=False)[:22].decode("ascii")
 
 
 def json_size(value: Any) -> int:
