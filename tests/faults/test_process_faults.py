@@ -320,7 +320,9 @@ async def test_sigterm_under_heavy_traffic(
     term_at = time.monotonic()
     code = await sidecar.wait(drain_timeout + 15)
     exit_after = time.monotonic() - term_at
-    assert code is not None, f"still running {drain_timeout + 15:.0f}s after SIGTERM"
+    assert code is not None, (
+        f"still running {drain_timeout + 15:.0f}s after SIGTERM:\n{sidecar.log_tail(60)}"
+    )
     restarted = sidecars(env, "s7-1")
     await restarted.wait_ready()
     await feed
