@@ -11,9 +11,11 @@ from aiokafka.structs import ConsumerRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge._ids import reply_id, request_id, update_id
 from bridge.events import CORE_ATTRIBUTES, Event
 from bridge.exceptions import DecodeError
 from bridge.kafka.binding import STRUCTURED_CONTENT_TYPE, decode, encode
+from bridge.kafka.deadletters import deadletter_headers
 from bridge.kafka.record import Record
 
 Headers = list[tuple[str, bytes]]
@@ -734,3 +736,122 @@ _json_members = st.dictionaries(
 @given(members=_json_members)
 def test_fuzz_structured_members(members: dict[str, Any]) -> None:
     _assert_decodes_or_decode_error(rec(STRUCTURED, json.dumps(members).encode()))
+
+
+# --- text that cannot be encoded as UTF-8 (lone surrogates from JSON escapes) -----------------
+
+# JSON may escape a lone surrogate (``"\udc80"``): valid JSON, and Python's json module decodes
+# it into a str that no UTF-8 encoder accepts (request ids, Temporal payloads, Kafka headers).
+_LONE = "\\udc80"  # as it appears in the JSON text
+
+
+def _structured(text: str) -> Record:
+    return rec(STRUCTURED, text.encode("ascii"))
+
+
+def _envelope(**replace: str) -> str:
+    members = {"specversion": '"1.0"', "id": '"1"', "source": '"/s"', "type": '"t"', **replace}
+    return "{" + ",".join(f'"{k}":{v}' for k, v in members.items()) + "}"
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        pytest.param(_structured(_envelope(id=f'"a{_LONE}"')), "attribute 'id'", id="id"),
+        pytest.param(_structured(_envelope(source=f'"/s{_LONE}"')), "attribute 'source'", id="source"),
+        pytest.param(_structured(_envelope(type=f'"t{_LONE}"')), "attribute 'type'", id="type"),
+        pytest.param(_structured(_envelope(subject=f'"{_LONE}"')), "attribute 'subject'", id="subject"),
+        pytest.param(
+            _structured(_envelope(dataschema=f'"{_LONE}"')), "attribute 'dataschema'", id="dataschema"
+        ),
+        pytest.param(
+            _structured(_envelope(datacontenttype=f'"text/plain{_LONE}"')),
+            "attribute 'datacontenttype'",
+            id="datacontenttype",
+        ),
+        pytest.param(
+            _structured(_envelope(**{f"ext{_LONE}": '"x"'})), "extension name", id="extension-name"
+        ),
+        pytest.param(
+            _structured(_envelope(ext=f'"x{_LONE}"')), "extension 'ext'", id="extension-value"
+        ),
+        pytest.param(
+            _structured(_envelope(data=f'{{"k": ["ok", "{_LONE}"]}}')), "data.k[1]", id="data-value"
+        ),
+        pytest.param(
+            _structured(_envelope(data=f'{{"{_LONE}": 1}}')), "data", id="data-member-name"
+        ),
+        pytest.param(
+            rec([*BASE, ("content-type", b"application/json")], f'{{"k": "{_LONE}"}}'.encode()),
+            "data.k",
+            id="binary-json-data",
+        ),
+        pytest.param(
+            rec(BASE, f'["{_LONE}"]'.encode()), "data[0]", id="binary-undeclared-json-data"
+        ),
+        pytest.param(
+            rec([*BASE, ("ce_ext\udc80", b"x")]), "header name", id="binary-header-name"
+        ),
+        pytest.param(
+            # A surrogate written as UTF-8 bytes (CESU-8 style) is invalid UTF-8 in a header.
+            rec([*BASE, ("ce_ext", "x\udc80".encode("utf-8", "surrogatepass"))]),
+            "header 'ce_ext' is not valid UTF-8",
+            id="binary-header-value",
+        ),
+    ],
+)
+def test_text_that_is_not_unicode_is_a_decode_error(record: Record, expected: str) -> None:
+    message = decode_error(record)
+    assert expected in message
+    assert "lone surrogate" in message or "not valid UTF-8" in message
+    message.encode("utf-8")  # the message itself goes into a Kafka header
+
+
+def test_surrogate_pairs_are_fine() -> None:
+    # "\ud83d\ude00" is one character (U+1F600) spelled as a pair: valid text.
+    event = decode(_structured(_envelope(id='"\\ud83d\\ude00"', data='"\\\\udc80"')))
+    assert event.id == "\U0001f600"
+    assert event.data == "\\udc80"  # an escaped backslash: the text holds no surrogate
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+# Every code point, surrogates included.
+_any_text = st.text(st.characters(exclude_categories=()), max_size=8)
+_any_json = st.recursive(
+    st.none() | st.integers() | _any_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_any_text, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    members=st.dictionaries(
+        st.sampled_from(["id", "source", "type", "subject", "dataschema", "data", "x1"]) | _any_text,
+        _any_json,
+        max_size=6,
+    )
+)
+def test_fuzz_decoded_text_is_always_unicode(members: dict[str, Any]) -> None:
+    doc = {"specversion": "1.0", "id": "1", "source": "/s", "type": "t", **members}
+    record = rec(STRUCTURED, json.dumps(doc).encode("ascii"))
+    try:
+        event = decode(record)
+    except DecodeError as exc:
+        for name, value in deadletter_headers(record, exc, None):
+            name.encode("utf-8")
+            assert isinstance(value, bytes)
+        return
+    texts = [*_strings(event.attributes()), *_strings(event.extensions), *_strings(event.data)]
+    for text in texts:
+        text.encode("utf-8")
+    request_id("r", event), update_id("r", event), reply_id("r", event)

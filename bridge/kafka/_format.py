@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -93,6 +94,68 @@ def loads(text: str, *, envelope: bool) -> Any:
     return (_ENVELOPE_DECODER if envelope else _DATA_DECODER).decode(text)
 
 
+# A JSON escape of a surrogate (``\ud800``-``\udfff``). Text decoded from UTF-8 bytes never
+# holds a surrogate, so JSON escapes are the only way one gets in; a lone one (not half of a
+# pair) makes a str that no UTF-8 encoder accepts: request ids, Temporal payloads and Kafka
+# headers would all raise on it later, far from the record.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def check_unicode(text: str, value: Any, what: str) -> None:
+    """Raise :class:`DecodeError` if ``value`` (parsed from the JSON ``text``) holds a string
+    that cannot be encoded as UTF-8 (a lone surrogate); ``what`` names it ("data", or None for
+    the structured envelope, whose members are attributes)."""
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return  # the common case costs one scan of the text
+    problem = _lone_surrogate(value, what)
+    if problem is not None:
+        raise DecodeError(f"{problem} is not valid Unicode (lone surrogate)")
+
+
+def _lone_surrogate(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return None if is_unicode(value) else path
+    if isinstance(value, dict):
+        for name, member in value.items():
+            if not is_unicode(name):
+                return f"{path} member name {name!a}"
+            found = _lone_surrogate(member, f"{path}.{name}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _lone_surrogate(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _envelope_surrogate(obj: dict[str, Any]) -> str | None:
+    for name, value in obj.items():
+        if not is_unicode(name):
+            return f"extension name {name!a}"
+        if name in ("data", "data_base64"):
+            found = _lone_surrogate(value, name)
+        elif name in CORE_ATTRIBUTES:
+            found = None if _lone_surrogate(value, name) is None else f"attribute {name!r}"
+        else:
+            found = None if _lone_surrogate(value, name) is None else f"extension {name!r}"
+        if found is not None:
+            return found
+    return None
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` can be encoded as UTF-8 (holds no lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def dumps(value: Any) -> str:
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -116,13 +179,16 @@ class LoomFormat(JSONFormat):
         if not body:
             return None
         try:
-            return loads(body.decode("utf-8"), envelope=False)
+            text = body.decode("utf-8")
+            data = loads(text, envelope=False)
         except (ValueError, RecursionError) as exc:
             if datacontenttype is None:
                 return bytes(body)  # undeclared and not JSON: opaque bytes
             raise DecodeError(
                 f"data is not valid JSON (content-type {datacontenttype!r}): {short(exc)}"
             ) from None
+        check_unicode(text, data, "data")
+        return data
 
     def read(self, event_factory: Any, data: str | bytes) -> BaseCloudEvent:
         raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -138,6 +204,10 @@ class LoomFormat(JSONFormat):
             raise DecodeError(f"structured body is not valid JSON: {short(exc)}") from None
         if not isinstance(obj, dict):
             raise DecodeError("structured body is not a JSON object")
+        if _SURROGATE_ESCAPE.search(text) is not None:
+            problem = _envelope_surrogate(obj)
+            if problem is not None:
+                raise DecodeError(f"{problem} is not valid Unicode (lone surrogate)")
         attributes = {name: value for name, value in obj.items() if value is not None}
         event_data = structured_data(attributes)
         for name, value in attributes.items():

@@ -51,6 +51,7 @@ from bridge.kafka._format import (
     FORMAT,
     FORMAT_NO_VALUE,
     StrictEvent,
+    is_unicode,
     json_attribute,
     make_event,
     parse_time,
@@ -120,6 +121,10 @@ def decode(record: Record) -> Event:
     for name, value in record.headers:
         lname = name.lower()
         if lname.startswith(_CE_PREFIX):
+            if not is_unicode(name):
+                # aiokafka hands names over as str; one that holds a surrogate (built by other
+                # means) would become an attribute name no UTF-8 encoder accepts.
+                raise DecodeError(f"header name {name!a} is not valid UTF-8")
             if lname in ce_headers:
                 raise DecodeError(f"duplicate header {name!r}")
             ce_headers[lname] = value
