@@ -186,6 +186,14 @@ def dlq_redrive(
     unknown = wanted - {_letter_id(d) for d in letters}
     if unknown and reason is None:
         fail(f"no dead-lettered record at offset(s) {', '.join(sorted(unknown))}")
+    for d in [d for d in letters if d.body_omitted]:
+        i = d.info
+        out.print(
+            f"skipped {_letter_id(d)}: only its headers were kept (the dead-letter topic refused "
+            f"it: {i.get('write-error', '')}); the original is {i.get('topic', '')}"
+            f"[{i.get('partition', '')}]@{i.get('offset', '')}"
+        )
+    letters = [d for d in letters if not d.body_omitted]
     if dry_run:
         for d in letters:
             out.print(f"would re-drive {_letter_id(d)} to {to_topic or d.original_topic}")
