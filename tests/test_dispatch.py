@@ -480,33 +480,37 @@ async def test_async_on_failed_completes_before_the_item_counts_as_finished() ->
     assert events == ["dead-lettered 0", "handled 1", "done 1"]
 
 
-async def test_failing_on_failed_is_retried_not_dropped() -> None:
+async def test_failing_on_failed_is_abandoned_not_retried(caplog: pytest.LogCaptureFixture) -> None:
+    """The dead-letter path retries on its own (the writer); a dispatcher loop around it could
+    spin forever on an unexpected error. The item is given up (its offset never commits: Kafka
+    redelivers it) and the key goes on."""
     attempts = 0
-    dead: list[int] = []
-    retries: list[int] = []
+    done: list[int] = []
 
-    async def handler(key: str, item: int) -> None:
-        raise PermanentTemporalError("bad")
+    async def handler(key: str, item: int) -> int:
+        if item == 7:
+            raise PermanentTemporalError("bad")
+        return item
 
     async def on_failed(item: int, exc: BaseException) -> None:
         nonlocal attempts
         attempts += 1
-        if attempts < 3:
-            raise OSError("dead-letter topic unreachable")
-        dead.append(item)
+        raise OSError("bug in the dead-letter path")
 
-    d: Dispatcher[str, int, None] = Dispatcher(
+    d: Dispatcher[str, int, int] = Dispatcher(
         handler,
         max_in_flight=5,
-        on_done=lambda item, result: None,
+        on_done=lambda item, result: done.append(item),
         on_failed=on_failed,
         retry=FAST,
-        on_retry=lambda item, attempt, exc, delay: retries.append(attempt),
     )
     await d.submit("k", 7)
+    await d.submit("k", 8)
     assert await d.drain(timeout=5)
-    assert dead == [7]
-    assert retries == [1, 2]
+    assert attempts == 1
+    assert done == [8]
+    assert d.in_flight == 0
+    assert "on_failed raised" in caplog.text
 
 
 async def test_sync_on_done_error_does_not_stop_the_key(caplog: pytest.LogCaptureFixture) -> None:

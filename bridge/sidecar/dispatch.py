@@ -117,8 +117,9 @@ class Dispatcher(Generic[K, T, R]):
         on_done: Called with the item and the handler's result when it succeeded.
         on_failed: Called with the item and the error when the handler raised a non-retriable
             error (or retries ran out); may be async, and the item counts as finished only
-            once it returned. If it raises, it is called again with backoff: an item is never
-            dropped.
+            once it returned. It is called once: if it raises, the error is logged and the
+            item abandoned (neither ``on_done`` nor a second ``on_failed``), so the caller,
+            which never saw it finish, leaves its offset uncommitted.
         retry: The backoff for retriable errors; ``RetryPolicy()`` when omitted.
         on_retry: Called as ``on_retry(item, attempt, exc, delay)`` before each backoff
             sleep, for metrics and logs.
@@ -355,19 +356,15 @@ class Dispatcher(Generic[K, T, R]):
             return
 
     async def _fail(self, item: T, error: BaseException) -> None:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                outcome = self._on_failed(item, error)
-                if outcome is not None:
-                    await outcome
-            # Dropping the item would lose it (guarantee 1), so the dead-letter path retries.
-            except Exception as exc:
-                logger.warning("on_failed raised (attempt %d), retrying: %r", attempt, exc)
-                await self._backoff(item, attempt, exc)
-                continue
-            return
+        # Called once: the dead-letter path retries what is worth retrying on its own. A loop
+        # here could spin forever on an error no retry cures; the item is given up instead
+        # (the caller never saw it finish, so its offset is not committed: Kafka redelivers it).
+        try:
+            outcome = self._on_failed(item, error)
+            if outcome is not None:
+                await outcome
+        except Exception:
+            logger.exception("on_failed raised: the item is abandoned (not finished)")
 
     async def _backoff(self, item: T, attempt: int, exc: BaseException) -> None:
         delay = self._retry.delay(attempt, self._rng)
