@@ -97,14 +97,34 @@ def test_done_twice_counts_once() -> None:
     assert tracker.committable() == {TP: 2}
 
 
-def test_offsets_must_increase() -> None:
-    tracker = _tracker()
-    tracker.track(TP, 5)
-    with pytest.raises(ValueError, match="not above"):
-        tracker.track(TP, 5)
-    with pytest.raises(ValueError, match="not above"):
-        tracker.track(TP, 3)
-    tracker.track(TP2, 0)  # other partitions are independent
+def test_an_offset_going_backwards_retracks_the_partition() -> None:
+    """A seek, or an offset reset (out of range, unclean leader election), moves the position
+    back within one assignment: the partition starts over, as if revoked and assigned again,
+    and the loop never raises on it."""
+    resets: list[tuple[tuple[str, int], int, int]] = []
+    tracker: OffsetTracker[tuple[str, int]] = OffsetTracker(
+        on_reset=lambda tp, last, offset: resets.append((tp, last, offset))
+    )
+    old = [tracker.track(TP, o) for o in range(5, 8)]
+    other = tracker.track(TP2, 0)
+    tracker.done(old[0])
+    again = tracker.track(TP, 6)  # back to 6: 6 and 7 come again
+    assert resets == [(TP, 7, 6)]
+    assert again.generation != old[1].generation
+    assert tracker.in_flight(TP) == 1 and tracker.in_flight() == 2
+    assert not tracker.done(old[1]) and not tracker.done(old[2])  # the old ones no longer count
+    assert tracker.committable() == {}  # nothing finished since the reset
+    tracker.done(again)
+    assert tracker.committable() == {TP: 7}
+    same = tracker.track(TP, 6)  # the same offset again is a reset too
+    assert resets[-1] == (TP, 6, 6) and same.generation != again.generation
+    tracker.done(other)
+    assert tracker.committable() == {TP2: 1}
+
+
+def test_negative_offsets_are_refused() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        _tracker().track(TP, -1)
 
 
 def test_revoke_returns_finished_work_and_forgets_partition() -> None:

@@ -9,12 +9,16 @@ slow one. The consumer calls :meth:`OffsetTracker.track` for every record it tak
 Offsets of a partition need not be contiguous (compacted topics, transaction markers), so the
 commit position is "every tracked offset below it is done": the lowest offset still pending,
 or the last done offset + 1 when nothing is pending.
+
+An offset at or below the last one tracked (a seek, an offset reset after an unclean leader
+election) starts the partition over, as a revocation and a new assignment would: records of
+the earlier run that finish later no longer count, and nothing raises in the loop.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from itertools import count
 from typing import Generic, NamedTuple, TypeVar
 
@@ -76,6 +80,10 @@ class OffsetTracker(Generic[P]):
     and tickets taken before that are ignored afterwards, even if the partition comes back.
     ``track`` and ``done`` are O(1) amortised.
 
+    Args:
+        on_reset: Called as ``on_reset(tp, last_tracked, offset)`` when an offset goes
+            backwards and the partition starts over (for logs).
+
     Example:
         >>> tracker: OffsetTracker[str] = OffsetTracker()
         >>> a, b = tracker.track("t-0", 10), tracker.track("t-0", 11)
@@ -89,7 +97,8 @@ class OffsetTracker(Generic[P]):
         {'t-0': 12}
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_reset: Callable[[P, int, int], None] | None = None) -> None:
+        self._on_reset = on_reset
         self._partitions: dict[P, _Partition] = {}
         # One counter for every partition: a generation number is never reused, so a ticket
         # of an earlier assignment can never match a later one.
@@ -101,24 +110,27 @@ class OffsetTracker(Generic[P]):
 
         Args:
             tp: The record's topic-partition.
-            offset: The record's offset; strictly greater than the previous one tracked for
-                ``tp`` in this assignment (gaps are fine).
+            offset: The record's offset; normally above the previous one tracked for ``tp``
+                (gaps are fine). One at or below it means the position went back (a seek, an
+                offset reset): the partition starts over, as after :meth:`revoke`.
 
         Returns:
             The ticket to pass to :meth:`done` when the record is finished.
 
         Raises:
-            ValueError: ``offset`` is negative or not above the last tracked offset of ``tp``
-                (a seek backwards must :meth:`revoke` the partition first).
+            ValueError: ``offset`` is negative (no Kafka record has one).
         """
+        if offset < 0:
+            raise ValueError(f"offset {offset} of {tp!r} is negative")
         part = self._partitions.get(tp)
         if part is None:
             part = self._partitions[tp] = _Partition(next(self._generations))
-        if offset < 0 or (part.last_tracked is not None and offset <= part.last_tracked):
-            raise ValueError(
-                f"offset {offset} of {tp!r} is not above the last tracked offset "
-                f"{part.last_tracked}"
-            )
+        elif part.last_tracked is not None and offset <= part.last_tracked:
+            last = part.last_tracked
+            self._in_flight -= part.in_flight()
+            part = self._partitions[tp] = _Partition(next(self._generations))
+            if self._on_reset is not None:
+                self._on_reset(tp, last, offset)
         part.last_tracked = offset
         part.pending.append(offset)
         self._in_flight += 1
