@@ -63,6 +63,8 @@ class KafkaSettings(BaseModel):
     topics: TextList = Field(default_factory=list)
     deadletter_topic: str = "loom.deadletter"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # Records of aborted transactions never reach Temporal (aiokafka's default is uncommitted).
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
     max_poll_records: int = Field(default=500, gt=0)
     # How long the broker may hold a fetch waiting for data. Real Kafka answers as soon as
     # data arrives; the embedded broker tends to hold the full time, so lower it there.

@@ -50,6 +50,22 @@ def test_environment_nested_and_lists(env: pytest.MonkeyPatch) -> None:
     assert s.unmatched is UnmatchedPolicy.SKIP
 
 
+async def test_consumers_read_committed_by_default(env: pytest.MonkeyPatch) -> None:
+    """Records of aborted transactions must not reach Temporal: aiokafka's own default is
+    read_uncommitted."""
+    from bridge.kafka.clients import consumer_for
+
+    settings = load_settings()
+    assert settings.kafka.isolation_level == "read_committed"
+    assert consumer_for(settings.kafka, group_id=None)._isolation_level == "read_committed"
+    env.setenv("LOOM_KAFKA__ISOLATION_LEVEL", "read_uncommitted")
+    relaxed = load_settings().kafka
+    assert consumer_for(relaxed, group_id=None)._isolation_level == "read_uncommitted"
+    env.setenv("LOOM_KAFKA__ISOLATION_LEVEL", "committed")
+    with pytest.raises(SettingsError, match="LOOM_KAFKA__ISOLATION_LEVEL"):
+        load_settings()
+
+
 def test_max_buffered_defaults_to_four_times_max_in_flight(env: pytest.MonkeyPatch) -> None:
     env.setenv("LOOM_DISPATCH__MAX_IN_FLIGHT", "64")
     assert load_settings().dispatch.buffered_bound == 256

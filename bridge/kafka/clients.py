@@ -49,9 +49,11 @@ def producer_for(kafka: KafkaSettings, **options: Any) -> AIOKafkaProducer:
 
 
 def consumer_for(kafka: KafkaSettings, **options: Any) -> AIOKafkaConsumer:
-    """A (not yet started) consumer with the connection settings; ``options`` add the rest
-    (``group_id=None`` for a reader outside any group)."""
-    return AIOKafkaConsumer(**kafka.client_options(), **options)
+    """A (not yet started) consumer with the connection settings and the isolation level;
+    ``options`` add the rest (``group_id=None`` for a reader outside any group)."""
+    return AIOKafkaConsumer(
+        **{**kafka.client_options(), "isolation_level": kafka.isolation_level, **options}
+    )
 
 
 async def start_client(client: C, timeout: float | None = None) -> C:
