@@ -20,6 +20,9 @@ class Record:
         value: Raw value bytes, or None (a tombstone, or a binary-mode event without data).
         headers: Headers in wire order; names may repeat.
         timestamp: Record timestamp in milliseconds since the epoch, if known.
+        unreadable: Why aiokafka could not parse the record (read raw instead, see
+            :mod:`bridge.kafka.rawfetch`); None for every record aiokafka delivered. Header
+            names of such a record keep bytes that are not UTF-8 as surrogate escapes.
     """
 
     topic: str
@@ -29,6 +32,7 @@ class Record:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     timestamp: int | None = None
+    unreadable: str | None = None
 
     @classmethod
     def from_aiokafka(cls, rec: Any) -> Record:
