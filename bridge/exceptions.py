@@ -7,7 +7,9 @@ string matching. Each runtime error carries a short ``reason`` slug that ends up
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping
+from pathlib import Path
 from types import MappingProxyType
 
 
@@ -90,6 +92,28 @@ class PayloadTooLargeError(BadInputError):
     """The payload exceeds Temporal's blob size limit (2 MB by default)."""
 
     reason = "payload-too-large"
+
+
+class InternalError(LoomError):
+    """An unexpected exception while a record was taken (a bug in the loom, or in a route's own
+    code): the record is dead-lettered with the exception and where it was raised, and the
+    line goes on. Never retried: the same record would raise the same way."""
+
+    reason = "internal"
+
+    @classmethod
+    def wrap(cls, exc: BaseException) -> InternalError:
+        """The error for ``exc``: its type and message (the traceback's last line), and the
+        place it was raised (the traceback's last frame)."""
+        text = str(exc)
+        message = f"{type(exc).__qualname__}: {text}" if text else type(exc).__qualname__
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:
+            last = frames[-1]
+            message += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
+        error = cls(message)
+        error.__cause__ = exc
+        return error
 
 
 # --- runtime: Temporal outcomes ------------------------------------------------------------

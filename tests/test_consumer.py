@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import recorder
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 from recorder import RecorderWorkflow, publish, wait_delivered
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -326,3 +326,227 @@ async def test_partition_ownership_is_a_metric_not_readiness(
                     assert partition_series(idle[0]) == set()
                     for member in members:
                         assert metric_total(member.metrics.partitions) == len(owned(member))
+
+
+# --- no record stops the line (issue 12) --------------------------------------------------------
+
+
+class Strict(BaseModel):
+    entity: str
+    seq: int
+
+    @field_validator("entity")
+    @classmethod
+    def _entity(cls, value: str) -> str:
+        if value == "boom":
+            # Not a ValueError: pydantic lets it out as it is, as a bug in a route's code would.
+            raise LookupError("bug in the route's validator")
+        return value
+
+
+def strict_router(task_queue: str) -> Router:
+    return Router([
+        *recorder_router(task_queue).routes,
+        Route(
+            "strict",
+            match=Match(type="test.strict"),
+            data=Strict,
+            action=SignalWithStart(
+                workflow=RecorderWorkflow, task_queue=task_queue, workflow_id="rec-{data.entity}"
+            ),
+        ),
+    ])
+
+
+async def wait_delivered_alive(
+    client: Client, expected: dict[str, list[str]], loom: Loom, timeout: float = 60
+) -> dict[str, list[str]]:
+    """Query until every workflow holds its ids; fails at once when the loop died."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        assert loom.error is None, f"the loop died: {loom.error!r}"
+        seen = await recorder.query_all(client, expected)
+        if all(len(set(seen[w])) >= len(ids) for w, ids in expected.items()):
+            return seen
+        missing = {w: sorted(set(ids) - set(seen[w])) for w, ids in expected.items()}
+        assert asyncio.get_running_loop().time() < deadline, f"not delivered: {missing}"
+        await asyncio.sleep(0.3)
+
+
+def _structured(**members: str) -> bytes:
+    # JSON text written by hand: json.dumps would refuse nothing, but this keeps the escapes
+    # exactly as a producer in another language would send them.
+    doc = {"specversion": '"1.0"', "id": '"p"', "source": '"t"', "type": '"test.step"',
+           "data": '{"entity":"p","seq":0}', **members}
+    return ("{" + ",".join(f'"{k}":{v}' for k, v in doc.items()) + "}").encode("ascii")
+
+
+async def test_records_that_used_to_stop_the_line_are_dead_lettered(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    """Lone surrogates in a structured record's id, source or extension name, and a route
+    whose own code raises: each is dead-lettered (decode / internal) and the loop goes on."""
+    topic, dlq = await new_topic(partitions=1), await new_topic()
+    prefix = uuid.uuid4().hex[:6]
+    good = step_events(prefix, entities=2, per_entity=5)
+    expected = expected_by_workflow(good)
+    ctype = [("content-type", b"application/cloudevents+json")]
+    _, boom, boom_headers = encode(
+        Event(id="boom-1", source="t", type="test.strict", data={"entity": "boom", "seq": 1})
+    )
+    poison: list[tuple[bytes | None, list[tuple[str, bytes]], str, str]] = [
+        (_structured(id='"a\\udc80"'), ctype, "decode", "attribute 'id'"),
+        (_structured(source='"t\\udc80"'), ctype, "decode", "attribute 'source'"),
+        (_structured(**{"x\\udc80": '"1"'}), ctype, "decode", "extension name"),
+        (boom, boom_headers, "internal", "LookupError: bug in the route's validator"),
+    ]
+    producer = await make_producer()
+    loom = Loom(strict_router(task_queue), temporal_client,
+                make_settings(loom_kafka_bootstrap, topic, dlq))
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+        async with running(loom):
+            for i, event in enumerate(good):
+                if i < len(poison):
+                    value, headers, _, _ = poison[i]
+                    await producer.send_and_wait(topic, value=value, headers=headers)
+                await publish(producer, topic, [event])
+            assert await wait_delivered_alive(temporal_client, expected, loom) == expected
+            letters = await read_records(loom_kafka_bootstrap, dlq, count=len(poison))
+            assert loom.error is None
+    assert [_header(r, deadletter.REASON) for r in letters] == [p[2] for p in poison]
+    for letter, (value, headers, _, words) in zip(letters, poison, strict=True):
+        assert words in _header(letter, deadletter.MESSAGE)
+        assert letter.value == value  # byte for byte
+        assert [(n, b) for n, b in letter.headers if not n.startswith(deadletter.PREFIX)] == headers
+    # The internal error names where it was raised (the traceback's last frame).
+    assert "test_consumer.py" in _header(letters[3], deadletter.MESSAGE)
+
+
+async def test_position_moved_back_is_taken_again_and_the_loop_survives(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    """A seek back (what an offset reset does on real Kafka) redelivers records already
+    taken: the partition is tracked again from there, nothing raises, nothing doubles."""
+    from aiokafka import TopicPartition
+
+    topic, dlq = await new_topic(partitions=1), await new_topic()
+    prefix = uuid.uuid4().hex[:6]
+    events = step_events(prefix, entities=3, per_entity=6)
+    expected = expected_by_workflow(events)
+    producer = await make_producer()
+    loom = Loom(recorder_router(task_queue), temporal_client,
+                make_settings(loom_kafka_bootstrap, topic, dlq))
+    tp = TopicPartition(topic, 0)
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+        async with running(loom):
+            await publish(producer, topic, events[:12])
+            first = expected_by_workflow(events[:12])
+            await wait_delivered_alive(temporal_client, first, loom)
+            await _committed(loom, tp, 12)
+            assert loom.consumer is not None
+            loom.consumer.seek(tp, 3)  # offsets 3..11 come again
+            await publish(producer, topic, events[12:])
+            seen = await wait_delivered_alive(temporal_client, expected, loom)
+            await _committed(loom, tp, 18)
+            assert loom.error is None
+    assert seen == expected  # the redelivered calls were dropped by their request ids
+    assert metric_total(loom.metrics.consumed) >= 18 + 9
+
+
+async def _committed(loom: Loom, tp: Any, offset: int, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while metric_total(loom.metrics.committed, topic=tp.topic, partition=str(tp.partition)) < offset:
+        assert loom.error is None, f"the loop died: {loom.error!r}"
+        assert asyncio.get_running_loop().time() < deadline, f"{tp} never committed {offset}"
+        await asyncio.sleep(0.1)
+
+
+def _raw(event: Event) -> tuple[bytes | None, bytes | None, list[tuple[bytes, bytes | None]]]:
+    key, value, headers = encode(event)
+    return key, value, [(name.encode(), val) for name, val in headers]
+
+
+async def test_record_aiokafka_cannot_parse_is_dead_lettered_and_nothing_else_is_lost(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    """A header name that is not UTF-8: aiokafka's getmany raises a bare UnicodeDecodeError on
+    every call, and records of other partitions drained in that call are thrown away with
+    their positions moved. The loom reads the batch raw, dead-letters that one record with its
+    coordinates and its headers, and every other record of both partitions arrives once."""
+    from aiokafka import TopicPartition
+    from rawkafka import batch, produce_batch
+
+    topic, dlq = await new_topic(partitions=2), await new_topic()
+    prefix = uuid.uuid4().hex[:6]
+    events = step_events(prefix, entities=1, per_entity=6)
+    other = step_events(prefix + "o", entities=1, per_entity=5)
+    expected = expected_by_workflow(events[:2] + events[3:] + other)
+    producer = await make_producer()
+    for event in other:  # partition 1: five good records
+        key, value, headers = encode(event)
+        await producer.send_and_wait(topic, value=value, key=key, headers=headers, partition=1)
+    bad_key, bad_value, bad_headers = _raw(events[2])
+    bad_headers = [*bad_headers, (b"\xff\xfe", b"x"), (b"ok", None)]
+    # Partition 0: offsets 0..4 in ONE batch, offset 2 unreadable; offset 5 on its own.
+    await produce_batch(loom_kafka_bootstrap, topic, 0, batch(
+        [_raw(events[0]), _raw(events[1]), (bad_key, bad_value, bad_headers), _raw(events[3]),
+         _raw(events[4])]
+    ))
+    key, value, headers = encode(events[5])
+    await producer.send_and_wait(topic, value=value, key=key, headers=headers, partition=0)
+    loom = Loom(recorder_router(task_queue), temporal_client,
+                make_settings(loom_kafka_bootstrap, topic, dlq))
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+        async with running(loom):
+            seen = await wait_delivered_alive(temporal_client, expected, loom)
+            await _committed(loom, TopicPartition(topic, 0), 6)
+            await _committed(loom, TopicPartition(topic, 1), 5)
+            (letter,) = await read_records(loom_kafka_bootstrap, dlq, count=1)
+    assert seen == expected
+    parsed = deadletter.parse_deadletter(letter)
+    assert parsed.info["reason"] == "unreadable"
+    assert (parsed.info["topic"], parsed.info["partition"], parsed.info["offset"]) == (topic, "0", "2")
+    assert (letter.key, letter.value) == (bad_key, bad_value)
+    assert parsed.raw_headers == [(n, v or b"") for n, v in bad_headers]
+    assert "\\xff\\xfe" in parsed.info["message"]
+    assert metric_total(loom.metrics.deadlettered) == 1
+
+
+async def test_offset_gap_of_a_control_batch_is_committed_past(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    """A transaction marker takes an offset no consumer sees (here a control batch without
+    producer id, which the embedded broker accepts): the commit moves past the gap."""
+    from aiokafka import TopicPartition
+    from rawkafka import control_batch, produce_batch
+
+    topic, dlq = await new_topic(partitions=1), await new_topic()
+    events = step_events(uuid.uuid4().hex[:6], entities=1, per_entity=2)
+    producer = await make_producer()
+    await publish(producer, topic, events[:1])
+    assert await produce_batch(loom_kafka_bootstrap, topic, 0, control_batch()) == 1
+    await publish(producer, topic, events[1:])
+    loom = Loom(recorder_router(task_queue), temporal_client,
+                make_settings(loom_kafka_bootstrap, topic, dlq))
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+        async with running(loom):
+            seen = await wait_delivered_alive(temporal_client, expected_by_workflow(events), loom)
+            await _committed(loom, TopicPartition(topic, 0), 3)  # 0, (1: the marker), 2
+    assert seen == expected_by_workflow(events)
+    assert metric_total(loom.metrics.consumed) == 2

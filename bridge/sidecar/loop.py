@@ -12,8 +12,13 @@ docs/architecture.md:
   behind their workflow id) are bounded by ``max_buffered``: when full, the partitions are
   paused;
 - bad input goes to the dead-letter topic byte for byte, transient Temporal errors are
-  retried without skipping;
-- :meth:`Loom.stop` stops fetching, drains within a timeout, commits and closes.
+  retried without skipping; no record stops the line: whatever raises while a record is
+  taken dead-letters that record (reason ``internal`` for the unexpected), and a record the
+  dead-letter topic refuses for good is left uncommitted while the loop goes on;
+- the rest of a batch fetched before a rebalance is never taken (:mod:`.batches`);
+- :meth:`Loom.stop` stops fetching, drains until ``drain_timeout_s`` after the stop (a
+  record blocked past that, e.g. on an unreachable dead-letter topic, is abandoned
+  uncommitted), commits and closes.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -31,46 +35,26 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from temporalio.client import Client
 
-from bridge.actions import ActionKind, Invocation, Outcome, UnmatchedPolicy
-from bridge.events import Event
-from bridge.exceptions import BadInputError, LoomError, UnmatchedEventError, error_reason
-from bridge.kafka.binding import decode
+from bridge.actions import ActionKind, Outcome
+from bridge.exceptions import error_reason
 from bridge.kafka.clients import consumer_for, producer_for, start_client, stop_client
 from bridge.kafka.deadletters import DeadLetterWriter
 from bridge.kafka.record import Record
 from bridge.routing import Router
 from bridge.settings import LoomSettings
+from bridge.sidecar.batches import BatchFetcher, Ownership
 from bridge.sidecar.dispatch import Dispatcher, RetryPolicy
+from bridge.sidecar.intake import Intake, Job, UnmatchedStopError, UnreadableRecordError
 from bridge.sidecar.metrics import Health, Metrics
-from bridge.sidecar.offsets import OffsetTracker, Ticket
+from bridge.sidecar.offsets import OffsetTracker
 from bridge.sidecar.replies import publish_reply
 from bridge.telemetry.tracing import header_hook, route_span
 from bridge.temporal.calls import TemporalExecutor
 
+__all__ = ["Loom", "UnmatchedStopError", "UnreadableRecordError", "running"]
+
 log = logging.getLogger("loom")
-
-
-class UnmatchedStopError(LoomError):
-    """An event matched no route and the unmatched policy is ``fail``."""
-
-    reason = "unmatched-fail"
-
-
-@dataclass(slots=True)
-class _Pending:
-    """One consumed record whose invocations are not all finished."""
-
-    ticket: Ticket[TopicPartition]
-    remaining: int
-
-
-@dataclass(slots=True)
-class _Job:
-    """One invocation of one record, the unit the dispatcher runs."""
-
-    record: Record
-    invocation: Invocation
-    pending: _Pending
+_Job = Job  # the dispatcher's unit (bench/child.py subclasses the loom's callbacks with it)
 
 
 class Loom:
@@ -110,8 +94,9 @@ class Loom:
         self._retry_policy = RetryPolicy(
             initial=d.retry_initial_s, maximum=d.retry_max_s, multiplier=d.retry_multiplier
         )
-        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
-        self.dispatcher: Dispatcher[str, _Job, tuple[Outcome, Any]] = Dispatcher(
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker(on_reset=_moved_back)
+        self.ownership = Ownership()
+        self.dispatcher: Dispatcher[str, Job, tuple[Outcome, Any]] = Dispatcher(
             self._call,
             max_in_flight=d.max_in_flight,
             max_buffered=d.buffered_bound,
@@ -122,8 +107,10 @@ class Loom:
         )
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._deadletters: DeadLetterWriter | None = None
+        self._intake: Intake | None = None
+        self._fetcher: BatchFetcher | None = None
         self._stopping = asyncio.Event()
+        self._deadline: float | None = None  # loop time by which a stop must be done
         self._last_commit = 0.0
         self._commit_lock = asyncio.Lock()
         self.error: BaseException | None = None
@@ -134,8 +121,12 @@ class Loom:
         """Connect the producer and the consumer and join the group."""
         k = self.settings.kafka
         self._producer = await start_client(producer_for(k))
-        self._deadletters = DeadLetterWriter(
+        deadletters = DeadLetterWriter(
             self._producer, k.deadletter_topic, backoff=self._retry_policy.delay, on_retry=self._dlq_retry
+        )
+        self._intake = Intake(
+            self.router, self.tracker, self.dispatcher, deadletters, self.metrics,
+            self._gauge_in_flight,
         )
         self._consumer = consumer_for(
             k,
@@ -153,6 +144,12 @@ class Loom:
         except BaseException:
             await stop_client(self._producer)
             raise
+        self._fetcher = BatchFetcher(
+            self._consumer,
+            self.ownership,
+            read_committed=k.isolation_level == "read_committed",
+            backoff=self._retry_policy.cap,
+        )
         self.health.kafka_connected = True
         self.health.temporal_connected = True
         self.health.running = True
@@ -162,7 +159,7 @@ class Loom:
         if self._consumer is None:
             await self.start()
         try:
-            await self._loop()
+            await self._loop_until_stopped()
         except Exception as exc:
             self.error = exc
             raise
@@ -170,34 +167,69 @@ class Loom:
             await self._shutdown()
 
     def stop(self) -> None:
-        """Ask the loop to stop fetching; :meth:`run` then drains, commits and returns."""
+        """Ask the loop to stop fetching; :meth:`run` then drains, commits and returns, within
+        ``drain_timeout_s`` of this call."""
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.settings.dispatch.drain_timeout_s
         self._stopping.set()
 
-    def _started(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer, DeadLetterWriter]:
-        if self._consumer is None or self._producer is None or self._deadletters is None:
+    def _time_left(self) -> float:
+        if self._deadline is None:
+            return self.settings.dispatch.drain_timeout_s
+        return max(0.0, self._deadline - time.monotonic())
+
+    def _started(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer, Intake]:
+        if self._consumer is None or self._producer is None or self._intake is None:
             raise RuntimeError("the loom is not started: call start() or run() first")
-        return self._consumer, self._producer, self._deadletters
+        return self._consumer, self._producer, self._intake
+
+    async def _loop_until_stopped(self) -> None:
+        # Once asked to stop, the loop takes the rest of the batch in hand and fetches no more;
+        # a record it cannot finish taking (a dead-letter write retrying against an unreachable
+        # topic, submit waiting on calls Temporal does not answer) is cancelled at the stop
+        # deadline, uncommitted.
+        task = asyncio.create_task(self._loop(), name="loom-loop")
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                await asyncio.wait({task}, timeout=self._time_left())
+            if not task.done():
+                log.warning("the loop is still taking a record at the stop deadline: it is "
+                            "abandoned, uncommitted (Kafka redelivers it)")
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return
+            await task
+        finally:
+            stop.cancel()
+            if not task.done():  # run() itself was cancelled
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def _loop(self) -> None:
-        consumer = self._started()[0]
+        consumer, fetcher = self._started()[0], self._fetcher
+        if fetcher is None:
+            raise RuntimeError("the loom is not started: call start() or run() first")
         interval = self.settings.dispatch.commit_interval_s
         while not self._stopping.is_set():
             if self.dispatcher.full:
                 await self._pause_until_space(consumer)
                 continue
-            batch = await consumer.getmany(
+            batch = await fetcher.fetch(
                 timeout_ms=min(200, int(interval * 1000)),
                 max_records=min(self.dispatcher.free_slots, self.settings.kafka.max_poll_records),
             )
-            for tp, records in batch.items():
+            for tp, records in batch.records.items():
                 self.metrics.consumed.labels(tp.topic).inc(len(records))
-                owned = (tp.topic, tp.partition)
-                for rec in records:
+                epoch = batch.epochs.get(tp)
+                for record in records:
                     # A rebalance may revoke the partition while this batch is being taken
-                    # (submit can wait): the rest of it belongs to the partition's next owner.
-                    if owned not in self.health.assigned:
+                    # (submit can wait), and assign it again: either way the partition
+                    # restarted at its committed offset and the rest of the batch is not ours.
+                    if not self.ownership.owns(tp, epoch):
                         break
-                    await self._take(tp, Record.from_aiokafka(rec))
+                    await self._take(tp, record)
             if time.monotonic() - self._last_commit >= interval:
                 await self.commit()
 
@@ -225,7 +257,7 @@ class Loom:
     async def _shutdown(self) -> None:
         self.health.running = False
         try:
-            drained = await self.dispatcher.drain(self.settings.dispatch.drain_timeout_s)
+            drained = await self.dispatcher.drain(self._time_left())
             if not drained:
                 log.warning(
                     "drain timeout: %d calls still in flight are left to redelivery",
@@ -269,37 +301,9 @@ class Loom:
     # --- one record ---------------------------------------------------------------------------
 
     async def _take(self, tp: TopicPartition, record: Record) -> None:
-        ticket = self.tracker.track(tp, record.offset)
-        try:
-            event = decode(record)
-            invocations = self.router.resolve(event)
-        except BadInputError as exc:
-            await self._deadletter(record, exc, getattr(exc, "route", None))
-            self.tracker.done(ticket)
-            return
-        if not invocations:
-            await self._unmatched(record, event)
-            self.tracker.done(ticket)
-            return
-        pending = _Pending(ticket, len(invocations))
-        for inv in invocations:
-            await self.dispatcher.submit(inv.workflow_id, _Job(record, inv, pending))
-            self._gauge_in_flight()
+        await self._started()[2].take(tp, record)
 
-    async def _unmatched(self, record: Record, event: Event) -> None:
-        policy = self.router.unmatched
-        self.metrics.unmatched.labels(policy.value).inc()
-        if policy is UnmatchedPolicy.SKIP:
-            return
-        exc = UnmatchedEventError(
-            f"no route matches type={event.type!r} source={event.source!r}"
-            f" subject={event.subject!r}"
-        )
-        if policy is UnmatchedPolicy.FAIL:
-            raise UnmatchedStopError(str(exc))
-        await self._deadletter(record, exc, None)
-
-    async def _call(self, key: str, job: _Job) -> tuple[Outcome, Any]:
+    async def _call(self, key: str, job: Job) -> tuple[Outcome, Any]:
         inv = job.invocation
         started = time.perf_counter()
         # Span "loom route <route>", child of the event's traceparent; current during the
@@ -313,15 +317,16 @@ class Loom:
             await publish_reply(producer, inv, result[1], self.settings.kafka.group_id)
         return result
 
-    def _on_done(self, job: _Job, result: tuple[Outcome, Any]) -> None:
+    def _on_done(self, job: Job, result: tuple[Outcome, Any]) -> None:
         self.metrics.routed.labels(job.invocation.route, result[0].value).inc()
-        self._finish(job)
+        self._started()[2].finish(job)
 
-    async def _on_failed(self, job: _Job, exc: BaseException) -> None:
-        await self._deadletter(job.record, exc, job.invocation.route)
-        self._finish(job)
+    async def _on_failed(self, job: Job, exc: BaseException) -> None:
+        intake = self._started()[2]
+        if await intake.deadletter(job.record, exc, job.invocation.route):
+            intake.finish(job)
 
-    def _on_retry(self, job: _Job, attempt: int, exc: BaseException, delay: float) -> None:
+    def _on_retry(self, job: Job, attempt: int, exc: BaseException, delay: float) -> None:
         self.metrics.retries.labels(error_reason(exc)).inc()
         self.health.temporal_connected = False
         log.warning(
@@ -337,31 +342,9 @@ class Loom:
         self.metrics.retries.labels("deadletter-write").inc()
         log.warning("dead-letter write failed (attempt %d, retry in %.2fs): %s", attempt, delay, err)
 
-    def _finish(self, job: _Job) -> None:
-        job.pending.remaining -= 1
-        if job.pending.remaining == 0:
-            self.tracker.done(job.pending.ticket)
-        self._gauge_in_flight()
-
     def _gauge_in_flight(self) -> None:
         self.metrics.in_flight.set(self.dispatcher.in_flight)
         self.metrics.running.set(self.dispatcher.running)
-
-
-    async def _deadletter(self, record: Record, exc: BaseException, route: str | None) -> None:
-        deadletters = self._started()[2]
-        reason = error_reason(exc)
-        log.error(
-            "dead-lettered %s[%d]@%d route=%s reason=%s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            route,
-            reason,
-            exc,
-        )
-        await deadletters.write(record, exc, route)
-        self.metrics.deadlettered.labels(reason).inc()
 
 
     # --- offsets ------------------------------------------------------------------------------
@@ -389,6 +372,7 @@ class Loom:
             return offsets
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        self.ownership.revoked(revoked)
         offsets = self.tracker.revoke(revoked)
         for tp in revoked:
             self.health.assigned.discard((tp.topic, tp.partition))
@@ -408,11 +392,19 @@ class Loom:
         # Called after every join, with an empty set too: a member without partitions is in
         # the group all the same (readiness), and owns nothing (the metric).
         self.health.group_joined = True
+        self.ownership.assigned(assigned)
         for tp in assigned:
             self.health.assigned.add((tp.topic, tp.partition))
         self.metrics.partitions.set(len(self.health.assigned))
         self.metrics.assign_partitions((tp.topic, tp.partition) for tp in assigned)
 
+
+
+def _moved_back(tp: TopicPartition, last: int, offset: int) -> None:
+    log.warning(
+        "%s[%d]: offset %d after %d (a seek or an offset reset): tracking the partition again",
+        tp.topic, tp.partition, offset, last,
+    )
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -53,6 +53,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.deadletter_failed = Counter(
+            "loom_deadletter_failed",
+            "Records left uncommitted: the dead-letter topic refused them and their summary",
+            registry=r,
+        )
         self.retries = Counter(
             "loom_temporal_retries",
             "Retried Temporal calls (transient errors)",
