@@ -334,6 +334,8 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
             await consumer._client.force_metadata_update()
             parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in parts]
+        if not tps:  # metadata without the topic yet: unknown, not "nothing left"
+            return None
         ends: dict[Any, int] = await consumer.end_offsets(tps)
         committed = await admin.list_consumer_group_offsets(group, partitions=tps)
         lag = 0
