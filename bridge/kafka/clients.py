@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 
 from bridge.events import Event
 from bridge.kafka.binding import encode
@@ -66,15 +67,32 @@ async def start_client(client: C, timeout: float | None = None) -> C:
     return client
 
 
-async def stop_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+async def stop_client(
+    client: AIOKafkaConsumer | AIOKafkaProducer, *, flush_timeout: float | None = None
+) -> None:
     """Stop an aiokafka client, keeping its errors out of the shutdown path.
 
     With the broker gone, ``AIOKafkaConsumer.stop()`` raises the ``CancelledError`` of its own
     coordinator task (leaving the group cannot finish). That is not a cancellation of ours:
     it is logged and swallowed unless this task really is being cancelled.
+
+    A producer's ``stop()`` first waits until every record handed to it is acknowledged or
+    expired (``request_timeout_ms``, 30 s by default). With ``flush_timeout``, records still
+    unsent after that many seconds are failed instead, so a stop cannot outlast its deadline
+    when the broker refuses them (their Kafka records were not committed: nothing is lost).
     """
     try:
-        await client.stop()
+        if flush_timeout is None or not isinstance(client, AIOKafkaProducer):
+            await client.stop()
+            return
+        stopping = asyncio.ensure_future(client.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=flush_timeout)
+        if not done:
+            log.warning("the producer did not flush within %.1fs: its unsent records are dropped",
+                        flush_timeout)
+            # aiokafka has no stop without flush: fail what it holds, and stop() goes on.
+            client._message_accumulator.fail_all(KafkaTimeoutError("the producer is stopping"))
+        await stopping
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():

@@ -271,8 +271,10 @@ class Loom:
                     await stop_client(self._consumer)
             finally:
                 # Also when stopping the consumer raised: the producer holds connections too.
+                # Its flush is bounded: a dead-letter write abandoned at the stop deadline
+                # would otherwise hold the exit for request_timeout_ms.
                 if self._producer is not None:
-                    await stop_client(self._producer)
+                    await stop_client(self._producer, flush_timeout=max(self._time_left(), 1.0))
                 self.health.kafka_connected = False
 
     @property
