@@ -319,13 +319,34 @@ class SidecarProcess:
 # --- Kafka helpers -----------------------------------------------------------------------------
 
 
-async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
-    """End offsets minus the group's committed offsets over ``topic`` (None: unknown)."""
+async def log_ends(consumer: Any, tps: list[Any]) -> dict[Any, int]:
+    """The offset after the last record of each partition, from a fetch's high watermark.
+
+    The embedded broker answers ListOffsets (``end_offsets``) with the last batch's base
+    offset + 1: 1 for a partition holding one batch of 5 records. A fetch response carries
+    the true high watermark, so one fetch from the start of each partition is taken too.
+    """
+    ends: dict[Any, int] = await consumer.end_offsets(tps)
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, 0)
+    deadline = time.monotonic() + 5
+    while any(consumer.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
+        await consumer.getmany(timeout_ms=200, max_records=1)
+    return {tp: max(ends[tp], consumer.highwater(tp) or 0) for tp in tps}
+
+
+async def group_offsets(
+    bootstrap: str, group: str, topic: str
+) -> tuple[dict[int, int], dict[int, int]] | None:
+    """``({partition: committed}, {partition: log end})`` of ``topic`` (None: unknown)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, max_partition_fetch_bytes=1024
+    )
     await admin.start()
     await consumer.start()
     try:
@@ -333,22 +354,30 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
         if not parts:
             await consumer._client.force_metadata_update()
             parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:  # metadata without the topic yet: unknown, not "nothing left"
             return None
-        ends: dict[Any, int] = await consumer.end_offsets(tps)
+        ends = await log_ends(consumer, tps)
         committed = await admin.list_consumer_group_offsets(group, partitions=tps)
-        lag = 0
+        done: dict[int, int] = {}
         for tp in tps:
             meta = committed.get(tp)
-            done = meta.offset if meta is not None and meta.offset >= 0 else 0
-            lag += max(0, ends[tp] - done)
-        return lag
+            done[tp.partition] = meta.offset if meta is not None and meta.offset >= 0 else 0
+        return done, {tp.partition: ends[tp] for tp in tps}
     except Exception:
         return None
     finally:
         await consumer.stop()
         await admin.close()
+
+
+async def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
+    """Log ends minus the group's committed offsets over ``topic`` (None: unknown)."""
+    offsets = await group_offsets(bootstrap, group, topic)
+    if offsets is None:
+        return None
+    done, ends = offsets
+    return sum(max(0, ends[p] - done[p]) for p in ends)
 
 
 async def wait_caught_up(bootstrap: str, group: str, topic: str, timeout: float) -> int | None:

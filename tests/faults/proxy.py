@@ -9,6 +9,8 @@ the connection on purpose::
         proxy.restore()             # accept and forward again
         proxy.stall()               # connections stay open, bytes wait (a partition) until
         proxy.restore()             # the partition heals and they arrive, as TCP retransmits
+        proxy.refuse = lambda api_key, client_id: api_key == 0   # Kafka: reset a connection
+        proxy.refuse = None         # before it forwards a matching request (here: Produce)
 
 Latency delays each chunk without serializing the stream: bytes read at ``t`` are written at
 ``t + latency``, in order, so throughput stays as it was while round trips get longer.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -37,7 +40,49 @@ class ProxyStats:
     bytes_down: int = 0  # server -> client
     stalls: int = 0
     upstream_failures: int = 0
+    refused_requests: int = 0
     open_connections: set[int] = field(default_factory=set)
+
+
+class KafkaRequests:
+    """Splits a client's byte stream into Kafka requests: ``(api_key, client_id)`` of each.
+
+    A request is a 4-byte size, then api key (int16), api version (int16), correlation id
+    (int32) and client id (int16 length + bytes) in every header version.
+    """
+
+    _HEAD = 14
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._skip = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, str]]:
+        found: list[tuple[int, str]] = []
+        while data:
+            if self._skip:
+                step = min(self._skip, len(data))
+                self._skip -= step
+                data = data[step:]
+                continue
+            buf, data = self._buf + data, b""
+            if len(buf) < self._HEAD:
+                self._buf = buf
+                break
+            size = int.from_bytes(buf[:4], "big")
+            api_key = int.from_bytes(buf[4:6], "big", signed=True)
+            id_len = max(0, int.from_bytes(buf[12:14], "big", signed=True))
+            if len(buf) < self._HEAD + id_len:
+                self._buf = buf
+                break
+            found.append((api_key, buf[self._HEAD : self._HEAD + id_len].decode("utf-8", "replace")))
+            self._buf = b""
+            end = 4 + size
+            if len(buf) >= end:
+                data = buf[end:]
+            else:
+                self._skip = end - len(buf)
+        return found
 
 
 class _Link:
@@ -78,6 +123,9 @@ class FaultProxy:
 
     Attributes:
         latency: May be changed at any time; applies to chunks read afterwards.
+        refuse: For a Kafka broker: called with ``(api_key, client_id)`` of each request a
+            client sends; True resets that connection before the request is forwarded (a
+            broker the client cannot reach for that kind of request).
     """
 
     def __init__(
@@ -93,6 +141,7 @@ class FaultProxy:
         self._requested_port = port
         self.port = port or 0
         self.latency = latency
+        self.refuse: Callable[[int, str], bool] | None = None
         self._flowing = asyncio.Event()
         self._flowing.set()
         self.stats = ProxyStats()
@@ -199,6 +248,7 @@ class FaultProxy:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         sender = asyncio.create_task(self._send(queue, writer))
         failed = False
+        requests = KafkaRequests() if up else None
         try:
             while True:
                 try:
@@ -208,6 +258,13 @@ class FaultProxy:
                     break
                 if not data:
                     break
+                if requests is not None:
+                    refuse = self.refuse
+                    found = requests.feed(data)
+                    if refuse is not None and any(refuse(key, cid) for key, cid in found):
+                        self.stats.refused_requests += 1
+                        failed = True
+                        break
                 if up:
                     self.stats.bytes_up += len(data)
                 else:

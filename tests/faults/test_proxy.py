@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
 from collections.abc import AsyncIterator
+from itertools import pairwise
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from faults.proxy import FaultProxy
+from faults.proxy import FaultProxy, KafkaRequests
 
 pytestmark = pytest.mark.faults
 
@@ -94,3 +98,40 @@ async def test_stall_holds_bytes_until_restored(echo_port: int) -> None:
         assert await asyncio.wait_for(reader.readexactly(4), 5) == b"more"
         assert proxy.stats.stalls == 1
         writer.close()
+
+
+def _request(api_key: int, client_id: str, body: bytes) -> bytes:
+    cid = client_id.encode()
+    rest = struct.pack(">hhih", api_key, 3, 7, len(cid)) + cid + body
+    return struct.pack(">i", len(rest)) + rest
+
+
+@given(
+    requests=st.lists(
+        st.tuples(st.integers(0, 70), st.text("abc-", max_size=12), st.binary(max_size=40)),
+        max_size=6,
+    ),
+    cuts=st.lists(st.integers(0, 400), max_size=8),
+)
+def test_kafka_requests_are_found_across_any_chunking(
+    requests: list[tuple[int, str, bytes]], cuts: list[int]
+) -> None:
+    stream = b"".join(_request(*r) for r in requests)
+    points = sorted({c for c in cuts if c < len(stream)} | {0, len(stream)})
+    splitter = KafkaRequests()
+    found = [f for a, b in pairwise(points) for f in splitter.feed(stream[a:b])]
+    assert found == [(key, cid) for key, cid, _ in requests]
+
+
+async def test_a_refused_kafka_request_resets_its_connection(echo_port: int) -> None:
+    async with FaultProxy(echo_port) as proxy:
+        proxy.refuse = lambda api_key, client_id: api_key == 0 and client_id != "ok"
+        assert await _roundtrip(proxy.port, _request(0, "ok", b"x")) == _request(0, "ok", b"x")
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(_request(3, "c", b"") + _request(0, "c", b"produce"))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            await asyncio.wait_for(reader.readexactly(1000), 5)
+        writer.close()
+        assert proxy.stats.refused_requests == 1

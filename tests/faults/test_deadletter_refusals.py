@@ -1,0 +1,209 @@
+"""The dead-letter topic refuses records: for good (too large for it), or for now (unreachable).
+
+- A record that the dead-letter topic will never take (here: over the producer's
+  ``max_request_size`` of 1 MiB, as a broker's ``message.max.bytes`` would refuse it; the
+  embedded broker enforces no topic limit) is written headers-only, and the line goes on.
+- While the dead-letter topic cannot be reached (the broker resets every connection that
+  sends it a record), the write is retried; SIGTERM then still exits within the drain
+  timeout, the record stays uncommitted, and after a restart it is dead-lettered: nothing
+  lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from recorder import publish
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from bridge.dev import EmbeddedKafka, create_topic, free_port
+from bridge.events import Event
+from bridge.kafka import deadletters as dl
+from bridge.kafka.binding import encode
+from bridge.kafka.clients import start_client, stop_client
+from bridge.kafka.record import Record
+from faults.harness import (
+    FULL,
+    Row,
+    SidecarProcess,
+    group_offsets,
+    loom_env,
+    read_all,
+    settle,
+    size,
+    unique,
+)
+from faults.proxy import FaultProxy
+from faults.workload import EVENT_TYPE, SOURCE, expected_by_workflow, step_events
+
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
+
+TIMEOUT = 600 if FULL else 150
+MIB = 1024 * 1024
+
+
+@pytest.mark.timeout(TIMEOUT)
+async def test_deadletter_topic_refuses_records_too_large_for_it(
+    temporal_client: Client,
+    recorder_worker: Worker,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+    fault_results: Callable[[Row], None],
+) -> None:
+    started = time.monotonic()
+    topic, dlq = await new_topic(partitions=4), await new_topic()
+    good = step_events(unique("t10"), size(20, 60), size(8, 20))
+    expected = expected_by_workflow(good)
+    env = loom_env(
+        bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g10"),
+        temporal=temporal_client.service_client.config.target_host, task_queue=task_queue,
+        http_port=free_port(),
+        extra={"LOOM_KAFKA__PRODUCER__MAX_REQUEST_SIZE": str(MIB)},
+    )
+    # Two kinds of records over 1 MiB: undecodable bytes, and valid events over Temporal's
+    # 2 MB payload limit (their dead-letter write carries the whole record, as it must).
+    big: list[tuple[bytes | None, bytes, list[tuple[str, bytes]], str]] = []
+    for i in range(size(2, 5)):
+        big.append((None, b"not a cloudevent " * (MIB // 16), [], "decode"))
+        event = Event(id=f"big-{i}", source=SOURCE, type=EVENT_TYPE,
+                      data={"entity": f"big-{i}", "seq": 0, "pad": "x" * (3 * MIB)})
+        key, value, headers = encode(event)
+        assert value is not None
+        big.append((key, value, headers, "payload-too-large"))
+    sidecar = SidecarProcess(env, "s10")
+    sidecar.start()
+    producer = await make_producer()
+    try:
+        await sidecar.wait_ready()
+        where: dict[tuple[int, int], str] = {}
+        step = max(1, len(good) // (len(big) + 1))
+        for n, (key, value, headers, reason) in enumerate(big):
+            await publish(producer, topic, good[n * step : (n + 1) * step])
+            meta = await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+            where[(meta.partition, meta.offset)] = reason
+        await publish(producer, topic, good[len(big) * step :])
+        result, lag = await settle(
+            temporal_client, expected, bootstrap=loom_kafka_bootstrap,
+            group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=90,
+        )
+        alive = sidecar.returncode() is None and await sidecar.probe("/readyz") == 200
+    finally:
+        await sidecar.close()
+    letters = [dl.parse_deadletter(Record.from_aiokafka(r))
+               for r in await read_all(loom_kafka_bootstrap, dlq, idle=0.5)]
+    wrong = []
+    for letter in letters:
+        place = (int(letter.info["partition"]), int(letter.info["offset"]))
+        if where.get(place) != letter.info["reason"]:
+            wrong.append(f"{place}: {letter.info['reason']}, expected {where.get(place)}")
+        if not letter.body_omitted or not letter.info["write-error"].startswith("MessageSizeTooLarge"):
+            wrong.append(f"{place}: not headers-only: {dict(letter.info)}")
+        if letter.info["topic"] != topic or letter.record.value:
+            wrong.append(f"{place}: coordinates or body wrong")
+    fault_results(Row.measured(
+        "10. dead-letter topic refuses records too large for it (1 MiB)", result, letters, started,
+        f"{len(big)} records of 1-3 MB: each written headers-only (loom-dlq-body: omitted, "
+        f"the refusal and the original's coordinates): {not wrong and len(letters) == len(big)}; "
+        f"sidecar ready throughout: {alive}",
+        passed=result.clean and lag == 0 and not wrong and len(letters) == len(big) and alive,
+        sent=len(good) + len(big),
+    ))
+    assert result.clean, result
+    assert lag == 0
+    assert not wrong, wrong
+    assert len(letters) == len(big)
+    assert alive, sidecar.log_tail()
+
+
+PUBLISHER = "loom-faults-publisher"
+
+
+@pytest.mark.timeout(TIMEOUT)
+async def test_sigterm_while_the_deadletter_topic_is_unreachable(
+    temporal_client: Client,
+    recorder_worker: Worker,
+    task_queue: str,
+    fault_results: Callable[[Row], None],
+) -> None:
+    started = time.monotonic()
+    drain_timeout = 3.0
+    broker_port = free_port()
+    events = step_events(unique("t11"), 2, 5)
+    expected = expected_by_workflow(events)
+    async with FaultProxy(broker_port) as proxy:
+        # Clients reconnect to the advertised address: the broker must advertise the proxy.
+        async with EmbeddedKafka(port=broker_port, advertised_port=proxy.port) as kafka:
+            topic, dlq = unique("faults-t11"), unique("faults-dlq11")
+            await create_topic(kafka.bootstrap, topic, partitions=1)
+            await create_topic(kafka.bootstrap, dlq)
+            env = loom_env(
+                bootstrap=proxy.address, topic=topic, dlq=dlq, group=unique("g11"),
+                temporal=temporal_client.service_client.config.target_host,
+                task_queue=task_queue, http_port=free_port(), drain_timeout_s=drain_timeout,
+            )
+            producer = await start_client(AIOKafkaProducer(
+                bootstrap_servers=proxy.address, client_id=PUBLISHER, enable_idempotence=False
+            ))
+            first = SidecarProcess(env, "s11-0")
+            second = SidecarProcess(env, "s11-1")
+            try:
+                # Every record sent by anyone but the test's publisher is refused: the
+                # sidecar reads and commits, but cannot write to the dead-letter topic.
+                proxy.refuse = lambda api_key, client_id: api_key == 0 and client_id != PUBLISHER
+                first.start()
+                await first.wait_ready()
+                await publish(producer, topic, events[:5])
+                bad = await producer.send_and_wait(topic, value=b"\xff not a cloudevent")
+                await publish(producer, topic, events[5:])
+                deadline = time.monotonic() + 60
+                while proxy.stats.refused_requests < 3:  # the dead-letter write, retried
+                    assert time.monotonic() < deadline, first.log_tail()
+                    assert first.returncode() is None, first.log_tail()
+                    await asyncio.sleep(0.05)
+                first.send(signal.SIGTERM)
+                term_at = time.monotonic()
+                code = await first.wait(drain_timeout + 15)
+                exit_after = time.monotonic() - term_at
+                assert code is not None, f"still running {drain_timeout + 15:.0f}s after SIGTERM"
+                # Committed: the five records before the bad one, not the bad one.
+                at_stop = await group_offsets(kafka.bootstrap, env["LOOM_KAFKA__GROUP_ID"], topic)
+                refused = proxy.stats.refused_requests
+                proxy.refuse = None  # the dead-letter topic is back
+                second.start()
+                await second.wait_ready()
+                result, lag = await settle(
+                    temporal_client, expected, bootstrap=kafka.bootstrap,
+                    group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=60,
+                )
+            finally:
+                await first.close()
+                await second.close()
+                await stop_client(producer)
+            letters = [dl.parse_deadletter(Record.from_aiokafka(r))
+                       for r in await read_all(kafka.bootstrap, dlq, idle=0.5)]
+    placed = [(int(d.info["offset"]), d.info["reason"], d.body_omitted) for d in letters]
+    fault_results(Row.measured(
+        "11. SIGTERM while the dead-letter topic is unreachable, restarted", result, letters,
+        started,
+        f"exit code {code} {exit_after:.1f} s after SIGTERM (drain timeout {drain_timeout:.0f} s) "
+        f"after {refused} refused writes; committed at the stop {at_stop} (offset of the bad record: "
+        f"{bad.offset}); after the restart it was dead-lettered: {placed}",
+        passed=result.clean and code == 0 and exit_after <= drain_timeout + 5
+        and at_stop == ({0: 5}, {0: 11}) and placed == [(bad.offset, "decode", False)] and lag == 0,
+        sent=len(events) + 1,
+    ))
+    assert code == 0, first.log_tail()
+    assert exit_after <= drain_timeout + 5, exit_after
+    assert at_stop == ({0: 5}, {0: 11})  # nothing at or after the bad record was committed
+    assert placed == [(bad.offset, "decode", False)]
+    assert result.clean, result
+    assert lag == 0
