@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import recorder
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 from recorder import RECORDER, RecorderWorkflow, publish
 
 from bridge.actions import SignalWithStart
@@ -23,6 +23,8 @@ from bridge.events import Event
 from bridge.routing import Match, Route, Router
 
 EVENT_TYPE = "faults.step"
+#: Events of this type go through a route whose own code raises on ``entity`` "boom-*".
+STRICT_TYPE = "faults.strict"
 SOURCE = "test://faults"
 WORKFLOW_PREFIX = "fault-"
 
@@ -37,19 +39,33 @@ class Step(BaseModel):
     pad: str = ""
 
 
+class Strict(Step):
+    """A model with a bug: its validator raises what pydantic does not turn into a
+    validation error (only ValueError and AssertionError are), as a route's code may."""
+
+    @field_validator("entity")
+    @classmethod
+    def _entity(cls, value: str) -> str:
+        if value.startswith("boom"):
+            raise LookupError(f"no such entity {value!r}")
+        return value
+
+
 def make_router(task_queue: str) -> Router:
-    """The one route of the suite: ``faults.step`` -> signal-with-start ``fault-{entity}``."""
+    """The suite's route, ``faults.step`` -> signal-with-start ``fault-{entity}``, and the same
+    for ``faults.strict`` through a model whose code raises on some input."""
     return Router([
         Route(
-            "step",
-            match=Match(type=EVENT_TYPE),
-            data=Step,
+            name,
+            match=Match(type=event_type),
+            data=model,
             action=SignalWithStart(
                 workflow=RECORDER,
                 task_queue=task_queue,
                 workflow_id=WORKFLOW_PREFIX + "{data.entity}",
             ),
         )
+        for name, event_type, model in (("step", EVENT_TYPE, Step), ("strict", STRICT_TYPE, Strict))
     ])
 
 
