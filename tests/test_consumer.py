@@ -48,13 +48,15 @@ def recorder_router(task_queue: str) -> Router:
     ])
 
 
-def make_settings(bootstrap: str, topic: str, dlq: str, **dispatch: Any) -> LoomSettings:
+def make_settings(
+    bootstrap: str, topic: str, dlq: str, *, session_ms: int = 6000, **dispatch: Any
+) -> LoomSettings:
     return LoomSettings.model_validate({
         "kafka": {
             "bootstrap": bootstrap, "topics": [topic], "deadletter_topic": dlq,
             "group_id": f"g-{uuid.uuid4().hex[:8]}",
             # The embedded broker forms a group in about half the session timeout.
-            "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
+            "session_timeout_ms": session_ms, "heartbeat_interval_ms": min(1000, session_ms // 20),
         },
         "dispatch": {"commit_interval_s": 0.2, "drain_timeout_s": 10, **dispatch},
         "http_port": 0,
@@ -406,7 +408,7 @@ async def test_records_that_used_to_stop_the_line_are_dead_lettered(
     ]
     producer = await make_producer()
     loom = Loom(strict_router(task_queue), temporal_client,
-                make_settings(loom_kafka_bootstrap, topic, dlq))
+                make_settings(loom_kafka_bootstrap, topic, dlq, session_ms=2000))
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
             for i, event in enumerate(good):
@@ -443,7 +445,7 @@ async def test_position_moved_back_is_taken_again_and_the_loop_survives(
     expected = expected_by_workflow(events)
     producer = await make_producer()
     loom = Loom(recorder_router(task_queue), temporal_client,
-                make_settings(loom_kafka_bootstrap, topic, dlq))
+                make_settings(loom_kafka_bootstrap, topic, dlq, session_ms=2000))
     tp = TopicPartition(topic, 0)
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
@@ -507,7 +509,7 @@ async def test_record_aiokafka_cannot_parse_is_dead_lettered_and_nothing_else_is
     key, value, headers = encode(events[5])
     await producer.send_and_wait(topic, value=value, key=key, headers=headers, partition=0)
     loom = Loom(recorder_router(task_queue), temporal_client,
-                make_settings(loom_kafka_bootstrap, topic, dlq))
+                make_settings(loom_kafka_bootstrap, topic, dlq, session_ms=2000))
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
             seen = await wait_delivered_alive(temporal_client, expected, loom)
@@ -543,7 +545,7 @@ async def test_offset_gap_of_a_control_batch_is_committed_past(
     assert await produce_batch(loom_kafka_bootstrap, topic, 0, control_batch()) == 1
     await publish(producer, topic, events[1:])
     loom = Loom(recorder_router(task_queue), temporal_client,
-                make_settings(loom_kafka_bootstrap, topic, dlq))
+                make_settings(loom_kafka_bootstrap, topic, dlq, session_ms=2000))
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
             seen = await wait_delivered_alive(temporal_client, expected_by_workflow(events), loom)

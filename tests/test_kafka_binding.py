@@ -833,7 +833,7 @@ _any_json = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     members=st.dictionaries(
         st.sampled_from(["id", "source", "type", "subject", "dataschema", "data", "x1"]) | _any_text,

@@ -1,5 +1,8 @@
 """The dead-letter topic refuses records: for good (too large for it), or for now (unreachable).
 
+The first scenario runs the sidecar in this process; the second runs ``loom run`` to send it
+SIGTERM.
+
 - A record that the dead-letter topic will never take (here: over the producer's
   ``max_request_size`` of 1 MiB, as a broker's ``message.max.bytes`` would refuse it; the
   embedded broker enforces no topic limit) is written headers-only, and the line goes on.
@@ -29,19 +32,22 @@ from bridge.kafka import deadletters as dl
 from bridge.kafka.binding import encode
 from bridge.kafka.clients import start_client, stop_client
 from bridge.kafka.record import Record
+from bridge.sidecar.loop import Loom, running
 from faults.harness import (
+    FAST_GROUP,
     FULL,
     Row,
     SidecarProcess,
     group_offsets,
     loom_env,
     read_all,
+    settings_from_env,
     settle,
     size,
     unique,
 )
 from faults.proxy import FaultProxy
-from faults.workload import EVENT_TYPE, SOURCE, expected_by_workflow, step_events
+from faults.workload import EVENT_TYPE, SOURCE, expected_by_workflow, make_router, step_events
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
 
@@ -61,14 +67,15 @@ async def test_deadletter_topic_refuses_records_too_large_for_it(
 ) -> None:
     started = time.monotonic()
     topic, dlq = await new_topic(partitions=4), await new_topic()
-    good = step_events(unique("t10"), size(20, 60), size(8, 20))
+    good = step_events(unique("t10"), size(10, 60), size(8, 20))
     expected = expected_by_workflow(good)
     env = loom_env(
         bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g10"),
         temporal=temporal_client.service_client.config.target_host, task_queue=task_queue,
-        http_port=free_port(),
-        extra={"LOOM_KAFKA__PRODUCER__MAX_REQUEST_SIZE": str(MIB)},
+        extra=FAST_GROUP,
     )
+    settings = settings_from_env(env)
+    settings.kafka.producer.max_request_size = MIB
     # Two kinds of records over 1 MiB: undecodable bytes, and valid events over Temporal's
     # 2 MB payload limit (their dead-letter write carries the whole record, as it must).
     big: list[tuple[bytes | None, bytes, list[tuple[str, bytes]], str]] = []
@@ -79,11 +86,9 @@ async def test_deadletter_topic_refuses_records_too_large_for_it(
         key, value, headers = encode(event)
         assert value is not None
         big.append((key, value, headers, "payload-too-large"))
-    sidecar = SidecarProcess(env, "s10")
-    sidecar.start()
+    loom = Loom(make_router(task_queue), temporal_client, settings)
     producer = await make_producer()
-    try:
-        await sidecar.wait_ready()
+    async with running(loom):
         where: dict[tuple[int, int], str] = {}
         step = max(1, len(good) // (len(big) + 1))
         for n, (key, value, headers, reason) in enumerate(big):
@@ -95,9 +100,7 @@ async def test_deadletter_topic_refuses_records_too_large_for_it(
             temporal_client, expected, bootstrap=loom_kafka_bootstrap,
             group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=90,
         )
-        alive = sidecar.returncode() is None and await sidecar.probe("/readyz") == 200
-    finally:
-        await sidecar.close()
+        alive = loom.error is None and loom.health.ready
     letters = [dl.parse_deadletter(Record.from_aiokafka(r))
                for r in await read_all(loom_kafka_bootstrap, dlq, idle=0.5)]
     wrong = []
@@ -113,7 +116,7 @@ async def test_deadletter_topic_refuses_records_too_large_for_it(
         "10. dead-letter topic refuses records too large for it (1 MiB)", result, letters, started,
         f"{len(big)} records of 1-3 MB: each written headers-only (loom-dlq-body: omitted, "
         f"the refusal and the original's coordinates): {not wrong and len(letters) == len(big)}; "
-        f"sidecar ready throughout: {alive}",
+        f"ready at the end: {alive}",
         passed=result.clean and lag == 0 and not wrong and len(letters) == len(big) and alive,
         sent=len(good) + len(big),
     ))
@@ -121,7 +124,7 @@ async def test_deadletter_topic_refuses_records_too_large_for_it(
     assert lag == 0
     assert not wrong, wrong
     assert len(letters) == len(big)
-    assert alive, sidecar.log_tail()
+    assert alive, loom.error
 
 
 PUBLISHER = "loom-faults-publisher"
@@ -135,7 +138,7 @@ async def test_sigterm_while_the_deadletter_topic_is_unreachable(
     fault_results: Callable[[Row], None],
 ) -> None:
     started = time.monotonic()
-    drain_timeout = 3.0
+    drain_timeout = 2.0
     broker_port = free_port()
     events = step_events(unique("t11"), 2, 5)
     expected = expected_by_workflow(events)
@@ -149,12 +152,12 @@ async def test_sigterm_while_the_deadletter_topic_is_unreachable(
                 bootstrap=proxy.address, topic=topic, dlq=dlq, group=unique("g11"),
                 temporal=temporal_client.service_client.config.target_host,
                 task_queue=task_queue, http_port=free_port(), drain_timeout_s=drain_timeout,
+                extra=FAST_GROUP,
             )
             producer = await start_client(AIOKafkaProducer(
                 bootstrap_servers=proxy.address, client_id=PUBLISHER, enable_idempotence=False
             ))
-            first = SidecarProcess(env, "s11-0")
-            second = SidecarProcess(env, "s11-1")
+            first = SidecarProcess(env, "s11")
             try:
                 # Every record sent by anyone but the test's publisher is refused: the
                 # sidecar reads and commits, but cannot write to the dead-letter topic.
@@ -177,16 +180,15 @@ async def test_sigterm_while_the_deadletter_topic_is_unreachable(
                 # Committed: the five records before the bad one, not the bad one.
                 at_stop = await group_offsets(kafka.bootstrap, env["LOOM_KAFKA__GROUP_ID"], topic)
                 refused = proxy.stats.refused_requests
-                proxy.refuse = None  # the dead-letter topic is back
-                second.start()
-                await second.wait_ready()
-                result, lag = await settle(
-                    temporal_client, expected, bootstrap=kafka.bootstrap,
-                    group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=60,
-                )
+                proxy.refuse = None  # the dead-letter topic is back: restart (in this process)
+                async with running(Loom(make_router(task_queue), temporal_client,
+                                        settings_from_env(env))):
+                    result, lag = await settle(
+                        temporal_client, expected, bootstrap=kafka.bootstrap,
+                        group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=60,
+                    )
             finally:
                 await first.close()
-                await second.close()
                 await stop_client(producer)
             letters = [dl.parse_deadletter(Record.from_aiokafka(r))
                        for r in await read_all(kafka.bootstrap, dlq, idle=0.5)]

@@ -34,7 +34,17 @@ from bridge.events import Event
 from bridge.kafka import deadletters as dl
 from bridge.kafka.binding import encode
 from bridge.kafka.record import Record
-from faults.harness import FULL, Row, SidecarProcess, loom_env, read_all, settle, size, unique
+from faults.harness import (
+    FAST_GROUP,
+    FULL,
+    Row,
+    SidecarProcess,
+    loom_env,
+    read_all,
+    settle,
+    size,
+    unique,
+)
 from faults.workload import EVENT_TYPE, SOURCE, STRICT_TYPE, expected_by_workflow, step_events
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
@@ -106,7 +116,7 @@ async def test_poison_pills_mixed_into_good_traffic(
     env = loom_env(
         bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g8"),
         temporal=temporal_client.service_client.config.target_host, task_queue=task_queue,
-        http_port=free_port(),
+        http_port=free_port(), extra=FAST_GROUP,
     )
     sidecar = SidecarProcess(env, "s8")
     sidecar.start()
