@@ -552,3 +552,35 @@ async def test_offset_gap_of_a_control_batch_is_committed_past(
             await _committed(loom, TopicPartition(topic, 0), 3)  # 0, (1: the marker), 2
     assert seen == expected_by_workflow(events)
     assert metric_total(loom.metrics.consumed) == 2
+
+
+async def test_record_the_deadletter_topic_refuses_entirely_stays_uncommitted(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    """Neither the record nor its headers-only summary fit the dead-letter topic (a producer
+    limit of 300 bytes): the record is left uncommitted, counted, and the line goes on."""
+    from aiokafka import TopicPartition
+
+    topic, dlq = await new_topic(partitions=1), await new_topic()
+    events = step_events(uuid.uuid4().hex[:6], entities=2, per_entity=3)
+    expected = expected_by_workflow(events)
+    producer = await make_producer()
+    await publish(producer, topic, events[:2])
+    await producer.send_and_wait(topic, value=b"\xff not a cloudevent")  # offset 2
+    await publish(producer, topic, events[2:])
+    settings = make_settings(loom_kafka_bootstrap, topic, dlq, session_ms=2000)
+    settings.kafka.producer.max_request_size = 300
+    loom = Loom(recorder_router(task_queue), temporal_client, settings)
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+        async with running(loom):
+            seen = await wait_delivered_alive(temporal_client, expected, loom)
+            await _committed(loom, TopicPartition(topic, 0), 2)
+            assert metric_total(loom.metrics.deadletter_failed) == 1
+            assert loom.tracker.in_flight() == 1  # the refused record, and only it
+    assert seen == expected
+    assert metric_total(loom.metrics.committed) == 2  # never past the refused record
+    assert metric_total(loom.metrics.deadlettered) == 0
