@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaClient, TopicPartition
 from aiokafka.errors import for_code
@@ -75,7 +76,10 @@ async def produce_batch(bootstrap: str, topic: str, partition: int, data: bytes)
     try:
         await client._wait_on_metadata(topic)
         leader = client.cluster.leader_for_partition(TopicPartition(topic, partition))
-        response = await client.send(leader, ProduceRequest(None, -1, 10_000, [(topic, [(partition, data)])]))
+        builder: Any = ProduceRequest
+        if isinstance(builder, list):  # aiokafka < 0.12: one request class per version
+            builder = builder[3]
+        response = await client.send(leader, builder(None, -1, 10_000, [(topic, [(partition, data)])]))
         ((_topic, ((_partition, error_code, base_offset, *_rest),)),) = response.topics
         if error_code:
             raise for_code(error_code)()

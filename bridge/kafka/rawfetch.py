@@ -174,6 +174,15 @@ def to_record(tp: TopicPartition, raw: RawRecord) -> Record:
     )
 
 
+def _fetch_request(max_bytes: int, isolation_level: int, topics: list[Any]) -> Any:
+    # The embedded broker answers max_wait_time=0 with nothing: wait up to 500 ms for
+    # min_bytes=1 (data that is there comes back at once).
+    builder: Any = FetchRequest
+    if isinstance(builder, list):  # aiokafka < 0.12: one request class per version
+        return builder[4](-1, 500, 1, max_bytes, isolation_level, topics)
+    return builder(500, 1, max_bytes, isolation_level, topics)
+
+
 async def fetch_raw(
     client: AIOKafkaClient,
     offsets: Mapping[TopicPartition, int],
@@ -201,9 +210,7 @@ async def fetch_raw(
         topics: dict[str, list[tuple[int, int, int]]] = {}
         for tp in tps:
             topics.setdefault(tp.topic, []).append((tp.partition, offsets[tp], max_bytes))
-        # The embedded broker answers max_wait_time=0 with nothing: wait up to 500 ms for
-        # min_bytes=1 (data that is there comes back at once).
-        request = FetchRequest(500, 1, max_bytes * len(tps), int(read_committed), list(topics.items()))
+        request = _fetch_request(max_bytes * len(tps), int(read_committed), list(topics.items()))
         response: Any = (await client.send(leader, request)).to_object()
         for topic in response["topics"]:
             for part in topic["partitions"]:
