@@ -167,7 +167,7 @@ async def test_rebalance_while_a_batch_is_blocked(
     # committed offset would have moved the partition's offsets back.
     moved_back = "tracking the partition again" in caplog.text
     fault_results(Row.measured(
-        "9. rebalance while the loop is blocked mid-batch (fan-out, dispatcher full)", result,
+        "13. rebalance while the loop is blocked mid-batch (fan-out, dispatcher full)", result,
         letters, started,
         f"a member joined and left while submit waited; {taken_before:.0f} records fetched "
         f"before, {consumed:.0f} in all (the rest of the old batch was dropped and fetched "

@@ -113,7 +113,7 @@ async def test_deadletter_topic_refuses_records_too_large_for_it(
         if letter.info["topic"] != topic or letter.record.value:
             wrong.append(f"{place}: coordinates or body wrong")
     fault_results(Row.measured(
-        "10. dead-letter topic refuses records too large for it (1 MiB)", result, letters, started,
+        "14. dead-letter topic refuses records too large for it (1 MiB)", result, letters, started,
         f"{len(big)} records of 1-3 MB: each written headers-only (loom-dlq-body: omitted, "
         f"the refusal and the original's coordinates): {not wrong and len(letters) == len(big)}; "
         f"ready at the end: {alive}",
@@ -194,7 +194,7 @@ async def test_sigterm_while_the_deadletter_topic_is_unreachable(
                        for r in await read_all(kafka.bootstrap, dlq, idle=0.5)]
     placed = [(int(d.info["offset"]), d.info["reason"], d.body_omitted) for d in letters]
     fault_results(Row.measured(
-        "11. SIGTERM while the dead-letter topic is unreachable, restarted", result, letters,
+        "15. SIGTERM while the dead-letter topic is unreachable, restarted", result, letters,
         started,
         f"exit code {code} {exit_after:.1f} s after SIGTERM (drain timeout {drain_timeout:.0f} s) "
         f"after {refused} refused writes; committed at the stop {at_stop} (offset of the bad record: "

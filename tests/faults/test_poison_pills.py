@@ -197,7 +197,7 @@ async def test_poison_pills_mixed_into_good_traffic(
     unhealthy = [h for h in health if h != (200, 200)]
     count = {r: list(where.values()).count(r) for r in sorted(set(where.values()))}
     fault_results(Row.measured(
-        "8. poison pills mixed into good traffic (loom run)", result, letters, started,
+        "12. poison pills mixed into good traffic (loom run)", result, letters, started,
         f"{len(where)} poison records: lone surrogates in id, source, extension name, data "
         f"({4 * per_class}); header name not UTF-8, aiokafka cannot parse ({len(unreadable)}); "
         f"route code raising ({per_class}); dead-lettered {count}: "
