@@ -8,8 +8,12 @@ secrets never appear in any output.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -65,6 +69,31 @@ dlq_app.command("redrive")(records.dlq_redrive)
 app.add_typer(dlq_app, name="dlq")
 
 
-def main() -> None:
-    """Console script entry point (``loom``)."""
-    app()
+def main() -> NoReturn:
+    """Console script entry point (``loom``, ``python -m bridge.cli``).
+
+    Once the command has finished, flushed its output and closed its clients, the process
+    leaves with ``os._exit`` rather than through Python's finalization: calls to Temporal that
+    the sidecar abandoned at its drain timeout still run in the SDK's Rust runtime, whose
+    threads block forever trying to hand their results back to an interpreter being torn down
+    (seen as a sidecar still running long after SIGTERM with hundreds of calls in flight).
+    """
+    code = 0
+    try:
+        app()
+    except SystemExit as done:
+        code = _exit_code(done.code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # SystemExit("message"): Python prints it and exits 1
+    return 1

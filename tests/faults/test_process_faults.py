@@ -32,6 +32,7 @@ from faults.harness import (
     size,
     unique,
 )
+from faults.proxy import FaultProxy
 from faults.workload import FaultRecorder, expected_by_workflow, publish_paced, step_events
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
@@ -340,6 +341,73 @@ async def test_sigterm_under_heavy_traffic(
     assert code == 0, sidecar.log_tail()
     # The drain timeout bounds the wait for in-flight calls; closing the clients takes a bit.
     assert exit_after <= drain_timeout + 5
+    assert result.clean, result
+    assert lag == 0
+    assert not letters
+
+
+@pytest.mark.timeout(TIMEOUT)
+async def test_sigterm_with_every_temporal_call_slow(
+    temporal_client: Client,
+    recorder_worker: Worker,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+    sidecars: Callable[[dict[str, str], str], SidecarProcess],
+    fault_results: Callable[[Row], None],
+) -> None:
+    """7b. SIGTERM while every Temporal call is slow (seconds per round trip): the sidecar exits
+    within its drain timeout, leaving the calls it abandoned uncommitted; restart: exact.
+
+    The abandoned calls keep running in the SDK's Rust runtime after the event loop is gone,
+    and their answers arrive while the process exits: a process that then finalizes Python
+    hangs on them."""
+    started = time.monotonic()
+    drain_timeout = 2.0
+    topic, dlq = await new_topic(partitions=2), await new_topic()
+    events = step_events(unique("t7b"), size(20, 50), size(4, 8))
+    expected = expected_by_workflow(events)
+    producer = await make_producer()
+    host, _, port = temporal_client.service_client.config.target_host.rpartition(":")
+    async with FaultProxy(int(port), host) as proxy:
+        env = loom_env(
+            bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g7b"),
+            temporal=proxy.address, task_queue=task_queue, drain_timeout_s=drain_timeout,
+        )
+        sidecar = sidecars(env, "s7b-0")
+        await sidecar.wait_ready()
+        proxy.latency = 1.0  # every chunk waits a second each way: calls outlive the drain
+        await publish(producer, topic, events)
+        # Events taken and calls running behind the slow proxy.
+        deadline = time.monotonic() + 60
+        running = 0.0
+        while running < min(len(expected), 8):
+            assert time.monotonic() < deadline, "no Temporal call was ever slow"
+            running = metric_value(await sidecar.metrics(), "loom_in_flight") or 0.0
+            await asyncio.sleep(0.05)
+        sidecar.send(signal.SIGTERM)
+        term_at = time.monotonic()
+        code = await sidecar.wait(drain_timeout + 10)
+        exit_after = time.monotonic() - term_at
+        assert code == 0, (
+            f"exit code {code} {exit_after:.1f}s after SIGTERM "
+            f"(drain timeout {drain_timeout:.0f}s):\n{sidecar.log_tail(60)}"
+        )
+        proxy.latency = 0.0
+        restarted = sidecars(env, "s7b-1")
+        await restarted.wait_ready()
+        result, lag = await settle(
+            temporal_client, expected, bootstrap=loom_kafka_bootstrap,
+            group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
+        )
+    letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    fault_results(Row.measured(
+        "7b. SIGTERM with every Temporal call slow, restarted", result, letters, started,
+        f"exit code 0 after {exit_after:.1f} s (drain timeout {drain_timeout:.0f} s) with "
+        f"{running:.0f} calls accepted at the signal, each round trip +2 s",
+        passed=result.clean and lag == 0,
+    ))
     assert result.clean, result
     assert lag == 0
     assert not letters
