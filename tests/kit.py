@@ -1,0 +1,424 @@
+"""The tests' kit: wait for a condition, settings for the session servers, ``loom`` as a process.
+
+- :func:`eventually` polls a condition until it holds; on timeout it fails with the last value
+  seen. Tests wait for what they mean with it, never for a fixed time.
+- :func:`loom_settings` builds :class:`~bridge.settings.LoomSettings` for the embedded servers
+  (short group timeouts, fast commits, no HTTP server); :func:`settings_env` turns them into the
+  ``LOOM_*`` environment of a ``loom`` subprocess, so both ways of running get the same values.
+- :class:`LoomProcess` runs ``loom <command>`` as a subprocess: environment from settings,
+  combined output collected, readiness over HTTP, graceful stop (SIGTERM) or SIGKILL. The
+  ``start_loom`` fixture (``tests/conftest.py``) starts them and closes them after the test.
+- :func:`workflow_started` waits until a workflow exists (other errors fail at once).
+- :func:`metric_value` reads a sample out of ``/metrics`` text; :func:`http_get` asks the
+  sidecar's HTTP server without a client library.
+
+Topics are read with :func:`bridge.testing.read_records` (the pytest plugin's reader).
+The kit imports no pytest, so a ``loom`` subprocess can load :data:`NO_ROUTES` from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, overload
+
+from pydantic import BaseModel, SecretStr
+from temporalio.client import Client, WorkflowExecutionDescription
+from temporalio.service import RPCError, RPCStatusCode
+
+from bridge.routing import Router
+from bridge.settings import LoomSettings
+
+T = TypeVar("T")
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+#: An empty route table, for settings whose routes are never loaded or do not matter.
+EMPTY_ROUTER = Router([])
+#: ``LOOM_ROUTES`` of :data:`EMPTY_ROUTER` (the kit is on a ``LoomProcess``'s ``PYTHONPATH``).
+NO_ROUTES = "kit:EMPTY_ROUTER"
+
+
+# --- waiting -------------------------------------------------------------------------------------
+
+
+@overload
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    *,
+    timeout: float,
+    until: Callable[[T], object] = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    probe: Callable[[], T],
+    *,
+    timeout: float,
+    until: Callable[[T], object] = ...,
+    interval: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+async def eventually(
+    probe: Callable[[], Any],
+    *,
+    timeout: float,
+    until: Callable[[Any], object] = bool,
+    interval: float = 0.05,
+    what: str = "",
+) -> Any:
+    """Poll ``probe`` (sync or async) until ``until(value)`` is true; return that value.
+
+    An ``AssertionError`` raised by ``probe`` means "not yet" (the probe can assert); any other
+    exception propagates at once, so a real failure fails the test now, not at the timeout.
+    The probe runs at least once. On timeout, raises ``AssertionError`` with ``what`` and the
+    last value (or the last assertion) seen.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: object = "(no value)"
+    while True:
+        try:
+            value = probe()
+            if inspect.isawaitable(value):
+                value = await value
+            if until(value):
+                return value
+            last = value
+        except AssertionError as exc:
+            last = exc
+        if loop.time() >= deadline:
+            shown = repr(last)
+            if len(shown) > 2000:
+                shown = shown[:2000] + "..."
+            raise AssertionError(f"{what or 'condition'}: not true after {timeout}s; last: {shown}")
+        await asyncio.sleep(interval)
+
+
+async def workflow_started(
+    client: Client, workflow_id: str, timeout: float = 30
+) -> WorkflowExecutionDescription:
+    """Until ``workflow_id`` exists (its latest run's description); other errors raise at once."""
+
+    async def describe() -> WorkflowExecutionDescription:
+        try:
+            return await client.get_workflow_handle(workflow_id).describe()
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                raise AssertionError(f"{workflow_id} not started yet") from None
+            raise
+
+    return await eventually(describe, timeout=timeout, interval=0.1, what=f"{workflow_id} started")
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def loom_settings(
+    bootstrap: str,
+    topics: Sequence[str],
+    deadletter_topic: str,
+    *,
+    routes: str = NO_ROUTES,
+    group_id: str | None = None,
+    **overrides: Any,
+) -> LoomSettings:
+    """Settings for the session servers: the given topics and routes (always set, never the
+    defaults), a unique group, short group timeouts, commits every 0.2 s, no HTTP server.
+
+    ``overrides`` are top-level settings (``http_port=8123``) or sections merged into the
+    defaults (``dispatch={"max_in_flight": 8}``, ``temporal={"address": ...}``).
+    """
+    values: dict[str, Any] = {
+        "routes": routes,
+        "http_port": 0,
+        "kafka": {
+            "bootstrap": bootstrap,
+            "topics": list(topics),
+            "deadletter_topic": deadletter_topic,
+            "group_id": group_id or f"g-{uuid.uuid4().hex[:8]}",
+            # The embedded broker answers a join after about half the session timeout, and a
+            # member that died without leaving is replaced after about 1.5 times it.
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+        },
+        "dispatch": {"commit_interval_s": 0.2, "drain_timeout_s": 10},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    return LoomSettings.model_validate(values)
+
+
+def settings_env(settings: LoomSettings) -> dict[str, str]:
+    """The ``LOOM_*`` variables that give a ``loom`` process ``settings`` (every value set)."""
+    env: dict[str, str] = {}
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name in sorted(model.model_fields_set):
+            value = getattr(model, name)
+            var = f"{prefix}{name.upper()}"
+            if isinstance(value, BaseModel):
+                walk(value, var + "__")
+            elif value is None:
+                continue
+            elif isinstance(value, SecretStr):
+                env[var] = value.get_secret_value()
+            elif isinstance(value, enum.Enum):
+                env[var] = str(value.value)
+            elif isinstance(value, bool):
+                env[var] = "true" if value else "false"
+            elif isinstance(value, list | dict):
+                env[var] = json.dumps(value)
+            else:
+                env[var] = str(value)
+
+    walk(settings, "LOOM_")
+    return env
+
+
+# --- HTTP and metrics ----------------------------------------------------------------------------
+
+
+async def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
+    """``GET http://127.0.0.1:port/path``: (status, body); (0, error) when nothing answers."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    except (OSError, TimeoutError) as exc:
+        return 0, str(exc)
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout)
+    except (OSError, TimeoutError) as exc:
+        return 0, str(exc)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return 0, raw[:200].decode("utf-8", "replace")
+    return status, body.decode("utf-8", "replace")
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` (exposition text)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, label_text = head.partition("{")
+        if metric != name:
+            continue
+        if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+# --- loom as a subprocess ------------------------------------------------------------------------
+
+
+class LoomExitedError(Exception):
+    """The process exited while a test waited for it (not an AssertionError: fails at once)."""
+
+
+class LoomProcess:
+    """``python -m bridge.cli <args>`` in its own session, its combined output collected.
+
+    Use :meth:`start` (or :meth:`run` for a short command), and :meth:`close` when done.
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process, name: str, http_port: int) -> None:
+        self.proc = proc
+        self.name = name
+        self.http_port = http_port
+        self.lines: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(
+        cls,
+        *args: str,
+        cwd: Path,
+        settings: LoomSettings | None = None,
+        env: Mapping[str, str] | None = None,
+        python_path: Sequence[Path] = (),
+        name: str = "loom",
+    ) -> LoomProcess:
+        """Start ``loom <args>`` in ``cwd``.
+
+        The environment is this process's without its ``LOOM_*`` variables (the test server
+        overrides ``LOOM_TEST_*`` stay), then ``settings`` as ``LOOM_*``, then ``env``.
+        ``PYTHONPATH`` gets ``python_path`` and the tests directory.
+        """
+        full = {
+            k: v for k, v in os.environ.items() if not k.startswith("LOOM_") or k.startswith("LOOM_TEST")
+        }
+        if settings is not None:
+            full.update(settings_env(settings))
+        full.update(env or {})
+        paths = [*map(str, python_path), str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]
+        full["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        full["PYTHONUNBUFFERED"] = "1"
+        proc = await asyncio.create_subprocess_exec(
+            # python -m: works whether or not the venv's bin/ is on PATH.
+            sys.executable, "-m", "bridge.cli", *args,
+            cwd=cwd, env=full, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill() reaches all it started
+        )
+        return cls(proc, name, int(full.get("LOOM_HTTP_PORT", "0")))
+
+    @classmethod
+    async def run(
+        cls, *args: str, cwd: Path, settings: LoomSettings | None = None,
+        env: Mapping[str, str] | None = None, python_path: Sequence[Path] = (), timeout: float = 60,
+    ) -> tuple[int | None, str]:
+        """Run a short ``loom`` command to its end: (exit code, combined output)."""
+        proc = await cls.start(*args, cwd=cwd, settings=settings, env=env, python_path=python_path)
+        try:
+            code = await proc.wait(timeout)
+        finally:
+            await proc.close()
+        return code, proc.output
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            self.lines.append(line.decode(errors="replace"))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def tail(self, lines: int = 40) -> str:
+        return "".join(self.lines[-lines:]) or "(no output)"
+
+    async def get(self, path: str) -> tuple[int, str]:
+        """(status, body) of ``GET path`` on its HTTP server; (0, error) when it does not answer."""
+        return await http_get(self.http_port, path)
+
+    async def probe(self, path: str) -> int:
+        """HTTP status of ``path`` (0 when the server does not answer)."""
+        return (await self.get(path))[0]
+
+    async def metrics(self) -> str:
+        status, text = await self.get("/metrics")
+        assert status == 200, f"{self.name} /metrics: {status} {text[:200]}"
+        return text
+
+    def check_running(self) -> None:
+        """Raise :class:`LoomExitedError` (with its output's tail) if the process exited."""
+        if self.returncode is not None:
+            raise LoomExitedError(f"{self.name} exited with {self.returncode}:\n{self.tail()}")
+
+    async def _until_status(self, path: str, timeout: float) -> str:
+        async def answer() -> tuple[int, str]:
+            self.check_running()
+            return await self.get(path)
+
+        try:
+            status_body = await eventually(
+                answer, timeout=timeout, until=lambda sb: sb[0] == 200, interval=0.1,
+                what=f"{self.name} {path} 200",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.tail()}") from None
+        return status_body[1]
+
+    async def wait_ready(self, timeout: float = 60) -> str:
+        """Until ``/readyz`` answers 200; its body. Fails at once if the process exits."""
+        return await self._until_status("/readyz", timeout)
+
+    async def wait_metric(self, name: str, at_least: float, timeout: float = 30, **labels: str) -> str:
+        """Until the sum of ``name``'s samples with ``labels`` is ``at_least``; the metrics text."""
+
+        async def scrape() -> str:
+            self.check_running()
+            return await self.metrics()
+
+        return await eventually(
+            scrape, timeout=timeout, until=lambda text: metric_value(text, name, **labels) >= at_least,
+            interval=0.1, what=f"{self.name} {name}{labels} >= {at_least}",
+        )
+
+    def send(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the process itself."""
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float) -> int | None:
+        """Wait for the exit: the exit code, or None when still running after ``timeout``."""
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            return None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._reader), 5)  # the output up to its end
+        return code
+
+    async def stop(self, timeout: float = 30) -> int | None:
+        """Graceful stop: SIGTERM, then wait up to ``timeout``; the exit code (None: still running)."""
+        if self.returncode is None:
+            self.send(signal.SIGTERM)
+        return await self.wait(timeout)
+
+    async def kill(self) -> None:
+        """SIGKILL its whole process group (it and only what it started), and wait."""
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        await self.wait(30)
+
+    async def close(self) -> None:
+        """Stop it if still running (SIGTERM to its group, SIGKILL after 15 s); end the reader."""
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            if await self.wait(15) is None:
+                await self.kill()
+        if not self._reader.done():
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+
+class StartLoom(Protocol):
+    """The ``start_loom`` fixture: ``await start_loom("run", settings=..., name=...)``; every
+    process it started is closed after the test (a failed test leaves none running)."""
+
+    async def __call__(
+        self,
+        *args: str,
+        settings: LoomSettings | None = None,
+        env: Mapping[str, str] | None = None,
+        python_path: Sequence[Path] = (),
+        name: str = "loom",
+    ) -> LoomProcess: ...
