@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import recorder
+from kit import eventually, loom_settings
 from pydantic import BaseModel, field_validator
 from recorder import RecorderWorkflow, publish, wait_delivered
 from temporalio.client import Client
@@ -22,7 +23,6 @@ from bridge.events import Event
 from bridge.kafka import deadletters as deadletter
 from bridge.kafka.binding import encode
 from bridge.routing import Match, Route, Router
-from bridge.settings import LoomSettings
 from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import metric_total
 from bridge.testing import read_records
@@ -48,19 +48,8 @@ def recorder_router(task_queue: str) -> Router:
     ])
 
 
-def make_settings(
-    bootstrap: str, topic: str, dlq: str, *, session_ms: int = 6000, **dispatch: Any
-) -> LoomSettings:
-    return LoomSettings.model_validate({
-        "kafka": {
-            "bootstrap": bootstrap, "topics": [topic], "deadletter_topic": dlq,
-            "group_id": f"g-{uuid.uuid4().hex[:8]}",
-            # The embedded broker forms a group in about half the session timeout.
-            "session_timeout_ms": session_ms, "heartbeat_interval_ms": min(1000, session_ms // 20),
-        },
-        "dispatch": {"commit_interval_s": 0.2, "drain_timeout_s": 10, **dispatch},
-        "http_port": 0,
-    })
+#: Group timeouts for the rebalance tests: a join in about 1 s on the embedded broker.
+FAST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 100}
 
 
 def step_events(prefix: str, entities: int, per_entity: int) -> list[Event]:
@@ -86,7 +75,7 @@ async def test_2000_events_200_workflows_in_order_exactly_once_and_redelivery(
     events = step_events(prefix, entities=200, per_entity=10)
     expected = expected_by_workflow(events)
     producer = await make_producer()
-    settings = make_settings(loom_kafka_bootstrap, topic, dlq, max_in_flight=128)
+    settings = loom_settings(loom_kafka_bootstrap, [topic], dlq, dispatch={"max_in_flight": 128})
     loom = Loom(recorder_router(task_queue), temporal_client, settings)
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow],
                       max_concurrent_workflow_tasks=100):
@@ -94,11 +83,12 @@ async def test_2000_events_200_workflows_in_order_exactly_once_and_redelivery(
             await publish(producer, topic, events)
             seen = await wait_delivered(temporal_client, expected, 90)
             assert seen == expected
-            # The same events again (same source and id): nothing changes in any workflow.
+            # The same events again (same source and id): nothing changes in any workflow,
+            # once Temporal acknowledged every call of the second round too.
             await publish(producer, topic, events)
-            await asyncio.sleep(1)
-            while loom.tracker.in_flight() or loom.dispatcher.in_flight:
-                await asyncio.sleep(0.2)
+            await eventually(lambda: metric_total(loom.metrics.routed), timeout=90,
+                             until=lambda routed: routed >= 2 * len(events),
+                             what="calls acknowledged (both rounds)")
             seen = await wait_delivered(temporal_client, expected, 90)
             assert seen == expected
         assert metric_total(loom.metrics.committed) == 4000  # every offset committed on stop
@@ -134,7 +124,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_good_ones_pass(
         (k3, v3, h3, "payload-too-large"),
     ]
     loom = Loom(recorder_router(task_queue), temporal_client,
-                make_settings(loom_kafka_bootstrap, topic, dlq))
+                loom_settings(loom_kafka_bootstrap, [topic], dlq))
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
             for i, event in enumerate(good):
@@ -173,17 +163,25 @@ async def test_temporal_restart_mid_stream_loses_and_duplicates_nothing(
     producer = await make_producer()
     async with EmbeddedTemporal(db_file=tmp_path / "t.db") as server:
         client = await Client.connect(server.address, data_converter=pydantic_data_converter)
-        settings = make_settings(
-            loom_kafka_bootstrap, topic, dlq, retry_initial_s=0.05, retry_max_s=0.5
+        settings = loom_settings(
+            loom_kafka_bootstrap, [topic], dlq,
+            dispatch={"retry_initial_s": 0.05, "retry_max_s": 0.5},
         )
         loom = Loom(recorder_router(task_queue), client, settings)
         async with Worker(client, task_queue=task_queue, workflows=[RecorderWorkflow]):
             async with running(loom):
                 await publish(producer, topic, events[:200])
-                await asyncio.sleep(0.5)
+                # Mid-stream: Temporal goes down once the loom delivered part of the stream,
+                # and comes back once the loom took the next part and felt the outage.
+                await eventually(lambda: metric_total(loom.metrics.routed), timeout=60,
+                                 what="a first call acknowledged")
                 await server.stop()
                 await publish(producer, topic, events[200:400])
-                await asyncio.sleep(2)
+                await eventually(
+                    lambda: (metric_total(loom.metrics.consumed), metric_total(loom.metrics.retries)),
+                    until=lambda c_r: c_r[0] >= 400 and c_r[1] > 0, timeout=60,
+                    what="(consumed, retried) while Temporal is down",
+                )
                 await server.start()
                 await publish(producer, topic, events[400:])
                 seen = await wait_delivered(client, expected, 90)
@@ -205,19 +203,21 @@ async def test_second_consumer_joins_and_leaves_mid_stream(
     events = step_events(prefix, entities=40, per_entity=15)
     expected = expected_by_workflow(events)
     producer = await make_producer()
-    settings = make_settings(loom_kafka_bootstrap, topic, dlq)
+    settings = loom_settings(loom_kafka_bootstrap, [topic], dlq)
     first = Loom(recorder_router(task_queue), temporal_client, settings)
     second = Loom(recorder_router(task_queue), temporal_client, settings)
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(first):
             await publish(producer, topic, events[:200])
             async with running(second):
-                await publish(producer, topic, events[200:400])
-                for _ in range(100):  # wait until the second member owns partitions
-                    if second.health.assigned:
-                        break
-                    await asyncio.sleep(0.2)
-                assert second.health.assigned
+                # Part of the stream while the group rebalances, part once the second member
+                # owns partitions: it leaves only after it did real work.
+                await publish(producer, topic, events[200:300])
+                await eventually(lambda: second.health.assigned, timeout=20,
+                                 what="the second member owns partitions")
+                await publish(producer, topic, events[300:400])
+                await eventually(lambda: metric_total(second.metrics.routed), timeout=30,
+                                 what="calls acknowledged by the second member")
             await publish(producer, topic, events[400:])
             seen = await wait_delivered(temporal_client, expected, 90)
     assert seen == expected
@@ -233,7 +233,7 @@ async def test_kafka_probe_follows_the_broker(
 
     async with EmbeddedKafka() as kafka:
         await create_topic(kafka.bootstrap, "probe")
-        settings = make_settings(kafka.bootstrap, "probe", "probe.dlq")
+        settings = loom_settings(kafka.bootstrap, ["probe"], "probe.dlq")
         loom = Loom(recorder_router(task_queue), temporal_client, settings)
         async with running(loom):
             assert await loom.probe_kafka(timeout=5)
@@ -282,7 +282,7 @@ async def test_partition_ownership_is_a_metric_not_readiness(
     from bridge.sidecar.process import _update_lag
 
     topic = await new_topic(partitions=2)
-    settings = make_settings(loom_kafka_bootstrap, topic, await new_topic())
+    settings = loom_settings(loom_kafka_bootstrap, [topic], await new_topic())
     events = step_events(uuid.uuid4().hex[:6], entities=12, per_entity=2)
     first, second, third = (Loom(recorder_router(task_queue), temporal_client, settings)
                             for _ in range(3))
@@ -408,7 +408,7 @@ async def test_records_that_used_to_stop_the_line_are_dead_lettered(
     ]
     producer = await make_producer()
     loom = Loom(strict_router(task_queue), temporal_client,
-                make_settings(loom_kafka_bootstrap, topic, dlq, session_ms=2000))
+                loom_settings(loom_kafka_bootstrap, [topic], dlq, kafka=FAST_GROUP))
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
             for i, event in enumerate(good):
@@ -445,7 +445,7 @@ async def test_position_moved_back_is_taken_again_and_the_loop_survives(
     expected = expected_by_workflow(events)
     producer = await make_producer()
     loom = Loom(recorder_router(task_queue), temporal_client,
-                make_settings(loom_kafka_bootstrap, topic, dlq, session_ms=2000))
+                loom_settings(loom_kafka_bootstrap, [topic], dlq, kafka=FAST_GROUP))
     tp = TopicPartition(topic, 0)
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
@@ -509,7 +509,7 @@ async def test_record_aiokafka_cannot_parse_is_dead_lettered_and_nothing_else_is
     key, value, headers = encode(events[5])
     await producer.send_and_wait(topic, value=value, key=key, headers=headers, partition=0)
     loom = Loom(recorder_router(task_queue), temporal_client,
-                make_settings(loom_kafka_bootstrap, topic, dlq, session_ms=2000))
+                loom_settings(loom_kafka_bootstrap, [topic], dlq, kafka=FAST_GROUP))
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
             seen = await wait_delivered_alive(temporal_client, expected, loom)
@@ -545,7 +545,7 @@ async def test_offset_gap_of_a_control_batch_is_committed_past(
     assert await produce_batch(loom_kafka_bootstrap, topic, 0, control_batch()) == 1
     await publish(producer, topic, events[1:])
     loom = Loom(recorder_router(task_queue), temporal_client,
-                make_settings(loom_kafka_bootstrap, topic, dlq, session_ms=2000))
+                loom_settings(loom_kafka_bootstrap, [topic], dlq, kafka=FAST_GROUP))
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
             seen = await wait_delivered_alive(temporal_client, expected_by_workflow(events), loom)
@@ -572,7 +572,7 @@ async def test_record_the_deadletter_topic_refuses_entirely_stays_uncommitted(
     await publish(producer, topic, events[:2])
     await producer.send_and_wait(topic, value=b"\xff not a cloudevent")  # offset 2
     await publish(producer, topic, events[2:])
-    settings = make_settings(loom_kafka_bootstrap, topic, dlq, session_ms=2000)
+    settings = loom_settings(loom_kafka_bootstrap, [topic], dlq, kafka=FAST_GROUP)
     settings.kafka.producer.max_request_size = 300
     loom = Loom(recorder_router(task_queue), temporal_client, settings)
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from kit import loom_settings
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
-from test_consumer import make_settings
 
 from bridge.actions import UpdateWithStart
 from bridge.events import CAUSATION, CORRELATION, EVENT_UPDATE, Event
@@ -86,7 +86,7 @@ async def test_update_with_start_result_goes_back_to_kafka_once_per_request(
     key, value, headers = encode(request_event)
     producer = await make_producer()
     async with Worker(temporal_client, task_queue=task_queue, workflows=[QuoteWorkflow]):
-        async with running(Loom(router, temporal_client, make_settings(loom_kafka_bootstrap, topic, dlq))):
+        async with running(Loom(router, temporal_client, loom_settings(loom_kafka_bootstrap, [topic], dlq))):
             await producer.send_and_wait(topic, value=value, key=key, headers=headers)
             first = await read(loom_kafka_bootstrap, replies, 1)
             # Redelivered: the same update id returns the first result; the handler ran once.
@@ -140,7 +140,7 @@ async def test_request_reply_round_trip_through_the_sidecar_without_a_route(
             temporal_client, task_queue=task_queue, workflows=[AskWorkflow],
             activities=loom_activities(publisher, EmitSettings(default_topic=commands)),
         ):
-            loom = Loom(Router([]), temporal_client, make_settings(loom_kafka_bootstrap, replies, dlq))
+            loom = Loom(Router([]), temporal_client, loom_settings(loom_kafka_bootstrap, [replies], dlq))
             async with running(loom):
                 result = await temporal_client.execute_workflow(
                     AskWorkflow.run, commands, id=f"ask-{uuid.uuid4().hex[:8]}",
