@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import shlex
-import signal
-import sys
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from kit import LoomProcess, StartLoom, eventually, workflow_started
 from temporalio.client import Client
 
 from bridge.dev import create_topic, free_port
-from bridge.events import Event
 from bridge.kafka.binding import decode
-from bridge.kafka.record import Record
 from bridge.settings import settings_reference
-from bridge.testing import TemporalServer
+from bridge.testing import TemporalServer, read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -100,38 +93,6 @@ def write_hello_package(directory: Path) -> None:
         (directory / name).write_text(text)
 
 
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return int(resp.status), resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return 0, ""
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout: float, what: str,
-    *procs: asyncio.subprocess.Process,
-) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        exited = [p.returncode for p in procs if p.returncode is not None]
-        if exited or asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what}: last {value!r}, exited {exited}")
-        await asyncio.sleep(0.2)
-
-
-def routed_total(metrics: str) -> float:
-    return sum(
-        float(line.rpartition(" ")[2]) for line in metrics.splitlines()
-        if line.startswith("loom_events_routed_total{")
-    )
-
-
 @pytest.mark.kafka
 @pytest.mark.temporal
 async def test_the_tutorial_works_end_to_end(
@@ -140,6 +101,7 @@ async def test_the_tutorial_works_end_to_end(
     loom_temporal: TemporalServer,
     loom_kafka_bootstrap: str,
     new_topic: Callable[..., Awaitable[str]],
+    start_loom: StartLoom,
 ) -> None:
     """The README's commands as a user types them: `loom run`, `loom worker --workflows ...`
     and `loom publish`, subprocesses configured by the README's own exports."""
@@ -152,10 +114,9 @@ async def test_the_tutorial_works_end_to_end(
     assert [c.split()[:2] for c in commands] == [["loom", "run"], ["loom", "worker"], ["loom", "publish"]]
     assert "--entry" not in commands[1]
     name = f"Ada{uuid.uuid4().hex[:6]}"
-    http_port = free_port()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("LOOM_", "TEMPORAL_", "OTEL_"))}
+    workflow_id = f"greeter-{name}"
     env = {
-        **base, **exports,
+        **exports,
         # The README's servers are this session's; the rest is the README's own settings.
         "LOOM_KAFKA__BOOTSTRAP": loom_kafka_bootstrap,
         "LOOM_TEMPORAL__ADDRESS": loom_temporal.address,
@@ -163,70 +124,42 @@ async def test_the_tutorial_works_end_to_end(
         "LOOM_KAFKA__GROUP_ID": f"g-{uuid.uuid4().hex[:8]}",
         "LOOM_KAFKA__DEADLETTER_TOPIC": await new_topic(),
         "LOOM_KAFKA__SESSION_TIMEOUT_MS": "6000", "LOOM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-        "LOOM_DISPATCH__COMMIT_INTERVAL_S": "0.2", "LOOM_HTTP_PORT": str(http_port),
-        "TEMPORAL_CONFIG_FILE": str(tmp_path / "no-temporal.toml"),
+        "LOOM_DISPATCH__COMMIT_INTERVAL_S": "0.2", "LOOM_HTTP_PORT": str(free_port()),
     }
 
-    async def loom(command: str) -> asyncio.subprocess.Process:
+    async def loom(command: str) -> LoomProcess:
         argv = shlex.split(command.replace("ada-1", f"{name}-1").replace('"Ada"', f'"{name}"'))
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge.cli", *argv[1:], env=env, cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
+        return await start_loom(*argv[1:], env=env, name=argv[1])
 
     sidecar, worker = await loom(commands[0]), await loom(commands[1])
-    try:
-        await eventually(lambda: asyncio.to_thread(http_get, http_port, "/readyz"),
-                         lambda r: r[0] == 200, 60, "the sidecar ready", sidecar, worker)
-        publish = await loom(commands[2])
-        assert await asyncio.wait_for(publish.wait(), 60) == 0
-        handle = temporal_client.get_workflow_handle(f"greeter-{name}")
-        assert await asyncio.wait_for(_result(handle), timeout=60) == name
-        # Published again (same id): refused as a duplicate, no second run. Wait until the
-        # sidecar has routed it: the same wait would have let a second run start.
-        publish = await loom(commands[2])
-        assert await asyncio.wait_for(publish.wait(), 60) == 0
-        await eventually(lambda: asyncio.to_thread(http_get, http_port, "/metrics"),
-                         lambda r: routed_total(r[1]) >= 2, 60, "both events routed", sidecar)
-        for proc in (sidecar, worker):  # graceful stop on SIGTERM
-            proc.send_signal(signal.SIGTERM)
-        codes = [await asyncio.wait_for(p.wait(), 60) for p in (sidecar, worker)]
-        output = [(await p.stdout.read()).decode() for p in (sidecar, worker) if p.stdout]
-        assert codes == [0, 0], output
-    finally:
-        for proc in (sidecar, worker):
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-    runs = [w async for w in temporal_client.list_workflows(f"WorkflowId = 'greeter-{name}'")]
+    await sidecar.wait_ready(60)
+    worker.check_running()
+    publish = await loom(commands[2])
+    assert await publish.wait(60) == 0, publish.output
+    # Its first run: waited for until it exists; then its result, or its failure at once.
+    first_run = (await workflow_started(temporal_client, workflow_id, 60)).run_id
+    handle = temporal_client.get_workflow_handle(workflow_id, run_id=first_run)
+    assert await asyncio.wait_for(handle.result(), timeout=60) == name
+    # Published again (same id): refused as a duplicate, no second run. Wait until the
+    # sidecar has routed it: the same wait would have let a second run start.
+    publish = await loom(commands[2])
+    assert await publish.wait(60) == 0, publish.output
+    await sidecar.wait_metric("loom_events_routed_total", 2, timeout=60)
+    codes = [await proc.stop(60) for proc in (sidecar, worker)]  # graceful stop on SIGTERM
+    assert codes == [0, 0], [sidecar.output, worker.output]
+    latest = await temporal_client.get_workflow_handle(workflow_id).describe()
+    assert latest.run_id == first_run  # the id's latest run is still the first one
+    # Visibility is eventually consistent: wait until it lists the run, then count the runs.
+    runs = await eventually(lambda: _runs(temporal_client, workflow_id), timeout=30,
+                            what=f"{workflow_id} listed")
     assert len(runs) == 1
-    sent = await _find_greeting(loom_kafka_bootstrap, name)
-    assert sent.type == "greeting.sent"
-    assert sent.data == {"text": f"Hello, {name}!"}
-    assert sent.subject == f"greeter-{name}"
+    sent = [e for e in map(decode, await read_records(loom_kafka_bootstrap, "greetings.sent"))
+            if e.subject == workflow_id]
+    assert sent, "no greeting.sent event for this run"  # emitted before the run completed
+    assert sent[0].type == "greeting.sent"
+    assert sent[0].data == {"text": f"Hello, {name}!"}
+    assert sent[0].subject == workflow_id
 
 
-async def _result(handle: Any) -> Any:
-    while True:
-        try:
-            return await handle.result()
-        except Exception:  # not started yet
-            await asyncio.sleep(0.2)
-
-
-async def _find_greeting(bootstrap: str, name: str) -> Event:
-    consumer = AIOKafkaConsumer(
-        "greetings.sent", bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    try:
-        for _ in range(60):
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for rec in records:
-                    event = decode(Record.from_aiokafka(rec))
-                    if event.subject == f"greeter-{name}":
-                        return event
-    finally:
-        await consumer.stop()
-    raise AssertionError("no greeting.sent event for this run")
+async def _runs(client: Client, workflow_id: str) -> list[Any]:
+    return [w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
