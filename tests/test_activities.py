@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from cloudevents.core.bindings import kafka as ce_kafka
 from pydantic import BaseModel, SecretStr
 from temporalio import activity, workflow
@@ -19,6 +18,7 @@ from temporalio.worker import Worker
 
 from bridge.events import CORRELATION, EVENT_SIGNAL, Event
 from bridge.kafka.clients import LoomProducer
+from bridge.kafka.record import Record
 from bridge.settings import EmitSettings, KafkaSettings
 from bridge.testing import read_records
 from bridge.worker.activities import PublishActivities, loom_activities
@@ -82,24 +82,12 @@ async def loom_producer(loom_kafka_bootstrap: str) -> AsyncIterator[LoomProducer
         yield producer
 
 
-async def read_exactly(bootstrap: str, topics: list[str], count: int) -> list[Any]:
-    """Read exactly ``count`` records from the start of ``topics``; fail on more or fewer."""
-    consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    try:
-        records: list[Any] = []
-        async with asyncio.timeout(20):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    records.extend(batch)
-        for batch in (await consumer.getmany(timeout_ms=300)).values():
-            records.extend(batch)
-        assert len(records) == count
-        return records
-    finally:
-        await consumer.stop()
+async def read_exactly(bootstrap: str, topics: list[str], count: int) -> list[Record]:
+    """Read ``count`` records from the start of ``topics`` and on to their end; fail on more
+    or fewer (records written before the read, or while it waited for ``count``)."""
+    records = await read_records(bootstrap, *topics, count=count, timeout=20)
+    assert len(records) == count, records
+    return records
 
 
 def sdk_event(record: Any) -> Any:

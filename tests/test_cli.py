@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from typer.testing import CliRunner
 
 from bridge.cli.app import app
 from bridge.dev import free_port
 from bridge.kafka.binding import decode
-from bridge.kafka.record import Record
-from bridge.testing import TemporalServer
+from bridge.testing import TemporalServer, read_records
 
 ROUTES = '''
 from pydantic import BaseModel
@@ -278,16 +276,10 @@ async def test_publish_from_a_file_in_structured_mode_with_flag_overrides(
         "--key", "k-1", "--topic", topic, "--bootstrap", loom_kafka_bootstrap,
     )
     assert code == 0, output
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=loom_kafka_bootstrap,
-                                auto_offset_reset="earliest", group_id=None)
-    await consumer.start()
-    try:
-        rec = await asyncio.wait_for(consumer.getone(), 10)
-    finally:
-        await consumer.stop()
+    rec = (await read_records(loom_kafka_bootstrap, topic, count=1, timeout=10))[0]
     assert rec.key == b"k-1"
     assert dict(rec.headers)["content-type"].startswith(b"application/cloudevents+json")
-    event = decode(Record.from_aiokafka(rec))
+    event = decode(rec)
     assert (event.id, event.source, event.type, event.subject) == (
         "overridden", "test://file", "test.step", "s-1")
     assert event.data == {"entity": "e", "seq": 1}

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from kit import eventually
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
@@ -48,8 +49,10 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     # A zombie still answers kill(0): read its state.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:  # reaped meanwhile
+        return False
 
 
 @pytest.mark.kafka
@@ -185,7 +188,7 @@ async def test_servers_die_with_a_killed_parent(tmp_path: Path) -> None:
         "    kafka = EmbeddedKafka()\n"
         "    await kafka.start()\n"
         "    print(kafka.pid, flush=True)\n"
-        "    await asyncio.sleep(60)\n"
+        "    await asyncio.sleep(60)\n"  # the parent lives until the test kills it
         "asyncio.run(main())\n"
     )
     proc = await asyncio.create_subprocess_exec(
@@ -197,8 +200,5 @@ async def test_servers_die_with_a_killed_parent(tmp_path: Path) -> None:
     assert _pid_alive(broker)
     proc.kill()
     await proc.wait()
-    for _ in range(100):
-        if not _pid_alive(broker):
-            break
-        await asyncio.sleep(0.1)
-    assert not _pid_alive(broker)
+    await eventually(lambda: not _pid_alive(broker), timeout=10, interval=0.1,
+                     what=f"the broker (pid {broker}) gone with its parent")

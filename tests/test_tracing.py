@@ -12,7 +12,7 @@ from temporalio import workflow
 
 # The sandbox re-imports this module for TracedWorkflow: pass the loom's I/O modules through.
 with workflow.unsafe.imports_passed_through():
-    from aiokafka import AIOKafkaConsumer
+    from kit import loom_settings, workflow_started
     from opentelemetry import trace
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -28,11 +28,11 @@ with workflow.unsafe.imports_passed_through():
     from bridge.exceptions import SettingsError
     from bridge.kafka.binding import decode, encode
     from bridge.kafka.clients import LoomProducer
-    from bridge.kafka.record import Record
     from bridge.routing import Match, Route, Router
-    from bridge.settings import EmitSettings, KafkaSettings, LoomSettings, TracingSettings
+    from bridge.settings import EmitSettings, KafkaSettings, TracingSettings
     from bridge.sidecar.loop import Loom, running
     from bridge.telemetry import tracing
+    from bridge.testing import read_records
     from bridge.worker.activities import loom_activities
     from bridge.workflow import emit
 
@@ -316,19 +316,7 @@ async def loom_producer(loom_kafka_bootstrap: str) -> AsyncIterator[LoomProducer
 
 
 async def read_events(bootstrap: str, topic: str, count: int) -> list[Event]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    try:
-        events: list[Event] = []
-        async with asyncio.timeout(20):
-            while len(events) < count:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    events.extend(decode(Record.from_aiokafka(r)) for r in batch)
-        return events
-    finally:
-        await consumer.stop()
+    return [decode(r) for r in await read_records(bootstrap, topic, count=count, timeout=20)]
 
 
 @pytest.mark.kafka
@@ -358,18 +346,7 @@ async def test_one_trace_spans_producer_loom_workflow_and_the_emitted_event(
             )
         ]
     )
-    settings = LoomSettings.model_validate(
-        {
-            "kafka": {
-                "bootstrap": loom_kafka_bootstrap,
-                "topics": [inbound],
-                "deadletter_topic": dlq,
-                "group_id": f"g-{uuid.uuid4().hex[:8]}",
-            },
-            "dispatch": {"commit_interval_s": 0.2, "drain_timeout_s": 10},
-            "http_port": 0,
-        }
-    )
+    settings = loom_settings(loom_kafka_bootstrap, [inbound], dlq)
     # A second event for the running workflow, from another trace.
     other_trace = 0x1234567890ABCDEF1234567890ABCDEF
     first = traced_event()
@@ -404,16 +381,9 @@ async def test_one_trace_spans_producer_loom_workflow_and_the_emitted_event(
         interceptors=tracing.worker_interceptors(),
     )
     async with worker, running(Loom(router, temporal_client, settings)):
+        await workflow_started(temporal_client, f"traced-{entity}")
         handle = temporal_client.get_workflow_handle(f"traced-{entity}")
-        async with asyncio.timeout(30):
-            while True:
-                try:
-                    assert await handle.result() == 2
-                    break
-                except Exception as exc:  # not started yet
-                    if "not found" not in str(exc).lower():
-                        raise
-                    await asyncio.sleep(0.2)
+        assert await asyncio.wait_for(handle.result(), 30) == 2
     emitted = await read_events(loom_kafka_bootstrap, outbound, 2)
 
     by_name = {s.name: s for s in spans(TRACE_ID)}

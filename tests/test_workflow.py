@@ -418,6 +418,8 @@ class InstalledInboxWorkflow:
     @workflow.run
     async def run(self) -> list[str]:
         inbox = Inbox()
+        # A workflow timer, part of the scenario: the start signal is always buffered before
+        # install(); the timer leaves the signals sent after the start time to be buffered too.
         await workflow.sleep(0.2)
         inbox.install()
         first = await inbox.next()
