@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kit import eventually
 
 from bridge.exceptions import (
     DataValidationError,
@@ -61,6 +62,15 @@ class Recorder:
 Item = tuple[str, int]
 
 
+async def one_turn() -> None:
+    """One turn of the event loop: every task created before it takes its first step.
+
+    Not a wait for time: the tests that use it show, with a control task, that the same turn
+    is enough to see what would happen if the task under test did not wait.
+    """
+    await asyncio.sleep(0)
+
+
 def _dispatcher(
     rec: Recorder,
     handler: Callable[[str, Item], Awaitable[object]],
@@ -87,7 +97,7 @@ async def test_order_per_key_under_random_delays(seed: int) -> None:
     async def handler(key: str, item: Item) -> int:
         rec.enter(key)
         started[key].append(item[1])
-        await asyncio.sleep(rng.random() * 0.003)
+        await asyncio.sleep(rng.random() * 0.003)  # a call of random length: the interleaving under test
         rec.leave(key)
         return item[1]
 
@@ -113,7 +123,7 @@ async def test_concurrency_reaches_but_never_exceeds_the_bound() -> None:
 
     async def handler(key: str, item: Item) -> None:
         rec.enter(key)
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.002)  # a call that lasts: calls overlap up to the bound
         rec.leave(key)
 
     d = _dispatcher(rec, handler, max_in_flight=8)
@@ -140,12 +150,18 @@ async def test_bound_counts_items_queued_behind_their_key() -> None:
     assert d.full
     assert d.free_slots == 0
     assert d.keys_in_flight == 1
+    # A submit with room returns in its first step: one turn of the loop finishes the same
+    # submit to a dispatcher with room, and not the one to the full dispatcher.
+    roomy = _dispatcher(rec, handler, max_in_flight=3)
+    control = asyncio.create_task(roomy.submit("other", ("other", 0)))
     blocked = asyncio.create_task(d.submit("other", ("other", 0)))
-    await asyncio.sleep(0.01)
+    await one_turn()
+    assert control.done()
     assert not blocked.done()  # backpressure: submit waits
     gate.set()
     await asyncio.wait_for(blocked, 1)
     assert await d.drain(timeout=1)
+    assert await roomy.drain(timeout=1)
 
 
 async def test_wait_for_space_lets_the_consumer_pause_instead_of_blocking() -> None:
@@ -159,8 +175,11 @@ async def test_wait_for_space_lets_the_consumer_pause_instead_of_blocking() -> N
     await d.submit("a", ("a", 0))
     await d.submit("b", ("b", 0))
     assert d.full
+    # The same turn of the loop finishes a wait on a dispatcher with room.
+    control = asyncio.create_task(_dispatcher(rec, handler, max_in_flight=2).wait_for_space())
     waiter = asyncio.create_task(d.wait_for_space())
-    await asyncio.sleep(0.01)
+    await one_turn()
+    assert control.done()
     assert not waiter.done()
     release.set()
     await asyncio.wait_for(waiter, 1)
@@ -185,7 +204,7 @@ async def test_running_and_buffered_bounds_hold_and_order_per_key_is_kept(seed: 
         rec.enter(key)
         running_seen.append(d.running)
         started[key].append(item[1])
-        await asyncio.sleep(rng.random() * 0.003)
+        await asyncio.sleep(rng.random() * 0.003)  # a call of random length: the interleaving under test
         rec.leave(key)
         return item[1]
 
@@ -229,7 +248,8 @@ async def test_items_queued_behind_their_key_leave_running_slots_to_other_keys()
         await d.submit("hot", ("hot", n))
     for key in ("b", "c", "d", "e"):
         await d.submit(key, (key, 0))  # accepted at once: the buffer has room
-    await asyncio.sleep(0.01)
+    await eventually(lambda: len(rec.active), until=lambda n: n == 4, timeout=5, interval=0.001,
+                     what="handlers entered")
     assert d.in_flight == 8
     assert d.running == 4  # hot-0, b, c, d: three items of "hot" wait without a slot
     assert rec.active == {"hot", "b", "c", "d"}
@@ -246,7 +266,8 @@ async def test_items_queued_behind_their_key_leave_running_slots_to_other_keys()
     assert old.max_buffered == 4
     for n in range(4):
         await old.submit("hot", ("hot", n))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: old.running, until=lambda n: n == 1, timeout=5, interval=0.001,
+                     what="calls running")
     assert old.full and old.running == 1
     gate.set()
     assert await old.drain(timeout=1)
@@ -263,17 +284,25 @@ async def test_full_and_wait_for_space_follow_the_buffered_bound() -> None:
                    on_failed=rec.on_failed)
     for n in range(5):
         await d.submit(f"k{n}", (f"k{n}", n))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: d.running, until=lambda n: n == 2, timeout=5, interval=0.001,
+                     what="calls running")
     assert d.running == 2  # k0, k1 run; k2..k4 accepted, waiting for a running slot
     assert d.in_flight == 5
     assert d.full and d.free_slots == 0
+    # The same turn of the loop finishes both on a dispatcher with room.
+    roomy = Dispatcher(handler, max_in_flight=2, max_buffered=5, on_done=lambda i, r: None,
+                       on_failed=lambda i, e: None)
+    controls = [asyncio.create_task(roomy.wait_for_space()),
+                asyncio.create_task(roomy.submit("late", ("late", 9)))]
     waiter = asyncio.create_task(d.wait_for_space())
     blocked = asyncio.create_task(d.submit("late", ("late", 9)))
-    await asyncio.sleep(0.01)
+    await one_turn()
+    assert all(c.done() for c in controls)
     assert not waiter.done() and not blocked.done()
     release.set()
     await asyncio.wait_for(asyncio.gather(waiter, blocked), 1)
     assert await d.drain(timeout=1)
+    assert await roomy.drain(timeout=1)
     assert sorted(n for _, n, _ in rec.done) == [0, 1, 2, 3, 4, 9]
 
 
@@ -283,7 +312,7 @@ async def test_running_slots_go_to_waiting_keys_in_turn() -> None:
 
     async def handler(key: str, item: Item) -> None:
         order.append(item)
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.001)  # a call that lasts: other keys queue for the one slot
 
     d: Dispatcher[str, Item, None] = Dispatcher(
         handler, max_in_flight=1, max_buffered=10, on_done=lambda i, r: None,
@@ -461,7 +490,7 @@ async def test_async_on_failed_completes_before_the_item_counts_as_finished() ->
         return item
 
     async def on_failed(item: int, exc: BaseException) -> None:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a slow dead-letter write: submit must wait for it
         events.append(f"dead-lettered {item}")
         dlq_written.set()
 
@@ -560,7 +589,7 @@ async def test_close_cancels_in_flight_without_on_done() -> None:
     async def handler(key: str, item: Item) -> int:
         started.set()
         try:
-            await asyncio.sleep(10)
+            await asyncio.sleep(10)  # a call still running when close() cancels it
         except asyncio.CancelledError:
             cancelled.append(item[1])
             raise
@@ -593,7 +622,7 @@ async def test_close_cancels_a_retry_backoff() -> None:
 
     d = _dispatcher(rec, handler, retry=RetryPolicy(initial=5, maximum=5, jitter=False))
     await d.submit("k", ("k", 0))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: rec.retries, timeout=5, interval=0.001, what="a retry")
     assert len(rec.retries) == 1
     await asyncio.wait_for(d.close(), 1)
     assert rec.done == []
@@ -604,7 +633,7 @@ async def test_no_per_key_state_left_after_completion() -> None:
     rec = Recorder()
 
     async def handler(key: str, item: Item) -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a call that yields once
 
     d = _dispatcher(rec, handler, max_in_flight=50)
     for n in range(2000):
@@ -632,7 +661,7 @@ async def test_item_submitted_while_key_finishes_is_not_lost() -> None:
     for n in range(50):
         await d.submit("k", ("k", n))
         if n % 7 == 0:
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # let a key's worker run dry between submits (the race under test)
     assert await d.drain(timeout=1)
     assert [n for _, n, _ in rec.done] == list(range(50))
 
