@@ -8,10 +8,12 @@ recorded show exactly what reached Temporal (lost, duplicated, out of order).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from kit import eventually
 from temporalio import workflow
 from temporalio.client import Client
 
@@ -101,14 +103,20 @@ async def query_all(client: Client, workflow_ids: Iterable[str]) -> dict[str, li
 async def wait_delivered(
     client: Client, expected: Mapping[str, Sequence[str]], timeout: float
 ) -> dict[str, list[str]]:
-    """Query until every workflow holds at least its expected ids (or ``timeout``)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    pending = set(expected)
+    """Query until every workflow holds at least its expected ids (or ``timeout``).
+
+    Returns what each workflow held then, also after a timeout: the caller's comparison with
+    ``expected`` shows what was lost, duplicated or out of order.
+    """
     seen: dict[str, list[str]] = {}
-    while True:
-        seen.update(await query_all(client, pending))
-        pending = {w for w in pending if len(set(seen[w])) < len(expected[w])}
-        if not pending or loop.time() > deadline:
-            return seen
-        await asyncio.sleep(0.5)
+
+    def short(workflows: Iterable[str]) -> set[str]:
+        return {w for w in workflows if len(set(seen.get(w, ()))) < len(expected[w])}
+
+    async def missing() -> set[str]:
+        seen.update(await query_all(client, short(expected)))
+        return short(expected)
+
+    with contextlib.suppress(AssertionError):
+        await eventually(missing, until=lambda pending: not pending, timeout=timeout, interval=0.5)
+    return seen

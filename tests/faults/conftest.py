@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from kit import LoomProcess, StartLoom
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from faults.harness import FULL, RESULTS, Row
+from bridge.dev import free_port
+from bridge.settings import LoomSettings
+from faults.harness import FULL, RESULTS, Row, Sidecars
 from faults.workload import FaultRecorder
 
 
@@ -32,6 +35,18 @@ async def recorder_worker(temporal_client: Client, task_queue: str) -> AsyncIter
         max_concurrent_workflow_tasks=100,
     ) as worker:
         yield worker
+
+
+@pytest.fixture
+def sidecars(start_loom: StartLoom, task_queue: str) -> Sidecars:
+    """Start ``loom run`` with a scenario's settings, the test's task queue and a free HTTP
+    port of its own (a restarted sidecar gets a new one); all are stopped after the test."""
+
+    async def start(settings: LoomSettings, name: str) -> LoomProcess:
+        env = {"LOOM_HTTP_PORT": str(free_port()), "LOOM_FAULTS_TASK_QUEUE": task_queue}
+        return await start_loom("run", settings=settings, env=env, name=name)
+
+    return start
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

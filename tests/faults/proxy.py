@@ -183,7 +183,7 @@ class FaultProxy:
         self._cut = True
         self.stats.cuts += 1
         self._abort_all()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn of the loop: the aborted connections' tasks see it
 
     def stall(self) -> None:
         """Stop forwarding bytes, keep every connection open, until :meth:`restore`.
@@ -287,7 +287,7 @@ class FaultProxy:
             due, data = await queue.get()
             delay = due - loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay)  # the injected latency: the fault itself
             await self._flowing.wait()
             if not data:
                 with contextlib.suppress(OSError):

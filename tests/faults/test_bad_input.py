@@ -23,12 +23,19 @@ from hypothesis import strategies as st
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from bridge.dev import free_port
 from bridge.events import Event
 from bridge.kafka import deadletters as deadletter
 from bridge.kafka.binding import encode
-from bridge.kafka.record import Record
-from faults.harness import FULL, Row, SidecarProcess, loom_env, read_all, settle, size, unique
+from faults.harness import (
+    FULL,
+    Row,
+    Sidecars,
+    dead_letters,
+    fault_settings,
+    settle,
+    size,
+    unique,
+)
 from faults.workload import EVENT_TYPE, SOURCE, expected_by_workflow, step_events
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
@@ -216,7 +223,7 @@ async def test_bad_input_mixed_into_good_traffic(
     loom_kafka_bootstrap: str,
     new_topic: Callable[..., Awaitable[str]],
     make_producer: Callable[..., Awaitable[Any]],
-    task_queue: str,
+    sidecars: Sidecars,
     fault_results: Callable[[Row], None],
 ) -> None:
     started = time.monotonic()
@@ -226,19 +233,18 @@ async def test_bad_input_mixed_into_good_traffic(
     good = step_events(unique("t6"), size(20, 100), size(15, 20))
     expected = expected_by_workflow(good)
     topic, dlq = await new_topic(partitions=4), await new_topic()
-    env = loom_env(
+    settings = fault_settings(
         bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g6"),
-        temporal=temporal_client.service_client.config.target_host, task_queue=task_queue,
-        http_port=free_port(),
+        temporal=temporal_client.service_client.config.target_host,
     )
-    sidecar = SidecarProcess(env, "s6")
-    sidecar.start()
+    sidecar = await sidecars(settings, "s6")
     producer = await make_producer()
     try:
         await sidecar.wait_ready()
         health: list[tuple[int, int]] = []
 
         async def watch() -> None:
+            # Both probes every 0.1 s: the measurement itself, not a wait.
             while True:
                 health.append((await sidecar.probe("/livez"), await sidecar.probe("/readyz")))
                 await asyncio.sleep(0.1)
@@ -265,17 +271,17 @@ async def test_bad_input_mixed_into_good_traffic(
             where[(meta.partition, meta.offset)] = item
         result, lag = await settle(
             temporal_client, expected, bootstrap=loom_kafka_bootstrap,
-            group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=120,
+            group=settings.kafka.group_id, topic=topic, timeout=120,
         )
         watcher.cancel()
-        alive = sidecar.returncode() is None
+        alive = sidecar.returncode is None
     finally:
         await sidecar.close()
-    letters = await read_all(loom_kafka_bootstrap, dlq, timeout=60, idle=1.0)
+    letters = await dead_letters(loom_kafka_bootstrap, dlq)
     wrong: list[str] = []
     found: set[tuple[int, int]] = set()
     for letter in letters:
-        dead = deadletter.parse_deadletter(Record.from_aiokafka(letter))
+        dead = deadletter.parse_deadletter(letter)
         info = dead.info
         place = (int(info["partition"]), int(info["offset"]))
         bad_item = where.get(place)

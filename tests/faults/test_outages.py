@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from kit import eventually
 from recorder import publish, query_all
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -25,10 +26,9 @@ from bridge.testing import TemporalServer
 from faults.harness import (
     FULL,
     Row,
-    loom_env,
-    read_all,
+    dead_letters,
+    fault_settings,
     rss_bytes,
-    settings_from_env,
     settle,
     size,
     unique,
@@ -50,10 +50,8 @@ async def _wait_routed_at_least(loom: Loom, count: int, timeout: float = 60) -> 
     """Until the in-process loom acknowledged ``count`` calls: a cheap poll, so a fault lands
     while part of the stream is still in the topic even when the loom drains it in a second
     (querying every workflow for its count took longer than that)."""
-    deadline = time.monotonic() + timeout
-    while metric_total(loom.metrics.routed) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} calls acknowledged in {timeout}s"
-        await asyncio.sleep(0.002)
+    await eventually(lambda: metric_total(loom.metrics.routed), until=lambda n: n >= count,
+                     timeout=timeout, interval=0.002, what=f"{count} calls acknowledged")
 
 
 @pytest.mark.timeout(TIMEOUT)
@@ -84,12 +82,11 @@ async def test_broker_connection_cut_mid_stream(
             # (published, not yet delivered) when a fault starts.
             producer = AIOKafkaProducer(bootstrap_servers=direct, enable_idempotence=False)
             await producer.start()
-            env = loom_env(
+            settings = fault_settings(
                 bootstrap=proxy.address, topic=topic, dlq=dlq, group=unique("g3"),
-                temporal=temporal_client.service_client.config.target_host,
-                task_queue=task_queue, max_in_flight=16,
+                temporal=temporal_client.service_client.config.target_host, max_in_flight=16,
             )
-            loom = Loom(make_router(task_queue), temporal_client, settings_from_env(env))
+            loom = Loom(make_router(task_queue), temporal_client, settings)
             half = len(events) // 2
             try:
                 async with running(loom):
@@ -98,22 +95,22 @@ async def test_broker_connection_cut_mid_stream(
                     await proxy.cut()  # every connection reset, new ones refused
                     # Counted once fetching stopped: includes calls that were in flight.
                     at_cut = await _delivered(temporal_client, expected)
-                    await asyncio.sleep(cut_for)
+                    await asyncio.sleep(cut_for)  # the fault: the connection stays cut this long
                     proxy.restore()
                     await publish(producer, topic, events[half:])
                     # routed counts redelivered calls too: it can only bring the stall forward.
                     await _wait_routed_at_least(loom, half + half // 4, timeout=120)
                     proxy.stall()  # open connections, no bytes: a silent partition
                     at_stall = await _delivered(temporal_client, expected)
-                    await asyncio.sleep(cut_for)
+                    await asyncio.sleep(cut_for)  # the fault: stalled this long
                     proxy.restore()
                     result, lag = await settle(
                         temporal_client, expected, bootstrap=direct,
-                        group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
+                        group=settings.kafka.group_id, topic=topic, timeout=TIMEOUT / 2,
                     )
             finally:
                 await producer.stop()
-            letters = await read_all(direct, dlq, idle=0.5)
+            letters = await dead_letters(direct, dlq)
     fault_results(Row.measured(
         "3. broker connection cut, then stalled (proxy)", result, letters, started,
         f"cut {cut_for} s with {half - at_cut} undelivered, stall {cut_for} s with "
@@ -156,11 +153,10 @@ async def test_slow_temporal_in_flight_and_memory_bounded(
     host, _, port = loom_temporal.address.rpartition(":")
     async with FaultProxy(int(port), host, latency=0.05) as proxy:
         slow = await Client.connect(proxy.address, data_converter=pydantic_data_converter)
-        env = loom_env(
+        settings = fault_settings(
             bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g5"),
-            temporal=proxy.address, task_queue=task_queue, max_in_flight=bound,
+            temporal=proxy.address, max_in_flight=bound,
         )
-        settings = settings_from_env(env)
         buffered = settings.dispatch.buffered_bound
         assert buffered == 4 * bound
         loom = Loom(make_router(task_queue), slow, settings)
@@ -168,6 +164,7 @@ async def test_slow_temporal_in_flight_and_memory_bounded(
         rss: list[int] = []
 
         async def sample() -> None:
+            # The peaks, sampled every 5 ms: the measurement itself, not a wait.
             while True:
                 peak["running"] = max(peak["running"], loom.dispatcher.running)
                 peak["accepted"] = max(peak["accepted"], loom.dispatcher.in_flight)
@@ -181,11 +178,11 @@ async def test_slow_temporal_in_flight_and_memory_bounded(
             sampler = asyncio.create_task(sample())
             result, lag = await settle(
                 temporal_client, expected, bootstrap=loom_kafka_bootstrap,
-                group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT - 30,
+                group=settings.kafka.group_id, topic=topic, timeout=TIMEOUT - 30,
             )
             sampler.cancel()
         pauses = metric_total(loom.metrics.paused)
-    letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    letters = await dead_letters(loom_kafka_bootstrap, dlq)
     growth = (max(rss) - baseline) / 2**20
     backlog = len(events) * len(pad) / 2**20
     fault_results(Row.measured(

@@ -10,24 +10,24 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kit import LoomProcess, eventually, metric_value
 from recorder import publish, query_all
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from bridge.dev import EmbeddedTemporal, free_port
+from bridge.dev import EmbeddedTemporal
 from faults.harness import (
     FULL,
     Row,
-    SidecarProcess,
-    loom_env,
-    metric_value,
-    read_all,
+    Sidecars,
+    dead_letters,
+    fault_settings,
     settle,
     size,
     unique,
@@ -40,53 +40,25 @@ pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
 TIMEOUT = 900 if FULL else 150
 
 
-@pytest.fixture
-async def sidecars() -> AsyncIterator[Callable[[dict[str, str], str], SidecarProcess]]:
-    """Factory of sidecar processes; whatever still runs is stopped after the test."""
-    started: list[SidecarProcess] = []
-
-    def make(env: dict[str, str], name: str) -> SidecarProcess:
-        proc = SidecarProcess({**env, "LOOM_HTTP_PORT": str(free_port())}, name)
-        proc.start()
-        started.append(proc)
-        return proc
-
-    yield make
-    for proc in started:
-        await proc.close()
-
-
-async def _delivered(client: Client, expected: dict[str, list[str]]) -> int:
-    return sum(len(v) for v in (await query_all(client, expected)).values())
-
-
 async def _until_delivered(
     client: Client, expected: dict[str, list[str]], count: int, timeout: float = 90
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while await _delivered(client, expected) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} events delivered in {timeout}s"
-        await asyncio.sleep(0.2)
+    async def delivered() -> int:
+        return sum(len(v) for v in (await query_all(client, expected)).values())
+
+    await eventually(delivered, until=lambda n: n >= count, timeout=timeout, interval=0.2,
+                     what=f"at least {count} events delivered")
 
 
-async def _busy(sidecar: SidecarProcess, at_least: int, timeout: float = 60) -> float:
+async def _busy(sidecar: LoomProcess, at_least: int, timeout: float = 60) -> float:
     """Wait until the sidecar has ``at_least`` calls in flight (a fault then hits real work)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        in_flight = metric_value(await sidecar.metrics(), "loom_in_flight") or 0.0
-        if in_flight >= at_least:
-            return in_flight
-        assert time.monotonic() < deadline, f"{sidecar.name} never had {at_least} calls in flight"
-        assert sidecar.returncode() is None, sidecar.log_tail()
-        await asyncio.sleep(0.01)
 
+    async def in_flight() -> float:
+        sidecar.check_running()  # an exit fails the wait at once
+        return metric_value(await sidecar.metrics(), "loom_in_flight")
 
-def _routed(metrics_text: str) -> float:
-    total = 0.0
-    for line in metrics_text.splitlines():
-        if line.startswith("loom_events_routed_total"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return await eventually(in_flight, until=lambda n: n >= at_least, timeout=timeout,
+                            interval=0.01, what=f"{sidecar.name} with {at_least} calls in flight")
 
 
 @pytest.mark.timeout(TIMEOUT)
@@ -96,8 +68,7 @@ async def test_sigkill_mid_stream_then_restart(
     loom_kafka_bootstrap: str,
     new_topic: Callable[..., Awaitable[str]],
     make_producer: Callable[..., Awaitable[Any]],
-    task_queue: str,
-    sidecars: Callable[[dict[str, str], str], SidecarProcess],
+    sidecars: Sidecars,
     fault_results: Callable[[Row], None],
 ) -> None:
     """1. SIGKILL mid-stream, restart: 0 lost, 0 duplicated, order kept."""
@@ -107,16 +78,16 @@ async def test_sigkill_mid_stream_then_restart(
     topic, dlq = await new_topic(partitions=4), await new_topic()
     events = step_events(unique("t1"), entities, per_entity)
     expected = expected_by_workflow(events)
-    env = loom_env(
+    settings = fault_settings(
         bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g1"),
-        temporal=temporal_client.service_client.config.target_host, task_queue=task_queue,
+        temporal=temporal_client.service_client.config.target_host,
     )
     producer = await make_producer()
     # A backlog, then a steady stream: every kill lands while calls are in flight (taken
     # from Kafka, not acknowledged by Temporal), where a premature commit would lose them.
     backlog = len(events) // 2
     await publish(producer, topic, events[:backlog])
-    sidecar = sidecars(env, "s1-0")
+    sidecar = await sidecars(settings, "s1-0")
     await sidecar.wait_ready()
     feed = asyncio.create_task(
         publish_paced(producer, topic, events[backlog:], rate=len(events) / 10)
@@ -125,15 +96,15 @@ async def test_sigkill_mid_stream_then_restart(
     for n in range(kills):
         busy.append(await _busy(sidecar, 16))
         await sidecar.kill()  # SIGKILL: no drain, no commit
-        assert sidecar.returncode() == -signal.SIGKILL
-        sidecar = sidecars(env, f"s1-{n + 1}")
+        assert sidecar.returncode == -signal.SIGKILL
+        sidecar = await sidecars(settings, f"s1-{n + 1}")
         await sidecar.wait_ready()
     await feed
     result, lag = await settle(
         temporal_client, expected, bootstrap=loom_kafka_bootstrap,
-        group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
+        group=settings.kafka.group_id, topic=topic, timeout=TIMEOUT / 2,
     )
-    letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    letters = await dead_letters(loom_kafka_bootstrap, dlq)
     fault_results(Row.measured(
         "1. sidecar SIGKILLed mid-stream, restarted", result, letters, started,
         f"{kills} kill(s) with {', '.join(f'{b:.0f}' for b in busy)} calls in flight, "
@@ -152,7 +123,7 @@ async def test_temporal_down_mid_stream(
     new_topic: Callable[..., Awaitable[str]],
     make_producer: Callable[..., Awaitable[Any]],
     task_queue: str,
-    sidecars: Callable[[dict[str, str], str], SidecarProcess],
+    sidecars: Sidecars,
     fault_results: Callable[[Row], None],
 ) -> None:
     """2. Temporal (file database) down mid-stream: 0 lost, 0 dup; /readyz false, then true."""
@@ -165,17 +136,18 @@ async def test_temporal_down_mid_stream(
     producer = await make_producer()
     async with EmbeddedTemporal(db_file=tmp_path / "temporal.db") as server:
         client = await Client.connect(server.address, data_converter=pydantic_data_converter)
-        env = loom_env(
+        settings = fault_settings(
             bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g2"),
-            temporal=server.address, task_queue=task_queue,
+            temporal=server.address,
         )
         async with Worker(client, task_queue=task_queue, workflows=[FaultRecorder],
                           max_concurrent_workflow_tasks=100):
-            sidecar = sidecars(env, "s2")
+            sidecar = await sidecars(settings, "s2")
             await sidecar.wait_ready()
             readiness: list[tuple[float, int]] = []
 
             async def watch() -> None:
+                # A sample of /readyz every 0.1 s: the measurement itself, not a wait.
                 while True:
                     readiness.append((time.monotonic(), await sidecar.probe("/readyz")))
                     await asyncio.sleep(0.1)
@@ -187,13 +159,13 @@ async def test_temporal_down_mid_stream(
             await _until_delivered(client, expected, len(events) // 5)
             await server.stop()
             down_at = time.monotonic()
-            await asyncio.sleep(outage)
+            await asyncio.sleep(outage)  # the fault: Temporal stays down this long
             await server.start()
             up_at = time.monotonic()
             await feed
             result, lag = await settle(
                 client, expected, bootstrap=loom_kafka_bootstrap,
-                group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
+                group=settings.kafka.group_id, topic=topic, timeout=TIMEOUT / 2,
             )
             watcher.cancel()
             ready_after = await sidecar.probe("/readyz")
@@ -205,7 +177,7 @@ async def test_temporal_down_mid_stream(
     back_at = next(
         (t for t, status in readiness if went_down and t > went_down and status == 200), None
     )
-    letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    letters = await dead_letters(loom_kafka_bootstrap, dlq)
     # The server answers before EmbeddedTemporal.start() returns: count from the stop.
     back = f"{back_at - down_at:.1f} s after the stop" if back_at else "never"
     fault_results(Row.measured(
@@ -230,8 +202,7 @@ async def test_second_sidecar_joins_then_is_killed(
     loom_kafka_bootstrap: str,
     new_topic: Callable[..., Awaitable[str]],
     make_producer: Callable[..., Awaitable[Any]],
-    task_queue: str,
-    sidecars: Callable[[dict[str, str], str], SidecarProcess],
+    sidecars: Sidecars,
     fault_results: Callable[[Row], None],
 ) -> None:
     """4. A second sidecar joins the group, then is SIGKILLed: 0 lost, 0 duplicated."""
@@ -240,33 +211,33 @@ async def test_second_sidecar_joins_then_is_killed(
     topic, dlq = await new_topic(partitions=4), await new_topic()
     events = step_events(unique("t4"), entities, per_entity)
     expected = expected_by_workflow(events)
-    env = loom_env(
+    settings = fault_settings(
         bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g4"),
-        temporal=temporal_client.service_client.config.target_host, task_queue=task_queue,
+        temporal=temporal_client.service_client.config.target_host,
     )
     producer = await make_producer()
-    first = sidecars(env, "s4-first")
+    first = await sidecars(settings, "s4-first")
     await first.wait_ready()
     trickle = len(events) // 3
     feed = asyncio.create_task(
         publish_paced(producer, topic, events[:trickle], rate=len(events) / 15)
     )
     await _until_delivered(temporal_client, expected, trickle // 3)
-    second = sidecars(env, "s4-second")
+    second = await sidecars(settings, "s4-second")
     await second.wait_ready()  # ready = owns partitions: the group rebalanced
     await feed
     # A burst: the second member holds calls in flight when it is killed.
     burst = asyncio.create_task(publish(producer, topic, events[trickle:]))
     busy = await _busy(second, 16)
-    routed_by_second = _routed(await second.metrics())
+    routed_by_second = metric_value(await second.metrics(), "loom_events_routed_total")
     await second.kill()
     await burst
     result, lag = await settle(
         temporal_client, expected, bootstrap=loom_kafka_bootstrap,
-        group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
+        group=settings.kafka.group_id, topic=topic, timeout=TIMEOUT / 2,
     )
-    assert first.returncode() is None, first.log_tail()
-    letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    assert first.returncode is None, first.tail()
+    letters = await dead_letters(loom_kafka_bootstrap, dlq)
     fault_results(Row.measured(
         "4. second sidecar joins, then SIGKILLed (rebalances)", result, letters, started,
         f"the second routed {routed_by_second:.0f} and had {busy:.0f} in flight at its kill",
@@ -284,8 +255,7 @@ async def test_sigterm_under_heavy_traffic(
     loom_kafka_bootstrap: str,
     new_topic: Callable[..., Awaitable[str]],
     make_producer: Callable[..., Awaitable[Any]],
-    task_queue: str,
-    sidecars: Callable[[dict[str, str], str], SidecarProcess],
+    sidecars: Sidecars,
     fault_results: Callable[[Row], None],
 ) -> None:
     """7. SIGTERM under heavy traffic: exits 0 within the drain timeout; restart: exact."""
@@ -295,9 +265,9 @@ async def test_sigterm_under_heavy_traffic(
     topic, dlq = await new_topic(partitions=4), await new_topic()
     events = step_events(unique("t7"), entities, per_entity)
     expected = expected_by_workflow(events)
-    env = loom_env(
+    settings = fault_settings(
         bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g7"),
-        temporal=temporal_client.service_client.config.target_host, task_queue=task_queue,
+        temporal=temporal_client.service_client.config.target_host,
         max_in_flight=256, drain_timeout_s=drain_timeout,
     )
     producer = await make_producer()
@@ -305,40 +275,35 @@ async def test_sigterm_under_heavy_traffic(
     # max_in_flight calls accepted) when the signal lands.
     backlog = len(events) * 6 // 10
     await publish(producer, topic, events[:backlog])
-    sidecar = sidecars(env, "s7-0")
+    sidecar = await sidecars(settings, "s7-0")
     await sidecar.wait_ready()
     feed = asyncio.create_task(
         publish_paced(producer, topic, events[backlog:], rate=len(events) / 4, batch=100)
     )
     # Signal when the sidecar is busy: many calls accepted and not finished.
-    deadline = time.monotonic() + 60
-    in_flight = 0.0
-    while in_flight < 64:
-        assert time.monotonic() < deadline, "the sidecar never had 64 calls in flight"
-        in_flight = metric_value(await sidecar.metrics(), "loom_in_flight") or 0.0
-        await asyncio.sleep(0.01)
+    in_flight = await _busy(sidecar, 64)
     sidecar.send(signal.SIGTERM)
     term_at = time.monotonic()
     code = await sidecar.wait(drain_timeout + 15)
     exit_after = time.monotonic() - term_at
     assert code is not None, (
-        f"still running {drain_timeout + 15:.0f}s after SIGTERM:\n{sidecar.log_tail(60)}"
+        f"still running {drain_timeout + 15:.0f}s after SIGTERM:\n{sidecar.tail(60)}"
     )
-    restarted = sidecars(env, "s7-1")
+    restarted = await sidecars(settings, "s7-1")
     await restarted.wait_ready()
     await feed
     result, lag = await settle(
         temporal_client, expected, bootstrap=loom_kafka_bootstrap,
-        group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
+        group=settings.kafka.group_id, topic=topic, timeout=TIMEOUT / 2,
     )
-    letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    letters = await dead_letters(loom_kafka_bootstrap, dlq)
     fault_results(Row.measured(
         "7. SIGTERM under heavy traffic, restarted", result, letters, started,
         f"exit code {code} after {exit_after:.1f} s (drain timeout {drain_timeout:.0f} s), "
         f"{in_flight:.0f} calls in flight at the signal",
         passed=result.clean and code == 0 and exit_after <= drain_timeout + 5,
     ))
-    assert code == 0, sidecar.log_tail()
+    assert code == 0, sidecar.tail()
     # The drain timeout bounds the wait for in-flight calls; closing the clients takes a bit.
     assert exit_after <= drain_timeout + 5
     assert result.clean, result

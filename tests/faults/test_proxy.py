@@ -86,6 +86,10 @@ async def test_latency_delays_each_direction_without_serializing(echo_port: int)
 async def test_stall_holds_bytes_until_restored(echo_port: int) -> None:
     async with FaultProxy(echo_port) as proxy:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        # The same wait sees bytes that flow: an echo through the proxy before the stall.
+        writer.write(b"flow")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readexactly(4), 0.3) == b"flow"
         proxy.stall()
         writer.write(b"held")
         await writer.drain()
