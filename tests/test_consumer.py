@@ -262,14 +262,6 @@ def owned(loom: Loom) -> set[int]:
     return {partition for _, partition in loom.health.assigned}
 
 
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def test_partition_ownership_is_a_metric_not_readiness(
     temporal_client: Client,
     loom_kafka_bootstrap: str,
@@ -296,11 +288,12 @@ async def test_partition_ownership_is_a_metric_not_readiness(
                 _update_lag(first)  # the sidecar's health tick
                 return partition_series(first) == both
 
-            await until(first_reports_both, "committed offsets and lag of both partitions")
+            await eventually(first_reports_both, timeout=60, interval=0.1,
+                             what="committed offsets and lag of both partitions")
             assert metric_total(first.metrics.partitions) == 2
             async with running(second):
-                await until(lambda: len(owned(first)) == 1 and len(owned(second)) == 1,
-                            "one partition each")
+                await eventually(lambda: len(owned(first)) == 1 and len(owned(second)) == 1,
+                                 timeout=60, interval=0.1, what="one partition each")
                 (kept,) = owned(first)
 
                 def first_reports_the_kept_one() -> bool:
@@ -311,15 +304,16 @@ async def test_partition_ownership_is_a_metric_not_readiness(
                 # The lost partition's series go at once; the kept one's committed offset is
                 # back when the rebalance ends, its lag at the next fetch.
                 assert ("loom_committed_offset", 1 - kept) not in partition_series(first)
-                await until(first_reports_the_kept_one, "the kept partition's series only")
+                await eventually(first_reports_the_kept_one, timeout=60, interval=0.1,
+                                 what="the kept partition's series only")
                 assert metric_total(first.metrics.partitions) == 1
                 assert metric_total(second.metrics.partitions) == 1
                 async with running(third):
                     members = (first, second, third)
-                    await until(
+                    await eventually(
                         lambda: all(m.health.group_joined for m in members)
                         and sorted(p for m in members for p in owned(m)) == [0, 1],
-                        "three members sharing two partitions",
+                        timeout=60, interval=0.1, what="three members sharing two partitions",
                     )
                     idle = [m for m in members if not owned(m)]
                     assert len(idle) == 1
