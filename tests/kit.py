@@ -267,13 +267,16 @@ class LoomProcess:
     ) -> LoomProcess:
         """Start ``loom <args>`` in ``cwd``.
 
-        The environment is this process's without its ``LOOM_*`` variables (the test server
-        overrides ``LOOM_TEST_*`` stay), then ``settings`` as ``LOOM_*``, then ``env``.
-        ``PYTHONPATH`` gets ``python_path`` and the tests directory.
+        The environment is this process's without the variables the loom reads (``LOOM_*``,
+        Temporal's ``TEMPORAL_*`` and OpenTelemetry's ``OTEL_*``; the test server overrides
+        ``LOOM_TEST_*`` stay) and with no Temporal config file, then ``settings`` as
+        ``LOOM_*``, then ``env``. ``PYTHONPATH`` gets ``python_path`` and the tests directory.
         """
         full = {
-            k: v for k, v in os.environ.items() if not k.startswith("LOOM_") or k.startswith("LOOM_TEST")
+            k: v for k, v in os.environ.items()
+            if not k.startswith(("LOOM_", "TEMPORAL_", "OTEL_")) or k.startswith("LOOM_TEST")
         }
+        full["TEMPORAL_CONFIG_FILE"] = str(cwd / "no-temporal.toml")  # no profile from home
         if settings is not None:
             full.update(settings_env(settings))
         full.update(env or {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -79,6 +80,8 @@ def test_settings_env_gives_a_process_the_same_settings(
     assert env["LOOM_KAFKA__TOPICS"] == '["a", "b"]'
     assert env["LOOM_KAFKA__SASL_PASSWORD"] == "s3cret"
     monkeypatch.chdir(tmp_path)  # no .env file
+    for name in [n for n in os.environ if n.startswith("LOOM_")]:
+        monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert LoomSettings() == settings
