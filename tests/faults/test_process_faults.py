@@ -224,7 +224,7 @@ async def test_second_sidecar_joins_then_is_killed(
     )
     await _until_delivered(temporal_client, expected, trickle // 3)
     second = await sidecars(settings, "s4-second")
-    await second.wait_ready()  # ready = owns partitions: the group rebalanced
+    await second.wait_ready()  # ready = joined the group: the group rebalanced
     await feed
     # A burst: the second member holds calls in flight when it is killed.
     burst = asyncio.create_task(publish(producer, topic, events[trickle:]))
