@@ -3,14 +3,14 @@
 - :func:`eventually` polls a condition until it holds; on timeout it fails with the last value
   seen. Tests wait for what they mean with it, never for a fixed time.
 - :func:`loom_settings` builds :class:`~bridge.settings.LoomSettings` for the embedded servers
-  (short group timeouts, fast commits, no HTTP server); :func:`settings_env` turns them into the
+  (short group timeouts, fast commits, no HTTP server); :func:`settings_as_env` turns them into the
   ``LOOM_*`` environment of a ``loom`` subprocess, so both ways of running get the same values.
 - :class:`LoomProcess` runs ``loom <command>`` as a subprocess: environment from settings,
   combined output collected, readiness over HTTP, graceful stop (SIGTERM) or SIGKILL. The
   ``start_loom`` fixture (``tests/conftest.py``) starts them and closes them after the test.
 - :func:`workflow_started` waits until a workflow exists (other errors fail at once).
 - :func:`metric_value` reads a sample out of ``/metrics`` text; :func:`http_get` asks the
-  sidecar's HTTP server without a client library.
+  sidecar's HTTP server without a client library; :func:`committed_offsets` reads a group's.
 
 Topics are read with :func:`bridge.testing.read_records` (the pytest plugin's reader).
 The kit imports no pytest, so a ``loom`` subprocess can load :data:`NO_ROUTES` from it.
@@ -166,7 +166,7 @@ def loom_settings(
     return LoomSettings.model_validate(values)
 
 
-def settings_env(settings: LoomSettings) -> dict[str, str]:
+def settings_as_env(settings: LoomSettings) -> dict[str, str]:
     """The ``LOOM_*`` variables that give a ``loom`` process ``settings`` (every value set)."""
     env: dict[str, str] = {}
 
@@ -191,6 +191,23 @@ def settings_env(settings: LoomSettings) -> dict[str, str]:
 
     walk(settings, "LOOM_")
     return env
+
+
+# --- Kafka ---------------------------------------------------------------------------------------
+
+
+async def committed_offsets(
+    bootstrap: str, group: str, topic: str, partitions: int
+) -> dict[int, int | None]:
+    """The committed offset of ``group`` on each partition of ``topic`` (None: none yet)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from bridge.kafka.clients import started
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    async with started(consumer):
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
 
 
 # --- HTTP and metrics ----------------------------------------------------------------------------
@@ -278,7 +295,7 @@ class LoomProcess:
         }
         full["TEMPORAL_CONFIG_FILE"] = str(cwd / "no-temporal.toml")  # no profile from home
         if settings is not None:
-            full.update(settings_env(settings))
+            full.update(settings_as_env(settings))
         full.update(env or {})
         paths = [*map(str, python_path), str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]
         full["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)

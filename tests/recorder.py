@@ -1,5 +1,6 @@
 """A test workflow that records every routed event it receives, duplicates included, and the
-workload around it: known step events, publishing them, and reading back what each workflow got.
+workload around it: route modules for a loom subprocess, known step events, publishing them,
+and reading back what each workflow got.
 
 Shared by the end-to-end, sidecar and fault tests: since it never deduplicates, the ids it
 recorded show exactly what reached Temporal (lost, duplicated, out of order).
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import textwrap
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from kit import eventually
@@ -43,6 +47,42 @@ class RecorderWorkflow:
     @workflow.query
     def events(self) -> list[str]:
         return self.received
+
+
+# --- route modules for a loom subprocess -------------------------------------------------------
+
+#: A routes module as a user writes one: ``test.step`` to the workflow type ``wf`` on the task
+#: queue ``tq``, workflow id ``cli-<data.entity>`` (for ``loom run --routes`` in a subprocess).
+ROUTES_WITH_STEP = '''
+from pydantic import BaseModel
+from bridge.actions import SignalWithStart
+from bridge.routing import Match, Route, Router
+
+class Step(BaseModel):
+    """One step of an entity."""
+    entity: str
+    seq: int
+
+router = Router([
+    Route("step", match=Match(type="test.step"), data=Step,
+          action=SignalWithStart(workflow={wf!r}, task_queue={tq!r},
+                                 workflow_id="cli-{{data.entity}}")),
+])
+'''
+
+#: A routes module without routes.
+ROUTES_EMPTY = '''
+from bridge.routing import Router
+router = Router([])
+'''
+
+
+def write_routes(directory: Path, source: str, **params: str) -> str:
+    """Write a routes module under ``directory``; returns its module name."""
+    name = f"loomtest_routes_{uuid.uuid4().hex[:10]}"
+    text = source.format(**params) if params else source
+    (directory / f"{name}.py").write_text(textwrap.dedent(text))
+    return name
 
 
 # --- the workload -----------------------------------------------------------------------------

@@ -1,13 +1,12 @@
 """The Grafana dashboard queries only metrics that a running sidecar exports.
 
 Every metric name in the dashboard's PromQL is extracted and looked up on the ``/metrics`` of
-a real ``loom run`` (the subprocess of tests/test_service.py, on the session's Kafka and
-Temporal), after one routed and one dead-lettered record made the labelled series exist.
+a real ``loom run`` (the kit's loom subprocess, on the session's Kafka and Temporal), after one routed and one dead-lettered record made the labelled series exist.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import re
 import uuid
@@ -16,22 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit import StartLoom, eventually, loom_settings
 from prometheus_client.parser import text_string_to_metric_families
-from recorder import RECORDER, publish
-from test_service import (  # the sidecar subprocess and its fixtures
-    ROUTES_WITH_STEP,
-    LoomEnv,
-    LoomProcess,
-    loom_env,  # noqa: F401
-    loom_processes,  # noqa: F401
-    scrape,
-    start_loom,
-    stop_loom,
-    wait_ready,
-    write_routes,
-)
+from recorder import RECORDER, ROUTES_WITH_STEP, publish, write_routes
 
+from bridge.dev import free_port
 from bridge.events import Event
+from bridge.testing import TemporalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "temporal-loom.json"
@@ -133,34 +123,46 @@ def test_the_dashboard_shows_the_loom_metrics() -> None:
 @pytest.mark.kafka
 @pytest.mark.temporal
 async def test_every_metric_the_dashboard_queries_is_exported_by_a_running_sidecar(
-    loom_env: LoomEnv,  # noqa: F811
-    loom_processes: list[LoomProcess],  # noqa: F811
+    tmp_path: Path,
+    loom_kafka_bootstrap: str,
+    loom_temporal: TemporalServer,
+    new_topic: Callable[..., Awaitable[str]],
     make_producer: Callable[..., Awaitable[Any]],
     task_queue: str,
+    start_loom: StartLoom,
 ) -> None:
     queried = queried_metrics()
-    routes = write_routes(loom_env.directory, ROUTES_WITH_STEP, wf=RECORDER, tq=task_queue)
-    loom = await start_loom(["run", "--routes", routes], loom_env.env, loom_env.directory)
-    loom_processes.append(loom)
-    await wait_ready(loom_env.http_port, loom)
+    topic, dlq = await new_topic(partitions=2), await new_topic()
+    settings = loom_settings(
+        loom_kafka_bootstrap, [topic], dlq, http_port=free_port(),
+        temporal={"address": loom_temporal.address, "namespace": loom_temporal.namespace},
+    )
+    routes = write_routes(tmp_path, ROUTES_WITH_STEP, wf=RECORDER, tq=task_queue)
+    loom = await start_loom("run", "--routes", routes, settings=settings, python_path=[tmp_path])
+    await loom.wait_ready(30)
     # One record routed (routed, call latency, consumed, lag and offsets per partition) and
     # one that no route matches (unmatched, dead-lettered): the labelled series exist.
     entity = uuid.uuid4().hex[:8]
-    await publish(await make_producer(), loom_env.topic, [
+    await publish(await make_producer(), topic, [
         Event(id=f"{entity}-0", source="test://dashboard", type="test.step",
               data={"entity": entity, "seq": 0}, extensions={"partitionkey": entity}),
         Event(id=f"{entity}-1", source="test://dashboard", type="test.nobody-routes-this",
               data={"entity": entity}, extensions={"partitionkey": entity}),
     ])
     expected = queried - DECLARED_ONLY
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        present, declared = exported(await scrape(loom_env.http_port))
-        if expected <= present or asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.2)
+    text = ""
+
+    async def scrape() -> str:
+        nonlocal text
+        text = await loom.metrics()
+        return text
+
+    with contextlib.suppress(AssertionError):  # the assertions below say what is missing
+        await eventually(scrape, until=lambda t: expected <= exported(t)[0], timeout=30,
+                         interval=0.2)
+    present, declared = exported(text)
     assert queried <= declared, f"queried, not exported: {sorted(queried - declared)}"
     assert expected <= present, f"no series after a routed and a dead-lettered record: {sorted(expected - present)}\n{loom.output}"
     # The ones left without a series are exactly those this workload cannot produce.
     assert queried - present == DECLARED_ONLY
-    assert await stop_loom(loom) == 0, loom.output
+    assert await loom.stop() == 0, loom.output

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kit import eventually, loom_settings, settings_env
+from kit import eventually, loom_settings, settings_as_env
 
 from bridge.settings import LoomSettings
 from bridge.testing import read_records
@@ -64,7 +64,7 @@ async def test_any_other_error_fails_at_once_not_at_the_timeout() -> None:
     assert loop.time() - started < 5
 
 
-def test_settings_env_gives_a_process_the_same_settings(
+def test_settings_as_env_gives_a_process_the_same_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     settings = loom_settings(
@@ -75,7 +75,7 @@ def test_settings_env_gives_a_process_the_same_settings(
         emit={"topic_map": {"order.*": "orders.out"}},
         dispatch={"max_in_flight": 3},
     )
-    env = settings_env(settings)
+    env = settings_as_env(settings)
     assert env["LOOM_ROUTES"] == "app.routes:router"
     assert env["LOOM_KAFKA__TOPICS"] == '["a", "b"]'
     assert env["LOOM_KAFKA__SASL_PASSWORD"] == "s3cret"

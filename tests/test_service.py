@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import sys
-import textwrap
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -14,9 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from kit import LoomProcess, StartLoom, eventually, loom_settings, metric_value, settings_env
-from recorder import RECORDER, RecorderWorkflow, publish, wait_delivered
+from kit import (
+    LoomProcess,
+    StartLoom,
+    committed_offsets,
+    eventually,
+    loom_settings,
+    metric_value,
+    settings_as_env,
+)
+from recorder import (
+    RECORDER,
+    ROUTES_EMPTY,
+    ROUTES_WITH_STEP,
+    RecorderWorkflow,
+    publish,
+    wait_delivered,
+    write_routes,
+)
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -32,37 +46,6 @@ from bridge.testing import TemporalServer
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
 
 WORKFLOW_TYPE = RECORDER
-
-
-ROUTES_WITH_STEP = '''
-from pydantic import BaseModel
-from bridge.actions import SignalWithStart
-from bridge.routing import Match, Route, Router
-
-class Step(BaseModel):
-    """One step of an entity."""
-    entity: str
-    seq: int
-
-router = Router([
-    Route("step", match=Match(type="test.step"), data=Step,
-          action=SignalWithStart(workflow={wf!r}, task_queue={tq!r},
-                                 workflow_id="cli-{{data.entity}}")),
-])
-'''
-
-ROUTES_EMPTY = '''
-from bridge.routing import Router
-router = Router([])
-'''
-
-
-def write_routes(directory: Path, source: str, **params: str) -> str:
-    """Write a routes module under ``directory``; returns its module name."""
-    name = f"loomtest_routes_{uuid.uuid4().hex[:10]}"
-    text = source.format(**params) if params else source
-    (directory / f"{name}.py").write_text(textwrap.dedent(text))
-    return name
 
 
 @dataclass
@@ -114,15 +97,6 @@ async def start_run(start_loom: StartLoom, env: LoomEnv, routes: str, **extra_en
 async def recorded(client: Client, workflow_id: str, ids: Sequence[str]) -> list[str]:
     """What ``workflow_id`` recorded once it holds ``ids`` (or after 30 s: what it held)."""
     return (await wait_delivered(client, {workflow_id: ids}, 30))[workflow_id]
-
-
-async def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
-    finally:
-        await consumer.stop()
 
 
 async def loom_publish(env: LoomEnv, entity: str, seq: int, *extra: str) -> str:
@@ -192,7 +166,7 @@ async def test_temporal_address_alone_points_the_sidecar_at_temporal(
 ) -> None:
     """Temporal's own variables, no LOOM_TEMPORAL__*: the sidecar reaches the namespace, routes
     an event, and serves the SDK's client metrics beside its own and the process's."""
-    env = {k: v for k, v in settings_env(loom_env.settings()).items()
+    env = {k: v for k, v in settings_as_env(loom_env.settings()).items()
            if not k.startswith("LOOM_TEMPORAL__")}
     env.update({
         "TEMPORAL_ADDRESS": loom_temporal.address,

@@ -13,18 +13,16 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import test_service
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
+from kit import loom_settings, workflow_started
 from recorder import RECORDER, RecorderWorkflow, publish
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
-from test_consumer import make_settings
 
 from bridge.actions import ActionKind, Invocation, SignalWithStart
 from bridge.dev import EmbeddedKafka, EmbeddedTemporal
@@ -43,10 +41,6 @@ from bridge.worker.activities import PublishActivities
 from bridge.workflow import Inbox, InboxState, LoomWorkflow, PublishRequest, PublishResult
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
-
-# The loom subprocess fixtures of the sidecar's tests.
-loom_env = test_service.loom_env
-loom_processes = test_service.loom_processes
 
 #: The per-run signal cap of the test's own server (Temporal's default is 10,000).
 SIGNAL_CAP = 4
@@ -77,24 +71,16 @@ class SlowRollover(LoomWorkflow):
             if event.data.get("last"):
                 return state.got
             if self.inbox.should_continue_as_new():
-                await asyncio.sleep(1)
+                await asyncio.sleep(1)  # a workflow timer: the rollover comes late (the scenario)
                 await self.inbox.continue_as_new(
                     lambda inbox: RolloverInput(inbox=inbox, got=state.got)
                 )
 
 
 async def workflow_result(client: Client, workflow_id: str, timeout: float) -> Any:
-    """The result of the workflow's last run, once it started (polled) and finished."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return await asyncio.wait_for(
-                client.get_workflow_handle(workflow_id).result(), deadline - loop.time())
-        except RPCError as err:
-            if err.status is not RPCStatusCode.NOT_FOUND or loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+    """The result of the workflow's last run, once it started and finished."""
+    await workflow_started(client, workflow_id, timeout)
+    return await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), timeout)
 
 
 def cap_events(kind: str, entity: str, count: int) -> list[Event]:
@@ -123,9 +109,9 @@ async def test_signal_cap_refusals_wait_for_the_rollover_then_dead_letter_when_i
     # 3 runs' worth for the workflow that rolls over; the one that never does gets 2 over.
     roll_events = cap_events("roll", rolling, 3 * SIGNAL_CAP - 1)
     stuck_events = cap_events("stuck", stuck, SIGNAL_CAP + 2)
-    settings = make_settings(
-        loom_kafka_bootstrap, topic, dlq, signal_limit_retry_s=2.0,
-        retry_initial_s=0.05, retry_max_s=0.5,
+    settings = loom_settings(
+        loom_kafka_bootstrap, [topic], dlq,
+        dispatch={"signal_limit_retry_s": 2.0, "retry_initial_s": 0.05, "retry_max_s": 0.5},
     )
     producer = await make_producer()
     async with EmbeddedTemporal(

@@ -110,23 +110,32 @@ def fault_settings(
     temporal: str,
     max_in_flight: int = 64,
     drain_timeout_s: float = 10.0,
+    routes: str = "faults.workload:router",
+    **overrides: Any,
 ) -> LoomSettings:
     """The settings of a sidecar in a fault scenario, in this process or as ``loom run``
-    (:func:`kit.settings_env`; the task queue goes in ``LOOM_FAULTS_TASK_QUEUE``)."""
-    return loom_settings(
-        bootstrap, [topic], dlq,
-        routes="faults.workload:router",
-        group_id=group,
-        log_level="WARNING",
+    (:func:`kit.settings_as_env`; the task queue goes in ``LOOM_FAULTS_TASK_QUEUE``).
+
+    ``overrides`` as for :func:`kit.loom_settings`: sections (``kafka={...}``) are merged.
+    """
+    sections: dict[str, Any] = {
         # A dead member must leave the group quickly, or every restart waits 30 s.
-        kafka={"heartbeat_interval_ms": 500},
-        temporal={"address": temporal},
-        dispatch={
+        "kafka": {"heartbeat_interval_ms": 500},
+        "temporal": {"address": temporal},
+        "dispatch": {
             "max_in_flight": max_in_flight,
             "drain_timeout_s": drain_timeout_s,
             "retry_initial_s": 0.05,
             "retry_max_s": 1.0,
         },
+    }
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and key in sections:
+            sections[key] = {**sections[key], **value}
+        else:
+            sections[key] = value
+    return loom_settings(
+        bootstrap, [topic], dlq, routes=routes, group_id=group, log_level="WARNING", **sections
     )
 
 

@@ -11,30 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
-import test_service
 from aiokafka import AIOKafkaProducer
+from kit import LoomProcess, committed_offsets, eventually, loom_settings, metric_value
 from recorder import publish
 from temporalio import workflow
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.worker import Worker
-from test_consumer import make_settings
 
 from bridge.actions import UpdateWithStart
-from bridge.dev import create_topic, free_port
+from bridge.dev import create_topic
 from bridge.events import CAUSATION, Event
 from bridge.kafka.binding import decode, encode
-from bridge.kafka.record import Record
 from bridge.routing import Match, Route, Router
+from bridge.settings import LoomSettings
 from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import metric_total
 from bridge.testing import read_records
@@ -42,9 +40,9 @@ from bridge.workflow import DEFAULT_CARRY_LIMIT, Inbox, InboxState, LoomWorkflow
 from faults.closing import EVENT_TYPE, SOURCE, WORKFLOW_PREFIX, ClosingWorkflow, closing_events
 from faults.harness import (
     Row,
-    SidecarProcess,
-    loom_env,
-    read_all,
+    Sidecars,
+    dead_letters,
+    fault_settings,
     settle,
     size,
     unique,
@@ -244,7 +242,7 @@ async def test_redelivered_update_requests_are_answered_once_after_completion_an
 
     first_done, first_rolled = request("q-1", done_id), request("q-2", rolled_id)
     async with Worker(temporal_client, task_queue=task_queue, workflows=[QuoteBook]):
-        loom = Loom(router, temporal_client, make_settings(loom_kafka_bootstrap, topic, dlq))
+        loom = Loom(router, temporal_client, loom_settings(loom_kafka_bootstrap, [topic], dlq))
         async with running(loom):
             await send(first_done)
             await send(first_rolled)
@@ -288,36 +286,38 @@ async def test_redelivered_update_requests_are_answered_once_after_completion_an
 
 async def wait_for_new_run(handle: Any, old_run: str, timeout: float = 30) -> str:
     """The id of the workflow's current run once it is not ``old_run`` (continued as new)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        run = (await handle.describe()).run_id
-        if run != old_run:
-            return str(run)
-        assert time.monotonic() < deadline, "the run never continued as new"
-        await asyncio.sleep(0.1)
+
+    async def current_run() -> str:
+        return str((await handle.describe()).run_id)
+
+    return await eventually(current_run, until=lambda run: run != old_run, timeout=timeout,
+                            interval=0.1, what="a new run (continued as new)")
 
 
 # --- 10. SIGKILL while the workflows complete: redeliveries are duplicates, late events not --
 
 
 async def _all_closed(client: Client, workflow_ids: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
     pending = set(workflow_ids)
-    while pending:
+
+    async def still_open() -> set[str]:
         for wid in list(pending):
             with contextlib.suppress(RPCError):
                 description = await client.get_workflow_handle(wid).describe()
                 if description.status is WorkflowExecutionStatus.COMPLETED:
                     pending.discard(wid)
-        assert time.monotonic() < deadline, f"{len(pending)} workflows still open"
-        if pending:
-            await asyncio.sleep(0.2)
+        return pending
+
+    await eventually(still_open, until=lambda left: not left, timeout=timeout, interval=0.2,
+                     what="every workflow completed (those still open)")
 
 
 async def test_sigkill_while_workflows_complete_redeliveries_count_as_duplicates(
     temporal_client: Client,
     loom_kafka_bootstrap: str,
     task_queue: str,
+    sidecars: Sidecars,
+    tmp_path: Path,
     fault_results: Callable[[Row], None],
 ) -> None:
     started = time.monotonic()
@@ -335,50 +335,41 @@ async def test_sigkill_while_workflows_complete_redeliveries_count_as_duplicates
               extensions=dict(event.extensions))
         for event in events[-3:]
     ]
-    base = loom_env(bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=group,
-                    temporal=temporal_client.service_client.config.target_host,
-                    task_queue=task_queue, extra={
-                        "LOOM_ROUTES": "faults.closing:router",
-                        # The restart joins once the killed member's session expired: short.
-                        "LOOM_KAFKA__SESSION_TIMEOUT_MS": "3000",
-                        "LOOM_KAFKA__HEARTBEAT_INTERVAL_MS": "300",
-                    })
+    def settings(**dispatch: float) -> LoomSettings:
+        return fault_settings(
+            bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=group,
+            temporal=temporal_client.service_client.config.target_host,
+            routes="faults.closing:router",
+            # The restart joins once the killed member's session expired: short.
+            kafka={"session_timeout_ms": 3000, "heartbeat_interval_ms": 300},
+            dispatch=dispatch,
+        )
+
     producer = AIOKafkaProducer(bootstrap_servers=loom_kafka_bootstrap,
                                 enable_idempotence=False)
     await producer.start()
-    procs: list[SidecarProcess] = []
-
-    def sidecar(name: str, **extra: str) -> SidecarProcess:
-        proc = SidecarProcess({**base, "LOOM_HTTP_PORT": str(free_port()), **extra}, name)
-        proc.start()
-        procs.append(proc)
-        return proc
-
     try:
         async with Worker(temporal_client, task_queue=task_queue,
                           workflows=[ClosingWorkflow], max_concurrent_workflow_tasks=50):
             # The first sidecar never commits (interval of an hour), then dies by SIGKILL
             # once every workflow completed: the restart gets every record again.
-            first = sidecar("closing-1", LOOM_DISPATCH__COMMIT_INTERVAL_S="3600")
+            first = await sidecars(settings(commit_interval_s=3600), "closing-1")
             await first.wait_ready()
             await publish(producer, topic, events)
             await _all_closed(temporal_client, list(expected), timeout=120)
             await first.kill()
             await publish(producer, topic, late)
-            second = sidecar("closing-2")
+            second = await sidecars(settings(), "closing-2")
             await second.wait_ready()
             result, lag = await settle(temporal_client, expected, bootstrap=loom_kafka_bootstrap,
                                        group=group, topic=topic, timeout=120)
             metrics = await second.metrics()
-            listed = await dlq_list(base, "workflow-closed")
-        letters = await read_all(loom_kafka_bootstrap, dlq)
+            listed = await dlq_list(settings(), tmp_path, "workflow-closed")
+        letters = await dead_letters(loom_kafka_bootstrap, dlq)
     finally:
         await producer.stop()
-        for proc in procs:
-            await proc.close()
-    duplicates = test_service.metric_value(metrics, "loom_events_routed_total",
-                                           outcome="duplicate")
-    redelivered = test_service.metric_value(metrics, "loom_events_consumed_total") - len(late)
+    duplicates = metric_value(metrics, "loom_events_routed_total", outcome="duplicate")
+    redelivered = metric_value(metrics, "loom_events_consumed_total") - len(late)
     info = [{k: v.decode() for k, v in r.headers if k.startswith("loom-dlq-")} for r in letters]
     assert lag == 0
     assert result.clean, result.worst
@@ -387,7 +378,7 @@ async def test_sigkill_while_workflows_complete_redeliveries_count_as_duplicates
     assert redelivered > len(events) // 2
     assert duplicates == redelivered
     # The late ones, and only they, were dead-lettered with the workflow's status.
-    assert sorted(decode(Record.from_aiokafka(r)).id for r in letters) == sorted(
+    assert sorted(decode(r).id for r in letters) == sorted(
         e.id for e in late)
     assert {i["loom-dlq-reason"] for i in info} == {"workflow-closed"}
     assert {i["loom-dlq-workflow-status"] for i in info} == {"COMPLETED"}
@@ -403,16 +394,12 @@ async def test_sigkill_while_workflows_complete_redeliveries_count_as_duplicates
     ))
 
 
-async def dlq_list(env: dict[str, str], reason: str) -> list[dict[str, str]]:
+async def dlq_list(settings: LoomSettings, cwd: Path, reason: str) -> list[dict[str, str]]:
     """``loom dlq list --reason R --json`` as a user runs it: one JSON object per record."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge.cli", "dlq", "list", "--reason", reason, "--json",
-        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, out.decode()
-    return [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    code, out = await LoomProcess.run("dlq", "list", "--reason", reason, "--json",
+                                      cwd=cwd, settings=settings)
+    assert code == 0, out
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 # --- 11. a namespace typo: refused at start, nothing dead-lettered, then fixed -------------
@@ -422,7 +409,7 @@ async def test_namespace_typo_refuses_to_start_then_the_fix_delivers_everything(
     temporal_client: Client,
     recorder_worker: Worker,
     loom_kafka_bootstrap: str,
-    task_queue: str,
+    sidecars: Sidecars,
     fault_results: Callable[[Row], None],
 ) -> None:
     # The sidecar used to start and dead-letter every event as "NOT_FOUND: Namespace ... is
@@ -433,33 +420,33 @@ async def test_namespace_typo_refuses_to_start_then_the_fix_delivers_everything(
     await create_topic(loom_kafka_bootstrap, dlq)
     events = step_events(unique("t11"), size(10, 50), size(5, 20))
     expected = expected_by_workflow(events)
-    env = loom_env(bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=group,
-                   temporal=temporal_client.service_client.config.target_host,
-                   task_queue=task_queue)
+    good_settings = fault_settings(
+        bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=group,
+        temporal=temporal_client.service_client.config.target_host,
+    )
+    typo_settings = good_settings.model_copy(update={
+        "temporal": good_settings.temporal.model_copy(update={"namespace": "defualt"})})
+
     producer = AIOKafkaProducer(bootstrap_servers=loom_kafka_bootstrap,
                                 enable_idempotence=False)
     await producer.start()
-    typo = SidecarProcess({**env, "LOOM_TEMPORAL__NAMESPACE": "defualt"}, "typo")
-    fixed = SidecarProcess({**env, "LOOM_HTTP_PORT": str(free_port())}, "fixed")
     try:
         await publish(producer, topic, events)
-        typo.start()
+        typo = await sidecars(typo_settings, "typo")
         code = await typo.wait(60)
         refused_after = time.monotonic() - started
-        log = typo.log_tail(20)
-        # Nothing was taken: no dead letter, no commit.
-        letters_before = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
-        committed_before = await test_service.committed_offsets(
-            loom_kafka_bootstrap, group, topic, 2)
-        fixed.start()
+        log = typo.tail(20)
+        # Nothing was taken: no dead letter, no commit. The process is gone, so the topic's
+        # end is the end of anything it could have written.
+        letters_before = await dead_letters(loom_kafka_bootstrap, dlq)
+        committed_before = await committed_offsets(loom_kafka_bootstrap, group, topic, 2)
+        fixed = await sidecars(good_settings, "fixed")
         await fixed.wait_ready()
         result, lag = await settle(temporal_client, expected, bootstrap=loom_kafka_bootstrap,
                                    group=group, topic=topic, timeout=120)
-        letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+        letters = await dead_letters(loom_kafka_bootstrap, dlq)
     finally:
         await producer.stop()
-        await typo.close()
-        await fixed.close()
     assert code == 2, log
     assert "LOOM_TEMPORAL__NAMESPACE" in log and "defualt" in log, log
     assert "Traceback" not in log
