@@ -216,7 +216,10 @@ async def read_records(
             await fetch()
         ends = await consumer.end_offsets(list(consumer.assignment()))
         while loop.time() < deadline:
-            behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+            # The embedded broker answers ListOffsets with the last batch's first offset + 1;
+            # a fetch's high watermark is the true end of the partition.
+            behind = [tp for tp, end in ends.items()
+                      if await consumer.position(tp) < max(end, consumer.highwater(tp) or 0)]
             if not behind:
                 break
             await fetch()

@@ -8,7 +8,8 @@
 - :class:`LoomProcess` runs ``loom <command>`` as a subprocess: environment from settings,
   combined output collected, readiness over HTTP, graceful stop (SIGTERM) or SIGKILL. The
   ``start_loom`` fixture (``tests/conftest.py``) starts them and closes them after the test.
-- :func:`workflow_started` waits until a workflow exists (other errors fail at once).
+- :func:`workflow_started` waits until a workflow exists (other errors fail at once);
+  :func:`check_loop` in a probe fails the wait at once when an in-process loom died.
 - :func:`metric_value` reads a sample out of ``/metrics`` text; :func:`http_get` asks the
   sidecar's HTTP server without a client library; :func:`committed_offsets` reads a group's.
 
@@ -109,6 +110,17 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+class LoopDiedError(Exception):
+    """An in-process loom's loop ended with an error while a test waited (fails at once)."""
+
+
+def check_loop(loom: Any) -> None:
+    """Raise :class:`LoopDiedError` if ``loom`` (a :class:`~bridge.sidecar.loop.Loom`) died:
+    call it in a probe so that :func:`eventually` fails at once instead of at its timeout."""
+    if loom.error is not None:
+        raise LoopDiedError(f"the loop died: {loom.error!r}") from loom.error
+
+
 async def workflow_started(
     client: Client, workflow_id: str, timeout: float = 30
 ) -> WorkflowExecutionDescription:
@@ -126,6 +138,13 @@ async def workflow_started(
 
 
 # --- settings ------------------------------------------------------------------------------------
+
+
+#: Group timeouts for a member that joins and leaves cleanly (``kafka=FAST_GROUP``): the
+#: embedded broker answers a join after ceil(session timeout / 2) s, so this joins in about one
+#: second instead of three; the heartbeat notices a rebalance within 0.1 s. A member that dies
+#: without leaving is replaced after about 3 s.
+FAST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 100}
 
 
 def loom_settings(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import pytest
 import recorder
-from kit import eventually, loom_settings
+from kit import FAST_GROUP, check_loop, eventually, loom_settings
 from pydantic import BaseModel, field_validator
 from recorder import RecorderWorkflow, publish, wait_delivered
 from temporalio.client import Client
@@ -46,10 +45,6 @@ def recorder_router(task_queue: str) -> Router:
             ),
         )
     ])
-
-
-#: Group timeouts for the rebalance tests: a join in about 1 s on the embedded broker.
-FAST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 100}
 
 
 def step_events(prefix: str, entities: int, per_entity: int) -> list[Event]:
@@ -358,15 +353,16 @@ async def wait_delivered_alive(
     client: Client, expected: dict[str, list[str]], loom: Loom, timeout: float = 60
 ) -> dict[str, list[str]]:
     """Query until every workflow holds its ids; fails at once when the loop died."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        assert loom.error is None, f"the loop died: {loom.error!r}"
+
+    async def missing() -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        check_loop(loom)
         seen = await recorder.query_all(client, expected)
-        if all(len(set(seen[w])) >= len(ids) for w, ids in expected.items()):
-            return seen
-        missing = {w: sorted(set(ids) - set(seen[w])) for w, ids in expected.items()}
-        assert asyncio.get_running_loop().time() < deadline, f"not delivered: {missing}"
-        await asyncio.sleep(0.3)
+        return seen, {w: sorted(set(ids) - set(seen[w])) for w, ids in expected.items()
+                      if set(ids) - set(seen[w])}
+
+    seen, _ = await eventually(missing, until=lambda got: not got[1], timeout=timeout,
+                               interval=0.3, what="delivered (seen, missing)")
+    return seen
 
 
 def _structured(**members: str) -> bytes:
@@ -458,11 +454,12 @@ async def test_position_moved_back_is_taken_again_and_the_loop_survives(
 
 
 async def _committed(loom: Loom, tp: Any, offset: int, timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while metric_total(loom.metrics.committed, topic=tp.topic, partition=str(tp.partition)) < offset:
-        assert loom.error is None, f"the loop died: {loom.error!r}"
-        assert asyncio.get_running_loop().time() < deadline, f"{tp} never committed {offset}"
-        await asyncio.sleep(0.1)
+    def committed() -> float:
+        check_loop(loom)
+        return metric_total(loom.metrics.committed, topic=tp.topic, partition=str(tp.partition))
+
+    await eventually(committed, until=lambda done: done >= offset, timeout=timeout,
+                     interval=0.1, what=f"{tp} committed up to {offset}")
 
 
 def _raw(event: Event) -> tuple[bytes | None, bytes | None, list[tuple[bytes, bytes | None]]]:

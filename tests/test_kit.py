@@ -103,3 +103,8 @@ async def test_read_records_reads_to_the_end_with_or_without_a_count(
     assert sorted(r.value or b"" for r in everything) == sorted(values)
     # With a count: the rest already written comes too (a check for "exactly n" can fail).
     assert len(await read_records(loom_kafka_bootstrap, topic, count=1, timeout=10)) == 5
+    # Records sent together travel in one batch: the reader still reads to its last record.
+    batched, lingering = await new_topic(), await make_producer(linger_ms=200)
+    sends = [await lingering.send(batched, value) for value in values]
+    await asyncio.gather(*sends)
+    assert len(await read_records(loom_kafka_bootstrap, batched, timeout=10)) == 5

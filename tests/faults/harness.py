@@ -139,11 +139,6 @@ def fault_settings(
     )
 
 
-#: A single member that joins and leaves cleanly: the embedded broker answers a join after
-#: ceil(session timeout / 2) s, so this joins in about one second instead of three
-#: (``kafka=FAST_GROUP`` for :func:`fault_settings`).
-FAST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 100}
-
 #: The ``sidecars`` fixture: ``await sidecars(settings, name)`` starts ``loom run``.
 Sidecars = Callable[[LoomSettings, str], Awaitable[LoomProcess]]
 

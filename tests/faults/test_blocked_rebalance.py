@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from kit import FAST_GROUP, check_loop, eventually, loom_settings
 from recorder import RECORDER, query_all
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -27,19 +28,13 @@ from bridge.actions import Invocation, Outcome, SignalWithStart
 from bridge.kafka.binding import encode
 from bridge.kafka.clients import start_client, stop_client
 from bridge.routing import Match, Route, Router
-from bridge.settings import LoomSettings
 from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import metric_total
 from bridge.temporal.calls import TemporalExecutor
-from faults.harness import Row, read_all, settle, unique
+from faults.harness import Row, dead_letters, settle, unique
 from faults.workload import EVENT_TYPE, Step, expected_by_workflow, step_events
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
-
-# About one second per rebalance on the embedded broker (it answers a join after
-# ceil(session_timeout/2) s); the heartbeat notices a rebalance within 0.1 s.
-FAST = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 100}
-
 
 class HeldExecutor(TemporalExecutor):
     """The real executor, whose calls wait until ``gate`` opens (a Temporal that stalls)."""
@@ -76,23 +71,22 @@ class _Member(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 async def _until(condition: Callable[[], bool], what: str, loom: Loom, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert loom.error is None, f"the loop died: {loom.error!r}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
+    def holds() -> bool:
+        check_loop(loom)  # the loop dying fails the wait at once
+        return condition()
+
+    await eventually(holds, timeout=timeout, interval=0.02, what=what)
 
 
 async def _delivered(client: Client, expected: dict[str, list[str]], loom: Loom) -> None:
     """Until every workflow holds its ids; fails at once if the loop died."""
-    deadline = time.monotonic() + 60
-    while True:
+
+    async def all_there() -> bool:
+        check_loop(loom)
         seen = await query_all(client, expected)
-        if all(len(set(seen[w])) >= len(ids) for w, ids in expected.items()):
-            return
-        assert loom.error is None, f"the loop died: {loom.error!r}"
-        assert time.monotonic() < deadline, "not delivered within 60 s"
-        await asyncio.sleep(0.2)
+        return all(len(set(seen[w])) >= len(ids) for w, ids in expected.items())
+
+    await eventually(all_there, timeout=60, interval=0.2, what="every event delivered")
 
 
 @pytest.mark.timeout(120)
@@ -122,15 +116,13 @@ async def test_rebalance_while_a_batch_is_blocked(
     await asyncio.gather(*sends)
 
     group = unique("g12")
-    settings = LoomSettings.model_validate({
-        "kafka": {"bootstrap": loom_kafka_bootstrap, "topics": [topic], "deadletter_topic": dlq,
-                  "group_id": group, **FAST},
+    settings = loom_settings(
+        loom_kafka_bootstrap, [topic], dlq, group_id=group, kafka=FAST_GROUP,
         # 2 calls at once, 4 invocations held: a fetch of 4 records (8 invocations) blocks
         # in submit at its third record.
-        "dispatch": {"max_in_flight": 2, "max_buffered": 4, "commit_interval_s": 0.2,
-                     "drain_timeout_s": 10, "retry_initial_s": 0.05, "retry_max_s": 0.5},
-        "http_port": 0,
-    })
+        dispatch={"max_in_flight": 2, "max_buffered": 4, "retry_initial_s": 0.05,
+                  "retry_max_s": 0.5},
+    )
     gate = asyncio.Event()
     executor = HeldExecutor(temporal_client, gate=gate)
     loom = Loom(fan_out_router(task_queue), temporal_client, settings, executor=executor)
@@ -144,7 +136,7 @@ async def test_rebalance_while_a_batch_is_blocked(
         member = _Member()
         other = AIOKafkaConsumer(bootstrap_servers=loom_kafka_bootstrap, group_id=group,
                                  enable_auto_commit=False, auto_offset_reset="earliest",
-                                 client_id=f"intruder-{uuid.uuid4().hex[:6]}", **FAST)
+                                 client_id=f"intruder-{uuid.uuid4().hex[:6]}", **FAST_GROUP)
         other.subscribe([topic], listener=member)
         joined = asyncio.create_task(start_client(other))  # start() waits for its assignment
         await asyncio.wait_for(member.assigned.wait(), 30)
@@ -162,7 +154,7 @@ async def test_rebalance_while_a_batch_is_blocked(
         committed = [metric_total(loom.metrics.committed, partition=str(p)) for p in (0, 1)]
         alive = loom.error is None and loom.health.running
         consumed = metric_total(loom.metrics.consumed)
-    letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    letters = await dead_letters(loom_kafka_bootstrap, dlq)
     # Had the rest of the old batch been taken under the new assignment, the fetch from the
     # committed offset would have moved the partition's offsets back.
     moved_back = "tracking the partition again" in caplog.text

@@ -14,7 +14,6 @@ SIGTERM.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from kit import FAST_GROUP, eventually
 from recorder import publish
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -31,17 +31,14 @@ from bridge.events import Event
 from bridge.kafka import deadletters as dl
 from bridge.kafka.binding import encode
 from bridge.kafka.clients import start_client, stop_client
-from bridge.kafka.record import Record
 from bridge.sidecar.loop import Loom, running
 from faults.harness import (
-    FAST_GROUP,
     FULL,
     Row,
-    SidecarProcess,
+    Sidecars,
+    dead_letters,
+    fault_settings,
     group_offsets,
-    loom_env,
-    read_all,
-    settings_from_env,
     settle,
     size,
     unique,
@@ -69,13 +66,11 @@ async def test_deadletter_topic_refuses_records_too_large_for_it(
     topic, dlq = await new_topic(partitions=4), await new_topic()
     good = step_events(unique("t10"), size(10, 60), size(8, 20))
     expected = expected_by_workflow(good)
-    env = loom_env(
+    settings = fault_settings(
         bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g10"),
-        temporal=temporal_client.service_client.config.target_host, task_queue=task_queue,
-        extra=FAST_GROUP,
+        temporal=temporal_client.service_client.config.target_host,
+        kafka={**FAST_GROUP, "producer": {"max_request_size": MIB}},
     )
-    settings = settings_from_env(env)
-    settings.kafka.producer.max_request_size = MIB
     # Two kinds of records over 1 MiB: undecodable bytes, and valid events over Temporal's
     # 2 MB payload limit (their dead-letter write carries the whole record, as it must).
     big: list[tuple[bytes | None, bytes, list[tuple[str, bytes]], str]] = []
@@ -98,11 +93,10 @@ async def test_deadletter_topic_refuses_records_too_large_for_it(
         await publish(producer, topic, good[len(big) * step :])
         result, lag = await settle(
             temporal_client, expected, bootstrap=loom_kafka_bootstrap,
-            group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=90,
+            group=settings.kafka.group_id, topic=topic, timeout=90,
         )
         alive = loom.error is None and loom.health.ready
-    letters = [dl.parse_deadletter(Record.from_aiokafka(r))
-               for r in await read_all(loom_kafka_bootstrap, dlq, idle=0.5)]
+    letters = [dl.parse_deadletter(r) for r in await dead_letters(loom_kafka_bootstrap, dlq)]
     wrong = []
     for letter in letters:
         place = (int(letter.info["partition"]), int(letter.info["offset"]))
@@ -135,6 +129,7 @@ async def test_sigterm_while_the_deadletter_topic_is_unreachable(
     temporal_client: Client,
     recorder_worker: Worker,
     task_queue: str,
+    sidecars: Sidecars,
     fault_results: Callable[[Row], None],
 ) -> None:
     started = time.monotonic()
@@ -148,50 +143,47 @@ async def test_sigterm_while_the_deadletter_topic_is_unreachable(
             topic, dlq = unique("faults-t11"), unique("faults-dlq11")
             await create_topic(kafka.bootstrap, topic, partitions=1)
             await create_topic(kafka.bootstrap, dlq)
-            env = loom_env(
+            settings = fault_settings(
                 bootstrap=proxy.address, topic=topic, dlq=dlq, group=unique("g11"),
                 temporal=temporal_client.service_client.config.target_host,
-                task_queue=task_queue, http_port=free_port(), drain_timeout_s=drain_timeout,
-                extra=FAST_GROUP,
+                drain_timeout_s=drain_timeout, kafka=FAST_GROUP,
             )
+            group = settings.kafka.group_id
             producer = await start_client(AIOKafkaProducer(
                 bootstrap_servers=proxy.address, client_id=PUBLISHER, enable_idempotence=False
             ))
-            first = SidecarProcess(env, "s11")
             try:
                 # Every record sent by anyone but the test's publisher is refused: the
                 # sidecar reads and commits, but cannot write to the dead-letter topic.
                 proxy.refuse = lambda api_key, client_id: api_key == 0 and client_id != PUBLISHER
-                first.start()
+                first = await sidecars(settings, "s11")
                 await first.wait_ready()
                 await publish(producer, topic, events[:5])
                 bad = await producer.send_and_wait(topic, value=b"\xff not a cloudevent")
                 await publish(producer, topic, events[5:])
-                deadline = time.monotonic() + 60
-                while proxy.stats.refused_requests < 3:  # the dead-letter write, retried
-                    assert time.monotonic() < deadline, first.log_tail()
-                    assert first.returncode() is None, first.log_tail()
-                    await asyncio.sleep(0.05)
+                def refused_writes() -> int:
+                    first.check_running()
+                    return proxy.stats.refused_requests
+
+                await eventually(refused_writes, until=lambda n: n >= 3, timeout=60,
+                                 interval=0.05, what="the dead-letter write refused, retried")
                 first.send(signal.SIGTERM)
                 term_at = time.monotonic()
                 code = await first.wait(drain_timeout + 15)
                 exit_after = time.monotonic() - term_at
                 assert code is not None, f"still running {drain_timeout + 15:.0f}s after SIGTERM"
                 # Committed: the five records before the bad one, not the bad one.
-                at_stop = await group_offsets(kafka.bootstrap, env["LOOM_KAFKA__GROUP_ID"], topic)
+                at_stop = await group_offsets(kafka.bootstrap, group, topic)
                 refused = proxy.stats.refused_requests
                 proxy.refuse = None  # the dead-letter topic is back: restart (in this process)
-                async with running(Loom(make_router(task_queue), temporal_client,
-                                        settings_from_env(env))):
+                async with running(Loom(make_router(task_queue), temporal_client, settings)):
                     result, lag = await settle(
                         temporal_client, expected, bootstrap=kafka.bootstrap,
-                        group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=60,
+                        group=group, topic=topic, timeout=60,
                     )
             finally:
-                await first.close()
                 await stop_client(producer)
-            letters = [dl.parse_deadletter(Record.from_aiokafka(r))
-                       for r in await read_all(kafka.bootstrap, dlq, idle=0.5)]
+            letters = [dl.parse_deadletter(r) for r in await dead_letters(kafka.bootstrap, dlq)]
     placed = [(int(d.info["offset"]), d.info["reason"], d.body_omitted) for d in letters]
     fault_results(Row.measured(
         "15. SIGTERM while the dead-letter topic is unreachable, restarted", result, letters,
@@ -203,7 +195,7 @@ async def test_sigterm_while_the_deadletter_topic_is_unreachable(
         and at_stop == ({0: 5}, {0: 11}) and placed == [(bad.offset, "decode", False)] and lag == 0,
         sent=len(events) + 1,
     ))
-    assert code == 0, first.log_tail()
+    assert code == 0, first.tail()
     assert exit_after <= drain_timeout + 5, exit_after
     assert at_stop == ({0: 5}, {0: 11})  # nothing at or after the bad record was committed
     assert placed == [(bad.offset, "decode", False)]

@@ -24,23 +24,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from kit import FAST_GROUP, eventually
 from rawkafka import batch, produce_batch
 from recorder import query_all
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from bridge.dev import free_port
 from bridge.events import Event
 from bridge.kafka import deadletters as dl
 from bridge.kafka.binding import encode
-from bridge.kafka.record import Record
 from faults.harness import (
-    FAST_GROUP,
     FULL,
     Row,
-    SidecarProcess,
-    loom_env,
-    read_all,
+    Sidecars,
+    dead_letters,
+    fault_settings,
     settle,
     size,
     unique,
@@ -100,7 +98,7 @@ async def test_poison_pills_mixed_into_good_traffic(
     loom_kafka_bootstrap: str,
     new_topic: Callable[..., Awaitable[str]],
     make_producer: Callable[..., Awaitable[Any]],
-    task_queue: str,
+    sidecars: Sidecars,
     fault_results: Callable[[Row], None],
 ) -> None:
     started = time.monotonic()
@@ -113,19 +111,18 @@ async def test_poison_pills_mixed_into_good_traffic(
     pads = {p: step_events(f"{prefix}-raw{p}", 1, 2 * per_class) for p in range(PARTITIONS)}
     expected = expected_by_workflow([*good, *(e for events in pads.values() for e in events)])
     topic, dlq = await new_topic(partitions=PARTITIONS), await new_topic()
-    env = loom_env(
+    settings = fault_settings(
         bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g8"),
-        temporal=temporal_client.service_client.config.target_host, task_queue=task_queue,
-        http_port=free_port(), extra=FAST_GROUP,
+        temporal=temporal_client.service_client.config.target_host, kafka=FAST_GROUP,
     )
-    sidecar = SidecarProcess(env, "s8")
-    sidecar.start()
+    sidecar = await sidecars(settings, "s8")
     producer = await make_producer()
     health: list[tuple[int, int]] = []
     try:
         await sidecar.wait_ready()
 
         async def watch() -> None:
+            # Both probes every 0.1 s: the measurement itself, not a wait.
             while True:
                 health.append((await sidecar.probe("/livez"), await sidecar.probe("/readyz")))
                 await asyncio.sleep(0.1)
@@ -164,21 +161,20 @@ async def test_poison_pills_mixed_into_good_traffic(
         for pill, fut in futures:
             meta = await fut
             where[(meta.partition, meta.offset)] = pill.reason
-        deadline = time.monotonic() + 120
-        while not await _delivered(temporal_client, expected):
-            assert sidecar.returncode() is None, f"the sidecar died:\n{sidecar.log_tail()}"
-            assert time.monotonic() < deadline, "not delivered within 120 s"
-            await asyncio.sleep(0.3)
+        async def delivered() -> bool:
+            sidecar.check_running()  # the sidecar dying fails the wait at once
+            return await _delivered(temporal_client, expected)
+
+        await eventually(delivered, timeout=120, interval=0.3, what="every good event delivered")
         result, lag = await settle(
             temporal_client, expected, bootstrap=loom_kafka_bootstrap,
-            group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=120,
+            group=settings.kafka.group_id, topic=topic, timeout=120,
         )
         watcher.cancel()
-        alive = sidecar.returncode() is None
+        alive = sidecar.returncode is None
     finally:
         await sidecar.close()
-    letters = [dl.parse_deadletter(Record.from_aiokafka(r))
-               for r in await read_all(loom_kafka_bootstrap, dlq, timeout=60, idle=1.0)]
+    letters = [dl.parse_deadletter(r) for r in await dead_letters(loom_kafka_bootstrap, dlq)]
     wrong: list[str] = []
     found: set[tuple[int, int]] = set()
     for letter in letters:
@@ -205,7 +201,7 @@ async def test_poison_pills_mixed_into_good_traffic(
         passed=result.clean and lag == 0 and not missing and not wrong and alive and not unhealthy,
         sent=len(good) + 2 * len(unreadable) + len(where),
     ))
-    assert alive, sidecar.log_tail()
+    assert alive, sidecar.tail()
     assert result.clean, result
     assert lag == 0
     assert not missing, f"not dead-lettered: {missing}"

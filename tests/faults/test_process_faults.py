@@ -318,8 +318,7 @@ async def test_sigterm_with_every_temporal_call_slow(
     loom_kafka_bootstrap: str,
     new_topic: Callable[..., Awaitable[str]],
     make_producer: Callable[..., Awaitable[Any]],
-    task_queue: str,
-    sidecars: Callable[[dict[str, str], str], SidecarProcess],
+    sidecars: Sidecars,
     fault_results: Callable[[Row], None],
 ) -> None:
     """7b. SIGTERM while every Temporal call is slow (seconds per round trip): the sidecar exits
@@ -336,37 +335,32 @@ async def test_sigterm_with_every_temporal_call_slow(
     producer = await make_producer()
     host, _, port = temporal_client.service_client.config.target_host.rpartition(":")
     async with FaultProxy(int(port), host) as proxy:
-        env = loom_env(
+        settings = fault_settings(
             bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g7b"),
-            temporal=proxy.address, task_queue=task_queue, drain_timeout_s=drain_timeout,
+            temporal=proxy.address, drain_timeout_s=drain_timeout,
         )
-        sidecar = sidecars(env, "s7b-0")
+        sidecar = await sidecars(settings, "s7b-0")
         await sidecar.wait_ready()
         proxy.latency = 1.0  # every chunk waits a second each way: calls outlive the drain
         await publish(producer, topic, events)
         # Events taken and calls running behind the slow proxy.
-        deadline = time.monotonic() + 60
-        running = 0.0
-        while running < min(len(expected), 8):
-            assert time.monotonic() < deadline, "no Temporal call was ever slow"
-            running = metric_value(await sidecar.metrics(), "loom_in_flight") or 0.0
-            await asyncio.sleep(0.05)
+        running = await _busy(sidecar, min(len(expected), 8))
         sidecar.send(signal.SIGTERM)
         term_at = time.monotonic()
         code = await sidecar.wait(drain_timeout + 10)
         exit_after = time.monotonic() - term_at
         assert code == 0, (
             f"exit code {code} {exit_after:.1f}s after SIGTERM "
-            f"(drain timeout {drain_timeout:.0f}s):\n{sidecar.log_tail(60)}"
+            f"(drain timeout {drain_timeout:.0f}s):\n{sidecar.tail(60)}"
         )
         proxy.latency = 0.0
-        restarted = sidecars(env, "s7b-1")
+        restarted = await sidecars(settings, "s7b-1")
         await restarted.wait_ready()
         result, lag = await settle(
             temporal_client, expected, bootstrap=loom_kafka_bootstrap,
-            group=env["LOOM_KAFKA__GROUP_ID"], topic=topic, timeout=TIMEOUT / 2,
+            group=settings.kafka.group_id, topic=topic, timeout=TIMEOUT / 2,
         )
-    letters = await read_all(loom_kafka_bootstrap, dlq, idle=0.5)
+    letters = await dead_letters(loom_kafka_bootstrap, dlq)
     fault_results(Row.measured(
         "7b. SIGTERM with every Temporal call slow, restarted", result, letters, started,
         f"exit code 0 after {exit_after:.1f} s (drain timeout {drain_timeout:.0f} s) with "
