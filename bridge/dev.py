@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import sys
@@ -89,6 +90,12 @@ def kafka_binary() -> str:
         raise EmbeddedServerError(f"the Tansu broker binary was not found ({exc}): {_EXTRA_HINT}") from exc
 
 
+#: Starts tried when a port chosen here was taken before the server bound it.
+_BIND_ATTEMPTS = 3
+#: How each server's log says so (Temporal: "address already in use", Tansu: "Address in use").
+_ADDRESS_IN_USE = re.compile(r"address (already )?in use", re.IGNORECASE)
+
+
 class _EmbeddedServer:
     """A server process this object started: ``async with`` starts it, leaving stops it."""
 
@@ -104,7 +111,29 @@ class _EmbeddedServer:
         """True while the server process is alive."""
         return self._proc is not None and self._proc.exited() is None
 
+    #: Ports this object chose itself (none given): another process may take one of them between
+    #: the choice and the server's bind, and then the start is tried again on new ones.
+    _own_ports = False
+
     async def start(self) -> None:
+        """Start the server (again, after :meth:`stop`) and wait until it answers."""
+        if self.running:
+            return
+        for attempt in range(_BIND_ATTEMPTS):
+            try:
+                await self._launch()
+                return
+            except EmbeddedServerError as exc:
+                if not self._own_ports or attempt == _BIND_ATTEMPTS - 1:
+                    raise
+                if not _ADDRESS_IN_USE.search(str(exc)):
+                    raise
+                self._choose_ports()
+
+    async def _launch(self) -> None:
+        raise NotImplementedError
+
+    def _choose_ports(self) -> None:
         raise NotImplementedError
 
     async def stop(self) -> None:
@@ -152,6 +181,7 @@ class EmbeddedTemporal(_EmbeddedServer):
         self.port = port or free_port()
         self.ui = ui
         self.ui_port = (ui_port or free_port()) if ui else None
+        self._own_ports = port is None and (ui_port is None or not ui)
         self.db_file = None if db_file is None else str(db_file)
         self.namespace = namespace
         self.search_attributes = dict(search_attributes or {})
@@ -186,10 +216,12 @@ class EmbeddedTemporal(_EmbeddedServer):
             argv += ["--dynamic-config-value", f"{key}={value}"]
         return argv
 
-    async def start(self) -> None:
-        """Start the server (again, after :meth:`stop`) and wait until it answers."""
-        if self.running:
-            return
+    def _choose_ports(self) -> None:
+        self.port = free_port()
+        if self.ui:
+            self.ui_port = free_port()
+
+    async def _launch(self) -> None:
         from temporalio.client import Client
 
         proc = ServerProcess("temporal", self._argv())
@@ -238,6 +270,7 @@ class EmbeddedKafka(_EmbeddedServer):
         self.port = port or free_port()
         self.advertised_port = advertised_port or self.port
         self.startup_timeout = startup_timeout
+        self._own_ports = port is None and advertised_port is None
         self._proc: ServerProcess | None = None
 
     @property
@@ -245,10 +278,10 @@ class EmbeddedKafka(_EmbeddedServer):
         """Bootstrap servers string for Kafka clients."""
         return f"127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
-        """Start the broker and wait until it answers metadata requests."""
-        if self.running:
-            return
+    def _choose_ports(self) -> None:
+        self.port = self.advertised_port = free_port()
+
+    async def _launch(self) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         argv = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,9 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
+from bridge import dev
 from bridge.dev import EmbeddedKafka, EmbeddedTemporal, port_is_free, temporal_binary
+from bridge.dev import free_port as _free_port
 from bridge.exceptions import EmbeddedServerError
 
 
@@ -159,6 +162,25 @@ async def test_body_raising_still_stops_the_server() -> None:
     assert pid is not None
     assert not _pid_alive(pid)
     assert port_is_free(kafka.port)
+
+
+@pytest.mark.parametrize("server", [EmbeddedKafka, EmbeddedTemporal])
+async def test_a_port_taken_before_the_server_binds_it_is_chosen_again(
+    monkeypatch: pytest.MonkeyPatch, server: type[EmbeddedKafka | EmbeddedTemporal]
+) -> None:
+    # Another process takes the free port between its choice and the server's bind (parallel
+    # test workers, loom dev beside other servers): the start is tried again on a new port.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as thief:
+        thief.bind(("127.0.0.1", 0))  # bound, not listening: a probe is refused at once
+        taken = int(thief.getsockname()[1])
+        chosen = iter([taken])
+        monkeypatch.setattr(dev, "free_port", lambda: next(chosen, None) or _free_port())
+        async with server() as started:
+            assert started.port != taken
+            assert started.running
+        # A port the caller gave is never changed: the bind error is the caller's to see.
+        with pytest.raises(EmbeddedServerError, match=r"(?i)address (already )?in use"):
+            await server(port=taken).start()
 
 
 async def test_missing_binary_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -25,7 +25,9 @@ import pytest
 
 from bridge.dev import free_port
 
-pytestmark = pytest.mark.slow
+# The fixture's steps carry their own timeouts (building, then installing from the index): the
+# suite's 180 s per test would cut a slow index short.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parent.parent
 

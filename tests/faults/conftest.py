@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 from kit import LoomProcess, StartLoom
@@ -13,7 +11,7 @@ from temporalio.worker import Worker
 
 from bridge.dev import free_port
 from bridge.settings import LoomSettings
-from faults.harness import FULL, RESULTS, Row, Sidecars
+from faults.harness import RESULTS, Row, Sidecars
 from faults.workload import FaultRecorder
 
 
@@ -47,17 +45,3 @@ def sidecars(start_loom: StartLoom, task_queue: str) -> Sidecars:
         return await start_loom("run", settings=settings, env=env, name=name)
 
     return start
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not RESULTS.rows:
-        return
-    size = "full size (LOOM_FAULTS_FULL=1)" if FULL else "reduced size"
-    terminalreporter.write_sep("=", f"fault suite, {size}")
-    table = RESULTS.markdown()
-    terminalreporter.write_line(table)
-    if RESULTS.path is not None:
-        terminalreporter.write_line(f"(rows as JSON: {RESULTS.path})")
-    out = os.environ.get("LOOM_FAULTS_REPORT")
-    if out:
-        Path(out).write_text(f"Fault suite, {size}\n\n{table}\n")
