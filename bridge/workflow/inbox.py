@@ -15,7 +15,6 @@ import inspect
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from fnmatch import fnmatchcase
 from typing import Any, NoReturn
 
 from temporalio import workflow
@@ -28,6 +27,14 @@ from bridge.events import (
     EVENT_UPDATE,
     Event,
     event_key,
+)
+from bridge.workflow.batching import (
+    ARRIVAL_JSON_BYTES,
+    Arrivals,
+    Batching,
+    EventMatcher,
+    matches,
+    seconds,
 )
 from bridge.workflow.memory import (
     DEFAULT_CARRY_LIMIT,
@@ -58,14 +65,14 @@ DEFAULT_SEEN_LIMIT = 10_000
 #: Signals per run after which the inbox asks for continue-as-new, whatever Temporal suggests.
 #: Temporal caps a run at 10,000 signals and its suggestion tracks history length only.
 DEFAULT_MAX_SIGNALS_PER_RUN = 2_000
-EventMatcher = Callable[[Event], bool]
 
 
-class Inbox:
+class Inbox(Batching):
     """Ordered, deduplicated queue of the events routed to a workflow.
 
     Feed it from a signal handler (``LoomWorkflow`` does; or call :meth:`install`), take
-    events with :meth:`next` or :meth:`wait_for_event`, and call
+    events with :meth:`next` or :meth:`wait_for_event` (or in batches: :meth:`collect`,
+    :meth:`debounce`), and call
     :meth:`continue_as_new_if_needed` between two events of the workflow's main loop.
 
     Args:
@@ -119,6 +126,7 @@ class Inbox:
         self._sizes: dict[int, int | None] = {}
         self._unmeasured: list[tuple[Event, Mapping[str, Any]]] = []
         self._pending_bytes = 0
+        self._arrivals = Arrivals()  # when each queued event came (collect, debounce)
         self._seen = Digests(seen_limit)
         self._updates = UpdateResults(update_results_limit)
         self._restored = False
@@ -144,6 +152,7 @@ class Inbox:
             return False
         self._queue.append(event)
         self._sizes[id(event)] = None
+        self._arrivals.note(event)
         self._unmeasured.append((event, payload or event.to_payload()))
         if len(self._unmeasured) > 2 * len(self._queue) + 64:  # taken before measured
             self._unmeasured = [(e, p) for e, p in self._unmeasured if id(e) in self._sizes]
@@ -152,7 +161,7 @@ class Inbox:
     def _measure(self) -> None:
         for event, payload in self._unmeasured:
             if id(event) in self._sizes and self._sizes[id(event)] is None:
-                size = json_size(payload) + 1  # and a comma in the list
+                size = json_size(payload) + 1 + ARRIVAL_JSON_BYTES  # a comma; its arrival
                 self._sizes[id(event)] = size
                 self._pending_bytes += size
         self._unmeasured.clear()
@@ -187,6 +196,7 @@ class Inbox:
             self._queue.append(event)
             self._sizes[id(event)] = None
             self._unmeasured.append((event, payload))
+        self._arrivals.restore([e for e, _ in carried], state.arrivals, self._queue)
         self._updates.replace({**state.updates, **self._updates.snapshot()})
         self._restored = True
 
@@ -206,9 +216,10 @@ class Inbox:
     def take(self, type: str | None = None, *, where: EventMatcher | None = None) -> Event | None:
         """Take the oldest queued event that matches, without waiting (None if none)."""
         for index, event in enumerate(self._queue):
-            if _matches(event, type, where):
+            if matches(event, type, where):
                 del self._queue[index]
                 self._pending_bytes -= self._sizes.pop(id(event)) or 0
+                self._arrivals.forget(event)
                 return event
         return None
 
@@ -239,11 +250,11 @@ class Inbox:
         found = self.take(type, where=where)
         if found is not None:
             return found
-        if timeout is not None and _seconds(timeout) <= 0:
+        if timeout is not None and seconds(timeout) <= 0:
             return None
         try:
             await workflow.wait_condition(
-                lambda: any(_matches(e, type, where) for e in self._queue), timeout=timeout
+                lambda: any(matches(e, type, where) for e in self._queue), timeout=timeout
             )
         except TimeoutError:
             return None
@@ -347,6 +358,7 @@ class Inbox:
             seen=self._seen.snapshot(),
             runs=self.runs + 1,
             updates=self._updates.snapshot(),
+            arrivals=self._arrivals.carry(self._queue),
         )
 
     async def continue_as_new_if_needed(
@@ -374,16 +386,6 @@ class Inbox:
         """Continue-as-new now, carrying the inbox (see :meth:`continue_as_new_if_needed`)."""
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(make_input(self.snapshot()))
-
-
-def _seconds(timeout: timedelta | float) -> float:
-    return timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-
-
-def _matches(event: Event, type: str | None, where: EventMatcher | None) -> bool:
-    if type is not None and event.type != type and not fnmatchcase(event.type, type):
-        return False
-    return where is None or where(event)
 
 
 class LoomWorkflow:

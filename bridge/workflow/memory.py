@@ -42,8 +42,9 @@ DEFAULT_CARRY_LIMIT = 1_800_000
 #: How many update results the inbox remembers (FIFO) to answer a repeated update.
 DEFAULT_UPDATE_RESULTS_LIMIT = 1_000
 
-# {"pending":[],"seen":[],"runs":N,"updates":{}} around the parts the inbox measures.
-STATE_OVERHEAD = 64
+# {"pending":[],"seen":[],"runs":N,"updates":{},"arrivals":[]} around the parts the inbox
+# measures (each pending event counts its arrival time with it).
+STATE_OVERHEAD = 80
 
 
 @dataclass
@@ -56,12 +57,16 @@ class InboxState:
             carried full ``source\x1fid`` keys: a state of theirs restores as well).
         runs: Number of runs before this one (0 in the first run).
         updates: Results of recently applied updates, by digest of the update id.
+        arrivals: When each pending event arrived (ms since the epoch, workflow time), in the
+            order of ``pending``: ``collect`` and ``debounce`` decide from them (empty in
+            states of earlier versions: those events count as arrived when restored).
     """
 
     pending: list[dict[str, Any]] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)
     runs: int = 0
     updates: dict[str, Any] = field(default_factory=dict)
+    arrivals: list[int] = field(default_factory=list)
 
 
 #: Bytes one digest takes in a JSON list: 22 characters, two quotes, a comma.
