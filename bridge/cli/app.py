@@ -17,7 +17,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from bridge.cli import check, dev, records, routes, run
+from bridge.cli import check, dev, records, replay, routes, run
 
 __all__ = ["app", "main", "package_version"]
 
@@ -64,6 +64,7 @@ app.command()(dev.dev)
 app.command()(check.check)
 app.command("routes")(routes.routes)
 app.command()(records.publish)
+app.command()(replay.replay)
 dlq_app.command("list")(records.dlq_list)
 dlq_app.command("redrive")(records.dlq_redrive)
 app.add_typer(dlq_app, name="dlq")

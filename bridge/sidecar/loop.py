@@ -120,14 +120,7 @@ class Loom:
     async def start(self) -> None:
         """Connect the producer and the consumer and join the group."""
         k = self.settings.kafka
-        self._producer = await start_client(producer_for(k))
-        deadletters = DeadLetterWriter(
-            self._producer, k.deadletter_topic, backoff=self._retry_policy.delay, on_retry=self._dlq_retry
-        )
-        self._intake = Intake(
-            self.router, self.tracker, self.dispatcher, deadletters, self.metrics,
-            self._gauge_in_flight,
-        )
+        await self._start_producer()
         self._consumer = consumer_for(
             k,
             group_id=k.group_id,
@@ -153,6 +146,19 @@ class Loom:
         self.health.kafka_connected = True
         self.health.temporal_connected = True
         self.health.running = True
+
+    async def _start_producer(self) -> None:
+        # The producer of dead letters and replies, and the intake that writes with it (a
+        # replay starts its own consumer after it).
+        k = self.settings.kafka
+        self._producer = await start_client(producer_for(k))
+        deadletters = DeadLetterWriter(
+            self._producer, k.deadletter_topic, backoff=self._retry_policy.delay, on_retry=self._dlq_retry
+        )
+        self._intake = Intake(
+            self.router, self.tracker, self.dispatcher, deadletters, self.metrics,
+            self._gauge_in_flight,
+        )
 
     async def run(self) -> None:
         """Start (if needed) and consume until :meth:`stop`; then drain, commit and close."""
@@ -347,7 +353,6 @@ class Loom:
     def _gauge_in_flight(self) -> None:
         self.metrics.in_flight.set(self.dispatcher.in_flight)
         self.metrics.running.set(self.dispatcher.running)
-
 
     # --- offsets ------------------------------------------------------------------------------
 

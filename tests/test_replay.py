@@ -1,0 +1,425 @@
+"""``loom replay``: a past time window routed again, on the real broker and Temporal server.
+
+Records carry their own (CreateTime) timestamps hours in the past, all appended now: the
+embedded broker answers ``offsets_for_times`` by append time, so only the per-record filter
+makes the window exact there, which is what these tests pin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import textwrap
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rawkafka import batch, produce_batch
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+from typer.testing import CliRunner
+
+from bridge.cli._times import TimeFormatError, format_ms, parse_time
+from bridge.cli.app import app
+from bridge.events import Event
+from bridge.kafka.binding import encode
+from bridge.kafka.clients import started
+from bridge.sidecar.window import Window, WindowReader, plan_spans
+from bridge.testing import TemporalServer, read_records
+from bridge.workflow import InboxState, LoomWorkflow
+
+RECORDER = "LoomReplayRecorder"
+HOUR = 3_600_000
+
+
+@dataclass
+class RecorderInput:
+    delivered: list[str] = field(default_factory=list)
+    inbox: InboxState | None = None
+
+
+@workflow.defn(name=RECORDER, sandboxed=False)
+class InboxRecorder(LoomWorkflow):
+    """Records what its inbox delivered (repeats are dropped before that); ``roll``
+    continues it as new (Temporal forgets the request ids it saw: only the inbox is left)."""
+
+    def __init__(self) -> None:
+        self.delivered: list[str] = []
+        self.rolling = False
+
+    @workflow.run
+    async def run(self, input: RecorderInput | None = None) -> None:
+        input = input or RecorderInput()
+        if input.inbox is not None:
+            self.inbox.restore(input.inbox)
+        self.delivered = list(input.delivered)
+        while True:
+            await workflow.wait_condition(lambda: len(self.inbox) > 0 or self.rolling)
+            if self.rolling:
+                await self.inbox.continue_as_new(
+                    lambda state: RecorderInput(self.delivered, state)
+                )
+            event = self.inbox.take()
+            assert event is not None
+            self.delivered.append(event.id)
+
+    @workflow.signal
+    def roll(self) -> None:
+        self.rolling = True
+
+    @workflow.query
+    def seen(self) -> tuple[list[str], int, int, int]:
+        """Delivered ids, signals received in this run, repeats dropped in it, runs before."""
+        box = self.inbox
+        return self.delivered, box.signals_this_run, box.duplicates_this_run, box.runs
+
+
+ROUTES = '''
+from pydantic import BaseModel
+from bridge.actions import SignalWithStart
+from bridge.routing import Match, Route, Router
+
+class Step(BaseModel):
+    entity: str
+    seq: int
+
+router = Router([
+    Route("step", match=Match(type="test.step"), data=Step,
+          action=SignalWithStart(workflow="{recorder}", task_queue="{task_queue}",
+                                 workflow_id="{prefix}-step-{{data.entity}}")),
+    Route("audit", match=Match(type="test.step"), data=Step,
+          action=SignalWithStart(workflow="{recorder}", task_queue="{task_queue}",
+                                 workflow_id="{prefix}-audit-{{data.entity}}")),
+])
+'''
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A clean working directory on sys.path, without any LOOM_* from the outside."""
+    for name in list(os.environ):
+        if name.startswith(("LOOM_", "TEMPORAL_", "OTEL_")) and not name.startswith("LOOM_TEST"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(tmp_path / "no-temporal.toml"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == "loom":
+            root.removeHandler(handler)
+
+
+def routes_module(directory: Path, task_queue: str, prefix: str) -> str:
+    name = f"replayroutes_{uuid.uuid4().hex[:10]}"
+    source = ROUTES.format(recorder=RECORDER, task_queue=task_queue, prefix=prefix)
+    (directory / f"{name}.py").write_text(textwrap.dedent(source))
+    return name
+
+
+async def loom(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    """Run ``loom ARGS`` in process, in a thread (the command runs its own event loop)."""
+
+    def run() -> tuple[int, str]:
+        result = CliRunner().invoke(app, list(args), env=env)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.output
+
+    return await asyncio.to_thread(run)
+
+
+def step(entity: str, seq: int, **data: Any) -> Event:
+    return Event(
+        id=f"{entity}-{seq}", source="test://replay", type="test.step",
+        data={"entity": entity, "seq": seq, **data}, extensions={"partitionkey": entity},
+    )
+
+
+async def publish_at(producer: Any, topic: str, events: list[Event], timestamp_ms: int) -> None:
+    """Send ``events`` with their own (CreateTime) timestamp; wait for every ack."""
+    futures = []
+    for event in events:
+        key, value, headers = encode(event)
+        futures.append(await producer.send(
+            topic, value=value, key=key, headers=headers, timestamp_ms=timestamp_ms
+        ))
+    await asyncio.gather(*futures)
+
+
+async def seen_by(client: Client, workflow_id: str) -> tuple[list[str], int, int, int] | None:
+    try:
+        delivered, signals, repeats, runs = await client.get_workflow_handle(workflow_id).query(
+            InboxRecorder.seen
+        )
+    except Exception:
+        return None  # never started
+    return list(delivered), signals, repeats, runs
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout: float = 10
+) -> Any:
+    """``probe()``'s answer once ``done`` says so, or its last answer after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done(value := await probe()) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    return value
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The offsets ``group`` committed for the partitions of ``topic``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    async with started(consumer):
+        parts = consumer.partitions_for_topic(topic) or set()
+        found = {p: await consumer.committed(TopicPartition(topic, p)) for p in sorted(parts)}
+    return {p: o for p, o in found.items() if o is not None}
+
+
+def counts(output: str) -> str:
+    """The summary line of a replay."""
+    return next(line for line in output.splitlines() if line.startswith(("done:", "interrupted")))
+
+
+# --- time arguments ---------------------------------------------------------------------------
+
+
+def test_times_are_iso_8601_relative_or_now() -> None:
+    now = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+    ms = int(now.timestamp() * 1000)
+    assert parse_time("now", now) == ms
+    assert parse_time("-2h", now) == ms - 2 * HOUR
+    assert parse_time("-1d12h", now) == ms - 36 * HOUR
+    assert parse_time("-90s", now) == ms - 90_000
+    assert parse_time("-1.5h", now) == ms - HOUR * 3 // 2
+    assert parse_time("2025-06-01T10:00:00Z", now) == ms - 2 * HOUR
+    assert parse_time("2025-06-01T12:00+02:00", now) == ms - 2 * HOUR
+    local = datetime(2025, 6, 1, 10, 0).astimezone()  # no offset: the machine's local time
+    assert parse_time("2025-06-01 10:00", now) == int(local.timestamp() * 1000)
+    assert format_ms(ms) == "2025-06-01T12:00:00Z"
+    for bad in ("yesterday", "2h", "-2x", "2025-13-01", ""):
+        with pytest.raises(TimeFormatError):
+            parse_time(bad, now)
+
+
+# --- the window against the embedded broker's answers --------------------------------------------
+
+
+@pytest.mark.kafka
+async def test_the_window_is_exact_whatever_the_broker_answers(
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+) -> None:
+    topic = await new_topic(partitions=2)
+    producer = await make_producer()
+    now = int(time.time() * 1000)
+    # Out of timestamp order in each partition, all appended now.
+    for hours_ago, seq in ((3, 0), (1, 1), (2, 2), (5, 3), (2, 4)):
+        await publish_at(producer, topic, [step("a", seq), step("b", seq)], now - hours_ago * HOUR)
+
+    async def window_of(window: Window) -> tuple[list[str], int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=loom_kafka_bootstrap, group_id=None)
+        async with started(consumer):
+            spans = await plan_spans(consumer, [topic], window)
+            reader = WindowReader(consumer, spans, window)
+            reader.open()
+            ids: list[str] = []
+            while not reader.done:
+                ids += [dict(r.headers)["ce_id"].decode() for _, r in await reader.fetch(100)]
+            return sorted(ids), reader.read, reader.outside
+
+    ids, read, outside = await window_of(Window(now - 2 * HOUR - 60_000, now - HOUR - 60_000))
+    assert ids == ["a-2", "a-4", "b-2", "b-4"]
+    assert (read, outside) == (10, 6)  # every record read, each kept by its own timestamp
+    # After the last record: this broker answers offset 0 (timestamp -1), Kafka None; either
+    # way there is nothing to read (not the whole partition from offset 0).
+    consumer = AIOKafkaConsumer(bootstrap_servers=loom_kafka_bootstrap, group_id=None)
+    async with started(consumer):
+        tps = [TopicPartition(topic, p) for p in (0, 1)]
+        raw = await consumer.offsets_for_times(dict.fromkeys(tps, now + HOUR))
+        spans = await plan_spans(consumer, [topic], Window(now + HOUR))
+    assert all(s.start == s.stop for s in spans) and sum(s.stop for s in spans) == 10
+    assert all(a is None or a.timestamp == -1 for a in raw.values())  # what the guard is for
+
+
+# --- loom replay end to end ----------------------------------------------------------------------
+
+
+@pytest.mark.kafka
+@pytest.mark.temporal
+async def test_replay_routes_a_past_window_again_and_no_repeat_reaches_a_workflow(
+    project: Path,
+    temporal_client: Client,
+    loom_temporal: TemporalServer,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    topic, dlq = await new_topic(partitions=2), await new_topic()
+    prefix = f"rp{uuid.uuid4().hex[:6]}"
+    entities = [f"{prefix}-{n}" for n in range(4)]
+    producer = await make_producer()
+    now = int(time.time() * 1000)
+    before = [step(e, 0) for e in entities]
+    window = [step(e, seq) for seq in (1, 2, 3) for e in entities]
+    bad = Event(id="bad-1", source="test://replay", type="test.step", data={"entity": "x"})
+    other = Event(id="other-1", source="test://replay", type="test.other", data={})
+    after = [step(e, 4) for e in entities]
+    await publish_at(producer, topic, before, now - 3 * HOUR)
+    await publish_at(producer, topic, [*window, bad, other], now - 2 * HOUR)
+    await publish_at(producer, topic, after, now - HOUR)
+    env = {
+        "LOOM_ROUTES": routes_module(project, task_queue, prefix),
+        "LOOM_KAFKA__BOOTSTRAP": loom_kafka_bootstrap,
+        "LOOM_KAFKA__DEADLETTER_TOPIC": dlq,
+        "LOOM_TEMPORAL__ADDRESS": loom_temporal.address,
+        "LOOM_TEMPORAL__NAMESPACE": loom_temporal.namespace,
+        "LOOM_DISPATCH__RETRY_MAX_S": "0.5",
+        "COLUMNS": "200",
+    }
+    span = ("--topic", topic, "--from", "-150m", "--to", "-90m")
+    expected = {f"{prefix}-step-{e}": [f"{e}-{seq}" for seq in (1, 2, 3)] for e in entities}
+    audit = {f"{prefix}-audit-{e}": ids for e, ids in zip(entities, expected.values(), strict=True)}
+    n = len(window)
+
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[InboxRecorder]):
+        # 1. A route that missed the window (added since): only its workflows get the events.
+        group = f"{prefix}-replay"
+        code, output = await loom("replay", *span, "--route", "step", "--group", group, env=env)
+        assert code == 0, output
+        assert "offsets" in output  # the progress bar
+        assert counts(output).startswith(
+            f"done: routed {n}, duplicates 0, unmatched 1, dead-lettered 1;")
+        # Its progress is committed in its own group, up to its last record in the window;
+        # the sidecar's group is never touched.
+        records = await read_records(loom_kafka_bootstrap, topic, count=22, timeout=10)
+        last: dict[int, int] = {}
+        for r in records:
+            if now - 150 * 60_000 <= (r.timestamp or 0) < now - 90 * 60_000:
+                last[r.partition] = max(last.get(r.partition, -1), r.offset)
+        assert await committed(loom_kafka_bootstrap, group, topic) == {
+            p: o + 1 for p, o in last.items()}
+        assert await committed(loom_kafka_bootstrap, "temporal-loom", topic) == {}
+        code, output = await loom("replay", *span, "--group", "temporal-loom", env=env)
+        assert code == 2 and "is the sidecar's consumer group" in output
+        for wid, ids in expected.items():
+            assert await seen_by(temporal_client, wid) == (ids, 3, 0, 0), wid
+        assert [await seen_by(temporal_client, w) for w in audit] == [None] * len(audit)
+
+        # 2. Every route: the step workflows had the events, asked once each, none is sent.
+        code, output = await loom("replay", *span, env=env)
+        assert code == 0, output
+        assert counts(output).startswith(
+            f"done: routed {n}, duplicates {n}, unmatched 1, dead-lettered 2;")
+        for wid, ids in {**expected, **audit}.items():
+            assert await seen_by(temporal_client, wid) == (ids, 3, 0, 0), wid
+
+        # 3. Without asking, after the workflows continued as new (the server no longer
+        # knows the calls' request ids): every signal reaches its run, and the inbox drops it.
+        for wid in {**expected, **audit}:
+            await temporal_client.get_workflow_handle(wid).signal(InboxRecorder.roll)
+        for wid, ids in {**expected, **audit}.items():
+            rolled = await eventually(
+                functools.partial(seen_by, temporal_client, wid), lambda v: v and v[3] == 1
+            )
+            assert rolled == (ids, 0, 0, 1), wid
+        code, output = await loom("replay", *span, "--no-seen-check", env=env)
+        assert code == 0, output
+        assert counts(output).startswith(
+            f"done: routed {2 * n}, duplicates 0, unmatched 1, dead-lettered 2;")
+        for wid, ids in {**expected, **audit}.items():
+            assert await seen_by(temporal_client, wid) == (ids, 3, 3, 1), wid
+
+    # Dead letters as the sidecar writes them: the bad record once per replay, the unmatched
+    # one by the replays through every route.
+    letters = await read_records(loom_kafka_bootstrap, dlq, count=5, timeout=10)
+    reasons = sorted(dict(r.headers)["loom-dlq-reason"].decode() for r in letters)
+    assert reasons == ["data-validation"] * 3 + ["unmatched"] * 2
+
+
+@pytest.mark.kafka
+async def test_dry_run_prints_per_route_and_calls_nothing(
+    project: Path,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+) -> None:
+    topic, dlq = await new_topic(), await new_topic()
+    producer = await make_producer()
+    now = int(time.time() * 1000)
+    await publish_at(producer, topic, [step("e1", 0), step("e2", 0), step("e1", 1)], now - 600_000)
+    await publish_at(producer, topic, [Event(id="o", source="s", type="test.other", data={})], now - 600_000)
+    await publish_at(producer, topic, [step("e3", 0)], now - 2 * HOUR)  # before the window
+    env = {
+        "LOOM_ROUTES": routes_module(project, "tq", "dry"),
+        "LOOM_KAFKA__BOOTSTRAP": loom_kafka_bootstrap,
+        "LOOM_KAFKA__DEADLETTER_TOPIC": dlq,
+        "LOOM_TEMPORAL__ADDRESS": "127.0.0.1:1",  # nothing answers: nothing may be called
+        "COLUMNS": "200",
+    }
+    code, output = await loom("replay", "--topic", topic, "--from", "-1h", "--dry-run", env=env)
+    assert code == 0, output
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in output.splitlines() if line.count("│") >= 5}
+    assert rows["step"][:3] == ["signal-with-start", "3", "2"]
+    assert rows["audit"][:3] == ["signal-with-start", "3", "2"]
+    assert "dry-step-e1" in rows["step"][3]
+    assert "unmatched 1 (policy dead-letter)" in output
+    assert "1 records outside the window" in output
+
+    code, output = await loom("replay", "--topic", topic, "--from", "-1h", "--dry-run",
+                              "--route", "nope", env=env)
+    assert code == 2 and "no route is named 'nope' (routes: step, audit)" in output
+    code, output = await loom("replay", "--topic", topic, "--from", "later", env=env)
+    assert code == 2 and "'later' is not a time" in output
+    code, output = await loom("replay", "--topic", topic, "--from", "-1h", "--to", "-2h", env=env)
+    assert code == 2 and "must be after --from" in output
+
+
+def test_window_bounds_are_checked() -> None:
+    with pytest.raises(ValueError, match="after its start"):
+        Window(10, 10)
+    window = Window(10, 20)
+    assert [window.contains(t) for t in (None, -1, 9, 10, 19, 20)] == [
+        False, False, False, True, True, False]
+    assert Window(0).contains(int(timedelta(days=9_000).total_seconds() * 1000))
+
+
+@pytest.mark.kafka
+async def test_a_record_aiokafka_cannot_parse_does_not_stop_the_window(
+    project: Path,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+) -> None:
+    topic = await new_topic()
+    await publish_at(await make_producer(), topic, [step("u", 0)], int(time.time() * 1000))
+    raw = []
+    for seq in (1, 2, 3):  # one batch: the second record's header name is not UTF-8
+        key, value, headers = encode(step("u", seq))
+        names = [(n.encode(), v) for n, v in headers] + [(b"\xff\xfe", b"x")] * (seq == 2)
+        raw.append((key, value, names))
+    await produce_batch(loom_kafka_bootstrap, topic, 0, batch(raw))
+    env = {
+        "LOOM_ROUTES": routes_module(project, "tq", "raw"),
+        "LOOM_KAFKA__BOOTSTRAP": loom_kafka_bootstrap,
+        "LOOM_TEMPORAL__ADDRESS": "127.0.0.1:1",
+        "COLUMNS": "200",
+    }
+    code, output = await loom("replay", "--topic", topic, "--from", "-1h", "--dry-run", env=env)
+    assert code == 0, output
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in output.splitlines() if line.count("│") >= 5}
+    assert rows["step"][:3] == ["signal-with-start", "3", "1"]  # u-0, u-1 and u-3
+    assert "bad input 1 unreadable (would be dead-lettered); 4 offsets read" in output
