@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +24,7 @@ from bridge.cli._options import (
     overrides,
     settings_from,
 )
+from bridge.cli._times import TIME_HELP, TimeFormatError, parse_time
 from bridge.events import Event
 from bridge.kafka.clients import publish_event
 from bridge.kafka.deadletters import DeadLetter, read_deadletters, redrive
@@ -122,6 +125,41 @@ DlqTopic = Annotated[
 ]
 
 
+Since = Annotated[
+    str | None,
+    typer.Option("--since", help=f"Only records dead-lettered at or after this time: {TIME_HELP}."),
+]
+Until = Annotated[
+    str | None, typer.Option("--until", help="Only records dead-lettered before this time.")
+]
+
+
+def _failed_at(letter: DeadLetter) -> int | None:
+    """When the record was dead-lettered (ms): its ``failed-at`` header, else its timestamp."""
+    text = letter.info.get("failed-at", "")
+    return int(text) if text.isdigit() else letter.record.timestamp
+
+
+def _in_time(since: str | None, until: str | None) -> Callable[[DeadLetter], bool]:
+    """Whether a dead letter was written in [``since``, ``until``) (each bound optional)."""
+    if since is None and until is None:
+        return lambda _letter: True
+    now = datetime.now(UTC)
+    try:
+        start = parse_time(since, now) if since is not None else None
+        end = parse_time(until, now) if until is not None else None
+    except TimeFormatError as exc:
+        fail(f"--since/--until: {exc}", EXIT_SETTINGS)
+    if start is not None and end is not None and end <= start:
+        fail(f"--until ({until}) must be after --since ({since})", EXIT_SETTINGS)
+
+    def keep(letter: DeadLetter) -> bool:
+        at = _failed_at(letter)
+        return at is not None and (start is None or at >= start) and (end is None or at < end)
+
+    return keep
+
+
 def _letter_id(letter: DeadLetter) -> str:
     return f"{letter.record.partition}:{letter.record.offset}"
 
@@ -136,13 +174,17 @@ def _load_letters(settings: LoomSettings, topic: str | None) -> list[DeadLetter]
 def dlq_list(
     reason: Annotated[str | None, typer.Option(help="Only this reason (e.g. unmatched).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per record.")] = False,
+    since: Since = None,
+    until: Until = None,
     dlq_topic: DlqTopic = None,
     bootstrap: Bootstrap = None,
 ) -> None:
     """List dead-lettered records with their error headers."""
+    in_time = _in_time(since, until)
     settings = settings_from(overrides(bootstrap=bootstrap, deadletter_topic=dlq_topic))
     letters = [
-        d for d in _load_letters(settings, None) if reason is None or d.info.get("reason") == reason
+        d for d in _load_letters(settings, None)
+        if (reason is None or d.info.get("reason") == reason) and in_time(d)
     ]
     if as_json:
         for d in letters:
@@ -170,21 +212,27 @@ def dlq_redrive(
     reason: Annotated[str | None, typer.Option(help="Only records with this reason.")] = None,
     to_topic: Annotated[str | None, typer.Option("--to-topic", help="Send here instead of the original topic.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent.")] = False,
+    since: Since = None,
+    until: Until = None,
     dlq_topic: DlqTopic = None,
     bootstrap: Bootstrap = None,
 ) -> None:
     """Re-drive dead-lettered records, byte for byte, to their original topic."""
-    if not offset and not all_ and reason is None:
-        fail("choose records: --offset N (repeatable), --reason R or --all", EXIT_SETTINGS)
+    filtered = reason is not None or since is not None or until is not None
+    if not offset and not all_ and not filtered:
+        fail("choose records: --offset N (repeatable), --reason R, --since/--until TIME or --all",
+             EXIT_SETTINGS)
+    in_time = _in_time(since, until)
     wanted = {o if ":" in o else f"0:{o}" for o in offset or []}
     settings = settings_from(overrides(bootstrap=bootstrap, deadletter_topic=dlq_topic))
     letters = [
         d for d in _load_letters(settings, None)
         if (not wanted or _letter_id(d) in wanted)
         and (reason is None or d.info.get("reason") == reason)
+        and in_time(d)
     ]
     unknown = wanted - {_letter_id(d) for d in letters}
-    if unknown and reason is None:
+    if unknown and not filtered:
         fail(f"no dead-lettered record at offset(s) {', '.join(sorted(unknown))}")
     for d in [d for d in letters if d.body_omitted]:
         i = d.info
