@@ -26,7 +26,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from bridge.events import EVENT_SIGNAL, Event
 from bridge.workflow import Inbox, InboxState, LoomWorkflow
@@ -262,16 +262,21 @@ async def test_debounce_without_max_wait_waits_for_the_pause(skipping: Skipping)
 # --- on the real dev server, across a worker restart ----------------------------------------------
 
 
-async def timer_fired(client: Client, handle: WorkflowHandle[Any, Any], count: int) -> None:
-    """Wait (polling the history) until ``count`` timers of the workflow fired."""
+async def timer_fired(
+    client: Client,
+    handle: WorkflowHandle[Any, Any],
+    count: int,
+    kind: EventType.ValueType = EventType.EVENT_TYPE_TIMER_FIRED,
+) -> None:
+    """Wait (polling the history) until ``count`` timers of the workflow fired (or ``kind``)."""
     deadline = asyncio.get_running_loop().time() + 20
     while True:
         fired = 0
         async for event in client.get_workflow_handle(handle.id).fetch_history_events():
-            fired += event.event_type == EventType.EVENT_TYPE_TIMER_FIRED
+            fired += event.event_type == kind
         if fired >= count:
             return
-        assert asyncio.get_running_loop().time() < deadline, f"{fired} of {count} timers fired"
+        assert asyncio.get_running_loop().time() < deadline, f"{fired} of {count} {kind} events"
         await asyncio.sleep(0.1)
 
 
@@ -279,18 +284,27 @@ async def test_on_the_dev_server_a_worker_restart_loses_nothing(
     temporal_client: Client, task_queue: str
 ) -> None:
     inputs = [
-        BatchInput(mode="collect", want=1, window_s=3),
-        BatchInput(mode="debounce", want=1, quiet_s=3, max_wait_s=30),
+        BatchInput(mode="collect", want=1, window_s=1),
+        BatchInput(mode="debounce", want=1, quiet_s=1, max_wait_s=30),
     ]
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[BatchingWorkflow]):
-        handles = [await start(temporal_client, task_queue, input, "e1") for input in inputs]
-        for handle in handles:
-            await sent(handle, "e2", "e3")
-            await handle.query(BatchingWorkflow.runs)  # the worker took them
+    # Every event is signalled before a worker runs: the first workflow task takes them all
+    # at one workflow time, so what is taken does not depend on how busy the machine is.
+    handles = [await start(temporal_client, task_queue, input, "e1") for input in inputs]
+    for handle in handles:
+        await sent(handle, "e2", "e3")
+    # A short sticky timeout: the next task leaves this worker's queue for the new worker's
+    # after 1 s instead of 10 s.
+    # No sandbox (tests/test_sandbox.py covers it): its first task costs seconds per worker.
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[BatchingWorkflow],
+                      sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        for handle in handles:  # the worker took the events and started its timer
+            await timer_fired(temporal_client, handle, 1, EventType.EVENT_TYPE_TIMER_STARTED)
     # No worker while the window and the quiet period end.
     for handle in handles:
         await timer_fired(temporal_client, handle, 1)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[BatchingWorkflow]):
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[BatchingWorkflow],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
         # The new worker replays the histories: the same events, taken when the timers fired.
         collected, debounced = [await asyncio.wait_for(h.result(), 20) for h in handles]
     assert [t.ids for t in collected] == [["e1", "e2", "e3"]]
