@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from kit import committed_offsets, eventually
 from rawkafka import batch, produce_batch
 from temporalio import workflow
 from temporalio.client import Client
@@ -166,25 +167,6 @@ async def seen_by(client: Client, workflow_id: str) -> tuple[list[str], int, int
     return list(delivered), signals, repeats, runs
 
 
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout: float = 10
-) -> Any:
-    """``probe()``'s answer once ``done`` says so, or its last answer after ``timeout``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not done(value := await probe()) and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.1)
-    return value
-
-
-async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    """The offsets ``group`` committed for the partitions of ``topic``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
-    async with started(consumer):
-        parts = consumer.partitions_for_topic(topic) or set()
-        found = {p: await consumer.committed(TopicPartition(topic, p)) for p in sorted(parts)}
-    return {p: o for p, o in found.items() if o is not None}
-
-
 def counts(output: str) -> str:
     """The summary line of a replay."""
     return next(line for line in output.splitlines() if line.startswith(("done:", "interrupted")))
@@ -308,9 +290,10 @@ async def test_replay_routes_a_past_window_again_and_no_repeat_reaches_a_workflo
         for r in records:
             if now - 150 * 60_000 <= (r.timestamp or 0) < now - 90 * 60_000:
                 last[r.partition] = max(last.get(r.partition, -1), r.offset)
-        assert await committed(loom_kafka_bootstrap, group, topic) == {
-            p: o + 1 for p, o in last.items()}
-        assert await committed(loom_kafka_bootstrap, "temporal-loom", topic) == {}
+        assert await committed_offsets(loom_kafka_bootstrap, group, topic, 2) == {
+            p: last[p] + 1 for p in (0, 1)}
+        assert await committed_offsets(loom_kafka_bootstrap, "temporal-loom", topic, 2) == {
+            0: None, 1: None}
         code, output = await loom("replay", *span, "--group", "temporal-loom", env=env)
         assert code == 2 and "is the sidecar's consumer group" in output
         for wid, ids in expected.items():
@@ -331,7 +314,8 @@ async def test_replay_routes_a_past_window_again_and_no_repeat_reaches_a_workflo
             await temporal_client.get_workflow_handle(wid).signal(InboxRecorder.roll)
         for wid, ids in {**expected, **audit}.items():
             rolled = await eventually(
-                functools.partial(seen_by, temporal_client, wid), lambda v: v and v[3] == 1
+                functools.partial(seen_by, temporal_client, wid), until=lambda v: v and v[3] == 1,
+                timeout=10, what=f"{wid} continued as new",
             )
             assert rolled == (ids, 0, 0, 1), wid
         code, output = await loom("replay", *span, "--no-seen-check", env=env)
