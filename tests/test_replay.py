@@ -34,7 +34,7 @@ from bridge.cli.app import app
 from bridge.events import Event
 from bridge.kafka.binding import encode
 from bridge.kafka.clients import started
-from bridge.sidecar.window import Window, WindowReader, plan_spans
+from bridge.sidecar.window import Span, Window, WindowReader, plan_spans
 from bridge.testing import TemporalServer, read_records
 from bridge.workflow import InboxState, LoomWorkflow
 
@@ -232,6 +232,23 @@ async def test_the_window_is_exact_whatever_the_broker_answers(
         spans = await plan_spans(consumer, [topic], Window(now + HOUR))
     assert all(s.start == s.stop for s in spans) and sum(s.stop for s in spans) == 10
     assert all(a is None or a.timestamp == -1 for a in raw.values())  # what the guard is for
+
+    # One batch of 4 records: this broker's end offset is the batch's base + 1 (Kafka: 4).
+    single = await new_topic()
+    tp = TopicPartition(single, 0)
+    records = [(None, encode(step("c", n))[1], []) for n in range(4)]
+    await produce_batch(loom_kafka_bootstrap, single, 0, batch(records))
+    consumer = AIOKafkaConsumer(bootstrap_servers=loom_kafka_bootstrap, group_id=None)
+    async with started(consumer):
+        end = (await consumer.end_offsets([tp]))[tp]
+        spans = await plan_spans(consumer, [single], Window(0))
+        reader = WindowReader(consumer, spans, Window(0))
+        reader.open()
+        taken = []
+        while not reader.done:
+            taken += [r.offset for _, r in await reader.fetch(100)]
+    assert end in (1, 4)
+    assert spans == [Span(tp, 0, 4)] and taken == [0, 1, 2, 3]
 
 
 # --- loom replay end to end ----------------------------------------------------------------------
