@@ -22,18 +22,21 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kit import committed_offsets, eventually
-from rawkafka import batch, produce_batch
+from kit import committed_offsets, eventually, loom_settings
+from rawkafka import RawRecord, batch, produce_batch
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 from typer.testing import CliRunner
 
+from bridge.actions import SignalWithStart
 from bridge.cli._times import TimeFormatError, format_ms, parse_time
 from bridge.cli.app import app
 from bridge.events import Event
 from bridge.kafka.binding import encode
 from bridge.kafka.clients import started
+from bridge.routing import Match, Route, Router
+from bridge.sidecar.replay import Replay
 from bridge.sidecar.window import Span, Window, WindowReader, plan_spans
 from bridge.testing import TemporalServer, read_records
 from bridge.workflow import InboxState, LoomWorkflow
@@ -236,7 +239,7 @@ async def test_the_window_is_exact_whatever_the_broker_answers(
     # One batch of 4 records: this broker's end offset is the batch's base + 1 (Kafka: 4).
     single = await new_topic()
     tp = TopicPartition(single, 0)
-    records = [(None, encode(step("c", n))[1], []) for n in range(4)]
+    records: list[RawRecord] = [(None, encode(step("c", n))[1], []) for n in range(4)]
     await produce_batch(loom_kafka_bootstrap, single, 0, batch(records))
     consumer = AIOKafkaConsumer(bootstrap_servers=loom_kafka_bootstrap, group_id=None)
     async with started(consumer):
@@ -467,3 +470,49 @@ async def test_dlq_redrive_and_list_select_by_the_time_records_were_dead_lettere
     assert code == 2 and "'yesterday' is not a time" in output
     code, output = await loom("dlq", "redrive", "--since", "-1h", "--until", "-2h", env=env)
     assert code == 2 and "must be after --since" in output
+
+
+# --- a replay stopped before the window's end ------------------------------------------------------
+
+
+@pytest.mark.kafka
+@pytest.mark.temporal
+async def test_a_stopped_replay_ends_within_its_drain_timeout_and_commits_nothing_unfinished(
+    temporal_client: Client,
+    loom_temporal: TemporalServer,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+) -> None:
+    topic, dlq = await new_topic(), await new_topic()
+    prefix = f"stop{uuid.uuid4().hex[:6]}"
+    now = int(time.time() * 1000)
+    events = [step(str(n), 0) for n in range(3)]
+    await publish_at(await make_producer(), topic, events, now - HOUR)
+    # The workflows run, and no worker polls their task queue: the replay's question (what did
+    # you see?) waits for one, so every call is still in flight when the replay is stopped.
+    for n in range(3):
+        await temporal_client.start_workflow(RECORDER, id=f"{prefix}-w{n}", task_queue=task_queue)
+    router = Router([Route("step", match=Match(type="test.step"), action=SignalWithStart(
+        workflow=RECORDER, task_queue=task_queue, workflow_id=prefix + "-w{data.entity}"))])
+    settings = loom_settings(
+        loom_kafka_bootstrap, [topic], dlq,
+        temporal={"address": loom_temporal.address, "namespace": loom_temporal.namespace,
+                  "closed_query_timeout_s": 60},
+        dispatch={"drain_timeout_s": 1},
+    )
+    group = f"{prefix}-replay"
+    job = Replay(router, temporal_client, settings, topics=[topic], window=Window(now - 2 * HOUR),
+                 group=group)
+    await job.start()
+    task = asyncio.create_task(job.run())
+    await eventually(lambda: job.dispatcher.running, until=lambda n: n == 3, timeout=10,
+                     what="calls in flight")
+    stopped = time.monotonic()
+    job.stop()
+    await asyncio.wait_for(task, 10)
+    assert time.monotonic() - stopped < 5  # the drain timeout, not the question's
+    summary = job.summary()
+    assert (summary.complete, summary.read, summary.routed) == (False, 3, 0)
+    assert await committed_offsets(loom_kafka_bootstrap, group, topic, 1) == {0: None}
