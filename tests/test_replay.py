@@ -30,7 +30,7 @@ from temporalio.worker import Worker
 from typer.testing import CliRunner
 
 from bridge.actions import SignalWithStart
-from bridge.cli._times import TimeFormatError, format_ms, parse_time
+from bridge.cli._times import TimeFormatError, format_ms, parse_duration, parse_time
 from bridge.cli.app import app
 from bridge.events import Event
 from bridge.kafka.binding import encode
@@ -191,6 +191,11 @@ def test_times_are_iso_8601_relative_or_now() -> None:
     local = datetime(2025, 6, 1, 10, 0).astimezone()  # no offset: the machine's local time
     assert parse_time("2025-06-01 10:00", now) == int(local.timestamp() * 1000)
     assert format_ms(ms) == "2025-06-01T12:00:00Z"
+    assert [parse_duration(d) for d in ("0", "90s", "5m", "1h30m", "1.5s")] == [
+        0, 90_000, 300_000, 5_400_000, 1_500]
+    for bad in ("-5m", "5", "5x", ""):
+        with pytest.raises(TimeFormatError):
+            parse_duration(bad)
     for bad in ("yesterday", "2h", "-2x", "2025-13-01", ""):
         with pytest.raises(TimeFormatError):
             parse_time(bad, now)
@@ -212,20 +217,24 @@ async def test_the_window_is_exact_whatever_the_broker_answers(
     for hours_ago, seq in ((3, 0), (1, 1), (2, 2), (5, 3), (2, 4)):
         await publish_at(producer, topic, [step("a", seq), step("b", seq)], now - hours_ago * HOUR)
 
-    async def window_of(window: Window) -> tuple[list[str], int, int]:
+    async def window_of(window: Window, lateness_ms: int) -> tuple[list[str], int, int, int]:
         consumer = AIOKafkaConsumer(bootstrap_servers=loom_kafka_bootstrap, group_id=None)
         async with started(consumer):
             spans = await plan_spans(consumer, [topic], window)
-            reader = WindowReader(consumer, spans, window)
+            reader = WindowReader(consumer, spans, window, lateness_ms=lateness_ms)
             reader.open()
             ids: list[str] = []
             while not reader.done:
                 ids += [dict(r.headers)["ce_id"].decode() for _, r in await reader.fetch(100)]
-            return sorted(ids), reader.read, reader.outside
+            return sorted(ids), reader.read, reader.outside, reader.ended_early
 
-    ids, read, outside = await window_of(Window(now - 2 * HOUR - 60_000, now - HOUR - 60_000))
-    assert ids == ["a-2", "a-4", "b-2", "b-4"]
-    assert (read, outside) == (10, 6)  # every record read, each kept by its own timestamp
+    window = Window(now - 2 * HOUR - 60_000, now - HOUR - 60_000)
+    # Lateness enough for the disorder: every record read, each kept by its own timestamp.
+    assert await window_of(window, 3 * HOUR) == (["a-2", "a-4", "b-2", "b-4"], 10, 6, 0)
+    # None: a partition stops at its first record past the window's end (seq 1, an hour ago),
+    # before the later records of the window (seq 2 and 4, two hours ago).
+    ids, read, outside, ended = await window_of(window, 0)
+    assert (ids, read, outside) == ([], 2, 2) and ended >= 1  # "a" and "b" may share one
     # After the last record: this broker answers offset 0 (timestamp -1), Kafka None; either
     # way there is nothing to read (not the whole partition from offset 0).
     consumer = AIOKafkaConsumer(bootstrap_servers=loom_kafka_bootstrap, group_id=None)
@@ -301,6 +310,8 @@ async def test_replay_routes_a_past_window_again_and_no_repeat_reaches_a_workflo
         code, output = await loom("replay", *span, "--route", "step", "--group", group, env=env)
         assert code == 0, output
         assert "offsets" in output  # the progress bar
+        # Each partition stopped at its first record of an hour ago (--lateness 1m by default).
+        assert "18 offsets read, 4 records outside the window, 2 partition(s) stopped" in output
         assert counts(output).startswith(
             f"done: routed {n}, duplicates 0, unmatched 1, dead-lettered 1;")
         # Its progress is committed in its own group, up to its last record in the window;

@@ -8,7 +8,8 @@ A TIME is one of:
 - ISO-8601: ``2025-06-01T14:00:00Z``, ``2025-06-01T14:00+02:00``, ``2025-06-01 14:00``,
   ``2025-06-01`` (midnight). Without a UTC offset the time is the machine's local time.
 
-Kafka timestamps are milliseconds since the epoch, so a TIME resolves to that.
+Kafka timestamps are milliseconds since the epoch, so a TIME resolves to that. A DURATION
+(``loom replay --lateness``) is ``0`` or the same units without the minus: ``90s``, ``5m``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["TIME_HELP", "TimeFormatError", "format_ms", "parse_time"]
+__all__ = ["TIME_HELP", "TimeFormatError", "format_ms", "parse_duration", "parse_time"]
 
 TIME_HELP = "ISO-8601 (2025-06-01T14:00Z; local time without an offset), -2h / -30m / -1d12h, or now"
 
 _UNITS = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
 _RELATIVE = re.compile(r"-((?:\d+(?:\.\d+)?[wdhms])+)")
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[wdhms])+")
 _PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
 
 
@@ -58,6 +60,20 @@ def parse_time(text: str, now: datetime | None = None) -> int:
     if moment.tzinfo is None:
         moment = moment.astimezone()  # the machine's local time
     return _ms(moment)
+
+
+def parse_duration(text: str) -> int:
+    """Milliseconds of a DURATION: ``0``, ``90s``, ``5m``, ``1h30m``...
+
+    Raises:
+        TimeFormatError: ``text`` is not a duration.
+    """
+    value = text.strip().lower()
+    if value == "0":
+        return 0
+    if not _DURATION.fullmatch(value):
+        raise TimeFormatError(f"{text!r} is not a duration: use 0, 90s, 5m, 1h30m, 1d")
+    return round(sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value)) * 1000)
 
 
 def format_ms(ms: int) -> str:

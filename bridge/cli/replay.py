@@ -39,7 +39,7 @@ from bridge.cli._options import (
     overrides,
     settings_from,
 )
-from bridge.cli._times import TIME_HELP, TimeFormatError, format_ms, parse_time
+from bridge.cli._times import TIME_HELP, TimeFormatError, format_ms, parse_duration, parse_time
 from bridge.exceptions import SettingsError
 from bridge.routing import Router
 from bridge.settings import LoomSettings
@@ -66,6 +66,14 @@ def replay(
         str | None,
         typer.Option("--to", help="End of the window (excluded; default: the topic's end now)."),
     ] = None,
+    lateness: Annotated[
+        str,
+        typer.Option(
+            "--lateness",
+            help="With --to: a partition stops at its first record timestamped at or past "
+            "--to plus this (0, 90s, 5m, 1h); raise it for producers whose clocks disagree.",
+        ),
+    ] = "1m",
     route: Annotated[
         str | None, typer.Option("--route", help="Replay through this route only.")
     ] = None,
@@ -98,10 +106,11 @@ def replay(
 ) -> None:
     """Route the events of a past time window again (after a route was fixed or added).
 
-    Reads each partition of --topic from the first record at or after --from up to the end it
-    had when the replay began, keeps the records whose own timestamp is in [--from, --to), and
-    routes them as `loom run` does: same routes, dead letters and metrics. Routing twice is
-    safe: workflows drop the events they had. Nothing is committed.
+    Reads each partition of --topic from the first record at or after --from, up to its first
+    record timestamped at or past --to + --lateness or the end it had when the replay began,
+    keeps the records whose own timestamp is in [--from, --to), and routes them as `loom run`
+    does: same routes, dead letters and metrics. Routing twice is safe: workflows drop the
+    events they had. Progress is committed to the replay's own group, never the sidecar's.
     """
     if not topic:
         fail("--topic is required (the topic to replay; repeat for several)", EXIT_SETTINGS)
@@ -116,6 +125,10 @@ def replay(
         fail(f"--from/--to: {exc}", EXIT_SETTINGS)
     except ValueError:
         fail(f"--to ({to}) must be after --from ({from_})", EXIT_SETTINGS)
+    try:
+        lateness_ms = parse_duration(lateness)
+    except TimeFormatError as exc:
+        fail(f"--lateness: {exc}", EXIT_SETTINGS)
     settings = settings_from(
         overrides(
             bootstrap=bootstrap, temporal_address=temporal_address, namespace=namespace,
@@ -137,8 +150,10 @@ def replay(
         + ("" if dry_run else f" (consumer group {group})")
     )
     if dry_run:
-        raise typer.Exit(_dry_run(settings, router, topic, window))
-    raise typer.Exit(asyncio.run(_replay(settings, router, topic, window, group, seen_check)))
+        raise typer.Exit(_dry_run(settings, router, topic, window, lateness_ms))
+    raise typer.Exit(
+        asyncio.run(_replay(settings, router, topic, window, group, lateness_ms, seen_check))
+    )
 
 
 def _router(settings: LoomSettings, name: str | None) -> Router:
@@ -175,6 +190,7 @@ async def _replay(
     topics: list[str],
     window: Window,
     group: str,
+    lateness_ms: int,
     seen_check: bool,
 ) -> int:
     try:
@@ -185,7 +201,7 @@ async def _replay(
     except Exception as exc:
         fail(f"cannot connect to Temporal: {exc}")
     job = Replay(router, client, settings, topics=topics, window=window, group=group,
-                 check_seen=seen_check)
+                 lateness_ms=lateness_ms, check_seen=seen_check)
     try:
         await job.start()
     except SettingsError as exc:
@@ -205,7 +221,8 @@ async def _replay(
             task = asyncio.create_task(job.run(), name="loom-replay")
             while True:
                 summary = job.summary()
-                progress.update(bar, completed=summary.read, status=_status(summary))
+                progress.update(bar, completed=summary.read, total=summary.total,
+                                status=_status(summary))
                 if task.done():
                     break
                 await asyncio.wait({task}, timeout=0.2)
@@ -239,14 +256,22 @@ def _print_summary(s: ReplaySummary) -> None:
     out.print(
         f"{state}: routed {s.routed}, duplicates {s.duplicates}, unmatched {s.unmatched}, "
         f"dead-lettered {s.deadlettered}{extra}; {s.read} offsets read, {s.outside} records "
-        f"outside the window"
+        f"outside the window{_ended(s.ended_early)}"
     )
+
+
+def _ended(partitions: int) -> str:
+    if not partitions:
+        return ""
+    return f", {partitions} partition(s) stopped at a record past the window's end"
 
 
 # --- --dry-run ------------------------------------------------------------------------------------
 
 
-def _dry_run(settings: LoomSettings, router: Router, topics: list[str], window: Window) -> int:
+def _dry_run(
+    settings: LoomSettings, router: Router, topics: list[str], window: Window, lateness_ms: int
+) -> int:
     with _progress() as progress:
         bar = progress.add_task("dry run", total=None, status="")
 
@@ -254,7 +279,9 @@ def _dry_run(settings: LoomSettings, router: Router, topics: list[str], window: 
             progress.update(bar, completed=done, total=total)
 
         try:
-            result = asyncio.run(preview(settings, router, topics, window, on_read=read))
+            result = asyncio.run(
+                preview(settings, router, topics, window, lateness_ms=lateness_ms, on_read=read)
+            )
         except SettingsError as exc:
             fail(str(exc), EXIT_SETTINGS)
         except Exception as exc:
@@ -276,5 +303,6 @@ def _print_preview(result: Preview, unmatched: UnmatchedPolicy) -> None:
     bad = ", ".join(f"{n} {reason}" for reason, n in sorted(result.bad.items())) or "0"
     out.print(
         f"unmatched {result.unmatched} (policy {unmatched.value}); bad input {bad} (would be "
-        f"dead-lettered); {result.read} offsets read, {result.outside} records outside the window"
+        f"dead-lettered); {result.read} offsets read, {result.outside} records outside the "
+        f"window{_ended(result.ended_early)}"
     )

@@ -62,7 +62,9 @@ class ReplaySummary:
     once per failing route)."""
 
     read: int = 0
+    total: int = 0
     outside: int = 0
+    ended_early: int = 0
     routed: int = 0
     duplicates: int = 0
     skipped: int = 0
@@ -121,6 +123,8 @@ class Replay(Loom):
         topics: The topics to replay.
         window: The records' timestamps to replay.
         group: The replay's consumer group (see the module).
+        lateness_ms: How far past the window's end a record's timestamp stops its partition
+            (:class:`~bridge.sidecar.window.WindowReader`).
         check_seen: Ask each signalled workflow what it saw first (see the module).
         metrics: Metrics (a fresh registry when omitted): the summary is read from them.
         executor: The Temporal executor (built from ``client`` when omitted).
@@ -135,6 +139,7 @@ class Replay(Loom):
         topics: Iterable[str],
         window: Window,
         group: str,
+        lateness_ms: int = 0,
         check_seen: bool = True,
         metrics: Metrics | None = None,
         executor: TemporalExecutor | None = None,
@@ -143,6 +148,7 @@ class Replay(Loom):
             raise SettingsError(f"a replay cannot use the sidecar's consumer group {group!r}")
         super().__init__(router, client, settings, metrics=metrics, executor=executor)
         self.group = group
+        self.lateness_ms = lateness_ms
         self.topics = list(topics)
         self.window = window
         timeout = timedelta(seconds=settings.temporal.closed_query_timeout_s)
@@ -163,7 +169,7 @@ class Replay(Loom):
             reader = WindowReader(
                 consumer, await plan_spans(consumer, self.topics, self.window), self.window,
                 read_committed=k.isolation_level == "read_committed",
-                backoff=self._retry_policy.cap,
+                backoff=self._retry_policy.cap, lateness_ms=self.lateness_ms,
             )
             reader.open()
         except BaseException:
@@ -225,7 +231,9 @@ class Replay(Loom):
         reader = self.reader
         result = ReplaySummary(
             read=reader.read if reader else 0,
+            total=reader.total if reader else 0,
             outside=reader.outside if reader else 0,
+            ended_early=reader.ended_early if reader else 0,
             unmatched=int(sum(v for _, v in _samples(self.metrics.unmatched))),
             deadlettered=int(sum(v for _, v in _samples(self.metrics.deadlettered))),
             complete=self.complete,
@@ -279,6 +287,7 @@ class Preview:
     read: int = 0
     outside: int = 0
     total: int = 0
+    ended_early: int = 0
 
 
 async def preview(
@@ -287,6 +296,7 @@ async def preview(
     topics: Iterable[str],
     window: Window,
     *,
+    lateness_ms: int = 0,
     on_read: Any = None,
 ) -> Preview:
     """Read the window and resolve its events through ``router``; call nothing.
@@ -296,13 +306,16 @@ async def preview(
         router: The route table (restricted to one route for ``--route``).
         topics: The topics to read.
         window: The records' timestamps to read.
+        lateness_ms: See :class:`~bridge.sidecar.window.WindowReader`.
         on_read: Called as ``on_read(read, total)`` after each fetch (a progress bar).
     """
     k = settings.kafka
     result = Preview()
     consumer = consumer_for(k, group_id=None, enable_auto_commit=False)
     async with started(consumer):
-        reader = WindowReader(consumer, await plan_spans(consumer, topics, window), window)
+        reader = WindowReader(consumer, await plan_spans(consumer, topics, window), window,
+                              read_committed=k.isolation_level == "read_committed",
+                              lateness_ms=lateness_ms)
         reader.open()
         result.total = reader.total
         while not reader.done:
@@ -322,7 +335,8 @@ async def preview(
                         seen.workflows.add(inv.workflow_id)
                     elif inv.workflow_id not in seen.workflows:
                         seen.more_workflows = True
-            result.read, result.outside = reader.read, reader.outside
+            result.read, result.outside, result.total = reader.read, reader.outside, reader.total
+            result.ended_early = reader.ended_early
             if on_read is not None:
                 on_read(reader.read, reader.total)
     return result

@@ -8,9 +8,15 @@
   the partition. Both mean "nothing from here": the span starts at the end offset.
 - Tansu indexes by the broker's append time, not the records' own (CreateTime) timestamps,
   and Kafka's records may be out of timestamp order. So the answer is clamped to the
-  partition's offsets, every record is read up to the end offset the partition had when the
-  replay began (records written since are not the past), and each record is kept only if its
-  own timestamp is in the window: the window is exact whatever the broker answers.
+  partition's offsets, records are read at most up to the end offset the partition had when
+  the replay began (records written since are not the past), and each record is kept only if
+  its own timestamp is in the window: the window is the same whatever the broker answers.
+- With an end to the window, a partition stops at its first record whose own timestamp is at
+  or past the end plus ``lateness`` (the window's end as the records tell it): a window far
+  in the past costs its own records, not the rest of the partition. A record timestamped in
+  the window but written after one past that bound is not read (producers whose clocks or
+  buffers disagree: raise ``lateness``). Without an end, or with no such record, the span
+  ends where the partition ended when the replay began.
 - Tansu's end offset (``ListOffsets`` latest) is the base offset of the last batch plus one,
   short of the end when that batch holds several records (measured: 4 records in one batch,
   end offset 1). The high watermark of a fetch response is right: the end is the larger of
@@ -131,6 +137,8 @@ class WindowReader:
         read_committed: The consumer's isolation level (records read raw are filtered alike).
         backoff: Seconds to wait after the ``n``-th failed fetch in a row (see
             :class:`~bridge.sidecar.batches.BatchFetcher`).
+        lateness_ms: With an end to the window, a partition stops at its first record
+            timestamped at or past ``end + lateness_ms`` (see the module).
     """
 
     def __init__(
@@ -141,10 +149,15 @@ class WindowReader:
         *,
         read_committed: bool = False,
         backoff: Callable[[int], float] = lambda n: min(0.1 * 2**n, 5.0),
+        lateness_ms: int = 0,
     ) -> None:
+        if lateness_ms < 0:
+            raise ValueError("lateness must not be negative")
         self.consumer = consumer
         self.window = window
+        self.stop_at = None if window.end is None else window.end + lateness_ms
         self.spans = [s for s in spans if s.size]
+        self._ended: dict[TopicPartition, int] = {}  # partitions stopped by a record's time
         self._remaining = {s.tp: s for s in self.spans}
         self._position = {s.tp: s.start for s in self.spans}
         self._ownership = Ownership()
@@ -162,15 +175,23 @@ class WindowReader:
         for span in self.spans:
             self.consumer.seek(span.tp, span.start)
 
+    def _stop(self, span: Span) -> int:
+        return self._ended.get(span.tp, span.stop)
+
     @property
     def total(self) -> int:
-        """Offsets to read in all."""
-        return sum(s.size for s in self.spans)
+        """Offsets to read in all (less once a partition stopped at the window's end)."""
+        return sum(self._stop(s) - s.start for s in self.spans)
 
     @property
     def read(self) -> int:
         """Offsets read so far (records in the window or not, and gaps)."""
-        return sum(min(self._position[s.tp], s.stop) - s.start for s in self.spans)
+        return sum(min(self._position[s.tp], self._stop(s)) - s.start for s in self.spans)
+
+    @property
+    def ended_early(self) -> int:
+        """Partitions that stopped at a record past the window's end (see the module)."""
+        return len(self._ended)
 
     @property
     def done(self) -> bool:
@@ -189,6 +210,12 @@ class WindowReader:
                 continue
             for rec in records:
                 if rec.offset >= span.stop:
+                    break
+                if self.stop_at is not None and (rec.timestamp or 0) >= self.stop_at:
+                    self._ended[tp] = rec.offset  # the window's end, as the records tell it
+                    self._position[tp] = rec.offset
+                    del self._remaining[tp]
+                    self.consumer.pause(tp)
                     break
                 self._position[tp] = rec.offset + 1
                 if self.window.contains(rec.timestamp):
