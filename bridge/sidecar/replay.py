@@ -32,6 +32,7 @@ from typing import Any
 
 from prometheus_client import Counter as PromCounter
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from bridge._ids import identity_digest
 from bridge.actions import ActionKind, Outcome
@@ -103,7 +104,12 @@ class SeenByWorkflow:
             answer = frozenset(digests)
         # No such workflow, no worker, not a LoomWorkflow, the cluster: the call decides.
         except Exception as exc:
-            log.debug("workflow %s did not say what it saw: %s", workflow_id, exc)
+            # A workflow not started yet is the common case; anything else is worth a line:
+            # its events are signalled again (and dropped by its inbox).
+            missing = isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
+            log.log(logging.DEBUG if missing else logging.INFO,
+                    "workflow %s did not say what it saw (its events are signalled, its inbox "
+                    "drops repeats): %s: %s", workflow_id, type(exc).__name__, exc)
             answer = frozenset()
         self._answers[workflow_id] = answer
         self._size += max(1, len(answer))
