@@ -1,18 +1,21 @@
-"""Matching events on CloudEvents attributes, and the type index behind the router.
+"""Matching events on CloudEvents attributes and topics, and the index behind the router.
 
-``Match`` declares the conditions of a route. ``TypeIndex`` finds the values (routes) whose
-match holds for an event without scanning them all: exact types are a dict lookup, type
-prefixes a dict probed once per distinct prefix length (never more probes than the type has
-characters), globs are compiled regexes in a separate, usually short, list, and matches without
-a type condition sit in a catch-all list. Globs that are plain strings or ``"<prefix>*"`` are
-indexed as exact types or prefixes.
+``Match`` declares the conditions of a route, the topics it is bound to among them.
+``TypeIndex`` finds the values (routes) whose match holds for an event without scanning them
+all: exact types are a dict lookup, type prefixes a dict probed once per distinct prefix
+length (never more probes than the type has characters), globs are compiled regexes in a
+separate, usually short, list, and matches without a type condition sit in a catch-all list.
+Globs that are plain strings or ``"<prefix>*"`` are indexed as exact types or prefixes.
+``MatchIndex`` puts a ``TypeIndex`` per topic binding in front (exact topics in a dict, topic
+globs in a list, unbound matches in their own index) and remembers, per topic, which of them
+apply: a lookup costs one or two type-index lookups, however many topics routes are bound to.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -78,6 +81,10 @@ class Match:
             their CloudEvents string form.
         where: Predicate on the route's validated data (the model instance, or the raw data
             without a model); when false the route does not apply to the event.
+        topic: The Kafka topic(s) the route is bound to: one topic, a sequence of them, each
+            exact or a glob (``"orders.*"``). A bound route matches only records read from
+            one of them; an unbound route (None, the default) matches any consumed topic.
+            The topic is the record's, not a CloudEvents attribute.
     """
 
     type: str | None = None
@@ -87,6 +94,9 @@ class Match:
     subject: str | None = None
     extensions: Mapping[str, str] = field(default_factory=dict)
     where: Callable[[Any], bool] | None = None
+    topic: str | Sequence[str] | None = None
+    _topics: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _topic_check: _Patterns | None = field(init=False, repr=False, compare=False)
     _type_regex: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     _checks: tuple[tuple[str, _Pattern], ...] = field(init=False, repr=False, compare=False)
 
@@ -117,13 +127,42 @@ class Match:
             checks.append((name, _Pattern(pattern)))
         if self.where is not None and not callable(self.where):
             raise RouteDefinitionError(f"match: where must be callable, got {self.where!r}")
+        topics = _topics(self.topic)
         regex = compile_glob(self.type_glob) if self.type_glob is not None else None
+        object.__setattr__(self, "_topics", topics)
+        object.__setattr__(self, "_topic_check", _Patterns(topics) if topics else None)
         object.__setattr__(self, "_type_regex", regex)
         object.__setattr__(self, "_checks", tuple(checks))
 
-    def matches(self, event: Event) -> bool:
-        """Whether the event's attributes satisfy this match (the ``where`` predicate aside)."""
-        return self._type_matches(event.type) and self._rest_matches(event)
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The topics (exact or globs) the match is bound to; empty when unbound."""
+        return self._topics
+
+    def matches(self, event: Event, topic: str | None = None) -> bool:
+        """Whether the event's attributes satisfy this match (the ``where`` predicate aside).
+
+        Args:
+            event: The event.
+            topic: The topic the event was read from; None when unknown (the topic
+                binding is then not checked).
+        """
+        return (
+            self._type_matches(event.type)
+            and self._rest_matches(event)
+            and (topic is None or self.binds(topic))
+        )
+
+    def binds(self, topic: str) -> bool:
+        """Whether a record of ``topic`` can match (always, for an unbound match)."""
+        return self._topic_check is None or self._topic_check(topic)
+
+    def unconsumed(self, consumed: Iterable[str]) -> tuple[str, ...]:
+        """The bound topics (or globs) that name none of the ``consumed`` topics."""
+        consumed = list(consumed)
+        return tuple(
+            topic for topic in self._topics if not any(_Patterns((topic,))(c) for c in consumed)
+        )
 
     def _type_matches(self, event_type: str) -> bool:
         if self.type is not None:
@@ -153,15 +192,47 @@ class Match:
         parts.extend(f"ext.{name}={value}" for name, value in self.extensions.items())
         if self.where is not None:
             parts.append(f"where={qualname(self.where)}")
+        if self._topics:
+            parts.append(f"topic={'|'.join(self._topics)}")
         return " ".join(parts) or "*"
+
+
+class _Patterns:
+    """Exact topics in a set, globs as regexes: does a topic name one of them?"""
+
+    __slots__ = ("exact", "globs")
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        patterns = tuple(patterns)
+        self.exact = frozenset(p for p in patterns if not is_glob(p))
+        self.globs = tuple(compile_glob(p) for p in patterns if is_glob(p))
+
+    def __call__(self, topic: str) -> bool:
+        return topic in self.exact or any(regex.match(topic) for regex in self.globs)
+
+
+def _topics(topic: str | Sequence[str] | None) -> tuple[str, ...]:
+    if topic is None:
+        return ()
+    topics = (topic,) if isinstance(topic, str) else topic
+    if not isinstance(topics, Sequence) or not topics:
+        raise RouteDefinitionError(
+            f"match: topic must be a non-empty str or a non-empty sequence of them, got {topic!r}"
+        )
+    for name in topics:
+        if not isinstance(name, str) or not name.strip():
+            raise RouteDefinitionError(f"match: topic names must be non-empty str, got {name!r}")
+    return tuple(dict.fromkeys(topics))
 
 
 _IndexEntry = tuple[int, Callable[[Event], bool] | None, T]
 _NONE: list[Any] = []
+#: Topics whose index lists ``MatchIndex`` remembers (consumers read few topics).
+_TOPIC_CACHE = 4096
 
 
 class TypeIndex(Generic[T]):
-    """Values keyed by a ``Match``, looked up by event in insertion order."""
+    """Values keyed by a ``Match``'s attribute conditions, looked up by event in order."""
 
     def __init__(self) -> None:
         self._count = 0
@@ -171,12 +242,21 @@ class TypeIndex(Generic[T]):
         self._globs: list[tuple[re.Pattern[str], _IndexEntry[T]]] = []
         self._any: list[_IndexEntry[T]] = []
 
-    def add(self, match: Match, value: T) -> None:
-        """Index ``value`` under ``match``, after the values already added."""
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, match: Match, value: T, order: int | None = None) -> None:
+        """Index ``value`` under ``match``, after the values already added.
+
+        Args:
+            match: Its type and attribute conditions (the topic binding is not looked at).
+            value: The value.
+            order: Its rank among the values (insertion order when None).
+        """
         # Entries carry the non-type checks as None when there are none: most routes only
         # constrain the type, and skipping a call per hit is a measurable share of a lookup.
         rest = match._rest_matches if match._checks else None
-        entry = (self._count, rest, value)
+        entry = (self._count if order is None else order, rest, value)
         self._count += 1
         glob = match.type_glob
         if match.type is not None:
@@ -199,7 +279,15 @@ class TypeIndex(Generic[T]):
         self._prefix[prefix].append(entry)
 
     def lookup(self, event: Event) -> list[T]:
-        """The values whose match holds for the event's attributes, in insertion order."""
+        """The values whose match holds for the event's attributes, in order."""
+        return [value for _, rest, value in self._hits(event) if rest is None or rest(event)]
+
+    def entries(self, event: Event) -> list[_IndexEntry[T]]:
+        """The entries (order, check, value) whose match holds for the event, in order."""
+        return [entry for entry in self._hits(event) if entry[1] is None or entry[1](event)]
+
+    def _hits(self, event: Event) -> list[_IndexEntry[T]]:
+        # The entries whose type condition holds, in order (the other checks not run).
         event_type = event.type
         hits = self._exact.get(event_type, _NONE)
         more: list[_IndexEntry[T]] = []
@@ -217,7 +305,79 @@ class TypeIndex(Generic[T]):
             more += self._any
         if more:
             hits = sorted([*hits, *more], key=_order)
-        return [value for _, rest, value in hits if rest is None or rest(event)]
+        return hits
+
+
+class MatchIndex(Generic[T]):
+    """Values keyed by a ``Match``, looked up by event and topic in insertion order.
+
+    Unbound matches sit in one ``TypeIndex``, matches bound to a topic in that topic's (a
+    match bound to several topics in each of theirs), matches bound to a topic glob in that
+    glob's. Which indexes apply to a topic is worked out once per topic and remembered.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._unbound: TypeIndex[T] = TypeIndex()
+        self._by_topic: dict[str, TypeIndex[T]] = {}
+        self._by_glob: dict[str, tuple[re.Pattern[str], TypeIndex[T]]] = {}
+        self._for_topic: dict[str | None, tuple[TypeIndex[T], ...]] = {}
+
+    def add(self, match: Match, value: T) -> None:
+        """Index ``value`` under ``match``, after the values already added."""
+        order = self._count
+        self._count += 1
+        self._for_topic.clear()
+        if not match.topics:
+            self._unbound.add(match, value, order)
+        for topic in match.topics:
+            if is_glob(topic):
+                if topic not in self._by_glob:
+                    self._by_glob[topic] = (compile_glob(topic), TypeIndex())
+                self._by_glob[topic][1].add(match, value, order)
+            else:
+                self._by_topic.setdefault(topic, TypeIndex()).add(match, value, order)
+
+    def lookup(self, event: Event, topic: str | None = None) -> list[T]:
+        """The values whose match holds for the event read from ``topic``, in order.
+
+        With ``topic=None`` (unknown) the topic bindings are not checked: every match whose
+        attribute conditions hold applies, bound or not.
+        """
+        indexes = self._for_topic.get(topic)
+        if indexes is None:
+            indexes = self._indexes(topic)
+        if len(indexes) == 1:
+            return indexes[0].lookup(event)
+        hits = [entry for index in indexes for entry in index.entries(event)]
+        if not hits:
+            return []
+        hits.sort(key=_order)
+        values: list[T] = []
+        last = -1
+        for order, _, value in hits:
+            # A match bound to several topics (or globs) that all apply sits in several
+            # indexes: sorted, its copies are neighbours.
+            if order != last:
+                values.append(value)
+                last = order
+        return values
+
+    def _indexes(self, topic: str | None) -> tuple[TypeIndex[T], ...]:
+        if topic is None:
+            found = [self._unbound, *self._by_topic.values()]
+            found += [index for _, index in self._by_glob.values()]
+        else:
+            found = [self._unbound]
+            exact = self._by_topic.get(topic)
+            if exact is not None:
+                found.append(exact)
+            found += [index for regex, index in self._by_glob.values() if regex.match(topic)]
+        indexes = tuple(index for index in found if len(index)) or (self._unbound,)
+        if len(self._for_topic) >= _TOPIC_CACHE:
+            self._for_topic.clear()
+        self._for_topic[topic] = indexes
+        return indexes
 
 
 def _order(entry: tuple[int, Any, Any]) -> int:

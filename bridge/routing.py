@@ -6,9 +6,9 @@ Everything that can be checked without an event is checked in the constructor (t
 workflow and handler references, option conflicts) and raises ``RouteDefinitionError`` naming
 the route, so a bad route stops the sidecar at start-up, never at the first event.
 
-The ``Router`` holds the routes, finds all of them that match an event (fan-out, declaration
-order) through a type index whose cost does not grow with the number of exact-type routes, and
-resolves each into an ``Invocation``:
+The ``Router`` holds the routes, finds all of them that match an event read from a topic
+(fan-out, declaration order) through an index by topic and type whose cost does not grow with
+the number of routes, and resolves each into an ``Invocation``:
 
     router = Router([
         Route("order-placed", Match(type="order.placed"),
@@ -16,10 +16,12 @@ resolves each into an ``Invocation``:
                               workflow_id="order-{data.order_id}"),
               data=OrderPlaced),
     ])
-    invocations = router.resolve(event)   # [] means unmatched: apply router.unmatched
+    invocations = router.resolve(event, topic="orders")   # []: unmatched, see router.unmatched
 
-Matching happens in two steps. ``Router.match`` looks only at attributes (cheap, no parsing of
-``data``). ``Router.resolve`` then validates ``data`` with each route's model and evaluates its
+Matching happens in two steps. ``Router.match`` looks only at the topic and the attributes
+(cheap, no parsing of ``data``); a route bound to topics (``Match(topic=...)``) applies only to
+records read from them, an unbound one to any topic, and without a topic (``topic=None``,
+e.g. a unit test) bindings are not checked. ``Router.resolve`` then validates ``data`` with each route's model and evaluates its
 ``where`` predicate: a route whose predicate is false does not apply and yields no invocation.
 If no route applies, an event carrying the ``loomcorrelation`` extension is a reply to a
 workflow that emitted a command: it is signalled (``EVENT_SIGNAL``) into that workflow id under
@@ -50,7 +52,7 @@ from bridge.actions import (
 )
 from bridge.events import CORRELATION, EVENT_SIGNAL, Event
 from bridge.exceptions import DataValidationError, LoomError, RouteDefinitionError, TemplateError
-from bridge.matching import Match, TypeIndex, as_text, qualname
+from bridge.matching import Match, MatchIndex, as_text, qualname
 
 __all__ = ["REPLY_ROUTE", "Match", "Route", "Router", "UnmatchedPolicy", "reply_invocation"]
 
@@ -180,8 +182,8 @@ class Route:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
-    def resolve(self, event: Event) -> Invocation | None:
-        """Resolve the event into the Temporal call of this route.
+    def resolve(self, event: Event, topic: str | None = None) -> Invocation | None:
+        """Resolve the event, read from ``topic`` (None: unknown), into this route's call.
 
         Returns:
             The invocation, or ``None`` when the route does not apply (attributes or predicate).
@@ -190,7 +192,7 @@ class Route:
             DataValidationError: ``data`` fails the route's model, or the predicate raised.
             TemplateError: A template names a missing field, or a callable failed.
         """
-        if not self.match.matches(event):
+        if not self.match.matches(event, topic):
             return None
         data = self.validate(event)
         return self.invocation(event, data) if self.applies(data) else None
@@ -287,7 +289,7 @@ class Route:
 
 
 class Router:
-    """The route table: type-indexed matching, fan-out, resolution into invocations.
+    """The route table: matching indexed by topic and type, fan-out, resolution into invocations.
 
     Args:
         routes: Routes in declaration order (the order of fan-out invocations).
@@ -309,7 +311,7 @@ class Router:
         self.replies = replies
         self._routes: list[Route] = []
         self._names: set[str] = set()
-        self._index: TypeIndex[Route] = TypeIndex()
+        self._index: MatchIndex[Route] = MatchIndex()
         for route in routes:
             self.add(route)
 
@@ -339,16 +341,27 @@ class Router:
     def __iter__(self) -> Iterator[Route]:
         return iter(tuple(self._routes))
 
-    def match(self, event: Event) -> list[Route]:
-        """All routes whose attribute conditions match, in declaration order.
+    def match(self, event: Event, topic: str | None = None) -> list[Route]:
+        """All routes whose topic and attribute conditions match, in declaration order.
 
-        The ``where`` predicates are not evaluated here (they need validated data): see
-        ``resolve``.
+        ``topic`` is the topic the event was read from; None (unknown) leaves the topic
+        bindings unchecked. The ``where`` predicates are not evaluated here (they need
+        validated data): see ``resolve``.
         """
-        return self._index.lookup(event)
+        return self._index.lookup(event, topic)
 
-    def resolve(self, event: Event) -> list[Invocation]:
-        """The invocations for an event: one per applying route, or a reply, or none.
+    def unconsumed(self, topics: Iterable[str]) -> list[tuple[str, str]]:
+        """``(route, topic)`` for each bound topic (or glob) that names none of ``topics``.
+
+        Such a binding never matches in a sidecar consuming ``topics``: a typo, or a topic
+        missing from ``LOOM_KAFKA__TOPICS``.
+        """
+        consumed = list(topics)
+        return [(r.name, t) for r in self._routes for t in r.match.unconsumed(consumed)]
+
+    def resolve(self, event: Event, topic: str | None = None) -> list[Invocation]:
+        """The invocations for an event read from ``topic``: one per applying route, a reply,
+        or none (``topic=None``: unknown, bindings unchecked).
 
         Returns:
             Invocations in declaration order; an empty list means unmatched (apply
@@ -361,7 +374,7 @@ class Router:
         """
         invocations: list[Invocation] = []
         validated: dict[int, Any] = {}  # routes sharing a model validate the data once
-        for route in self.match(event):
+        for route in self.match(event, topic):
             key = id(route.data)
             if key in validated:
                 data = validated[key]

@@ -111,7 +111,7 @@ class Intake:
         ticket = self.tracker.track(tp, record.offset)
         try:
             event = _decode(record)
-            invocations = self.router.resolve(event)
+            invocations = self.router.resolve(event, topic=record.topic)
         except BadInputError as exc:
             if await self.deadletter(record, exc, getattr(exc, "route", None)):
                 self.tracker.done(ticket)
