@@ -251,6 +251,14 @@ async def test_check_passes_against_the_session_servers(
     assert code == 0, output
     assert "all checks passed" in output
     assert f"topic {topic}" in output
+    assert "topic binding" not in output
+    # A route bound to a topic the sidecar does not consume: reported, not a failure.
+    bound = ROUTES.replace('match=Match(type="test.step")',
+                           'match=Match(type="test.step", topic=["nowhere", "' + topic + '"])')
+    code, output = await asyncio.to_thread(
+        invoke, "check", env={**env, "LOOM_ROUTES": module(project, bound)})
+    assert code == 0, output
+    assert "topic binding" in output and "'nowhere'" in output and "warn" in output
     code, output = await asyncio.to_thread(
         invoke, "check", "--namespace", f"missing-{uuid.uuid4().hex[:6]}", "--timeout", "3", env=env
     )

@@ -24,8 +24,9 @@ from bridge.cli._options import (
 )
 from bridge.exceptions import SettingsError
 from bridge.kafka.clients import consumer_for, start_client, stop_client
+from bridge.routing import Router
 from bridge.settings import LoomSettings
-from bridge.sidecar.process import settings_summary
+from bridge.sidecar.process import settings_summary, unconsumed_topic_warnings
 from bridge.temporal.client import check_namespace, connect_options, connect_temporal
 
 __all__ = ["CheckResult", "check", "check_kafka", "check_temporal"]
@@ -116,6 +117,7 @@ def check(
     )
     import_path()
     results: list[CheckResult] = [CheckResult("settings", True, "valid")]
+    router: Router | None = None
     try:
         spec = settings.route_spec()
         router = load_router(spec)
@@ -126,6 +128,12 @@ def check(
         settings.require("kafka.topics")
     except SettingsError as exc:
         results.append(CheckResult("topics", False, str(exc)))
+    else:
+        if router is not None:
+            results.extend(
+                CheckResult("topic binding", True, line, warning=True)
+                for line in unconsumed_topic_warnings(router, settings)
+            )
     if settings.temporal.codec:
         try:
             load_codec(settings.temporal.codec)

@@ -41,7 +41,7 @@ from bridge.temporal.calls import HeaderHook, TemporalExecutor
 from bridge.temporal.client import check_namespace, connect_options, connect_temporal
 from bridge.temporal.metrics import TemporalMetrics
 
-__all__ = ["Sidecar", "run_sidecar", "settings_summary"]
+__all__ = ["Sidecar", "run_sidecar", "settings_summary", "unconsumed_topic_warnings"]
 
 log = logging.getLogger("loom.sidecar")
 
@@ -89,6 +89,19 @@ def settings_summary(settings: LoomSettings) -> dict[str, Any]:
         "tracing.exporter": exporter,
         "http": f"{settings.http_host}:{settings.http_port}" if settings.http_port else None,
     }
+
+
+def unconsumed_topic_warnings(router: Router, settings: LoomSettings) -> list[str]:
+    """One line per topic a route is bound to that the sidecar does not consume.
+
+    Such a binding never matches: a typo, or a topic missing from ``LOOM_KAFKA__TOPICS``.
+    """
+    consumed = list(settings.kafka.topics)
+    return [
+        f"route {route!r} is bound to topic {topic!r}, which is not consumed "
+        f"(LOOM_KAFKA__TOPICS={','.join(consumed)}): it never matches there"
+        for route, topic in router.unconsumed(consumed)
+    ]
 
 
 # --- the sidecar ------------------------------------------------------------------------------------
@@ -182,6 +195,8 @@ class Sidecar:
         log.info(
             "temporal-loom starting", extra={FIELDS: settings_summary(self.settings)}
         )
+        for warning in unconsumed_topic_warnings(self.router, self.settings):
+            log.warning("%s", warning)
         if self.settings.http_port:
             self.http = HealthServer(
                 lambda: self.health,
