@@ -223,6 +223,55 @@ def test_prefix_glob_extensions_and_fan_out_share_channels_and_every_ref_resolve
             assert msg_ref["$ref"].startswith(op["channel"]["$ref"] + "/messages/"), name
 
 
+def test_routes_bound_to_topics_get_a_channel_per_topic_addressed_to_it() -> None:
+    def action() -> SignalWithStart:
+        return SignalWithStart(workflow="Saga", task_queue="q", workflow_id="{subject}")
+
+    router = Router([
+        Route("placed", Match(type="order.placed", topic="orders"), action()),
+        Route("cancelled", Match(type="order.cancelled", topic=["orders", "returns"]), action()),
+        Route("paid", Match(type="payment.charged", topic="pay.*"), action()),
+        Route("lost", Match(type="ship.sent", topic="ship.*"), action()),
+        Route("any", Match(type="audit.logged"), action()),
+    ])
+    doc = asyncapi_document(router, settings(["orders", "returns", "pay.eu", "pay.us"]))
+
+    def ref(chan: str, msg: str) -> dict[str, Any]:
+        return {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{chan}"},
+            "summary": doc["components"]["messages"][msg]["summary"],
+            "messages": [{"$ref": f"#/channels/{chan}/messages/{msg}"}],
+        }
+
+    assert {k: (c["address"], c["description"], list(c["messages"]))
+            for k, c in doc["channels"].items()} == {
+        "order_placed__orders": ("orders", "Consumed by the loom from orders", ["placed"]),
+        "order_cancelled__orders": ("orders", "Consumed by the loom from orders", ["cancelled"]),
+        "order_cancelled__returns": ("returns", "Consumed by the loom from returns", ["cancelled"]),
+        # A topic glob: one channel per consumed topic it names.
+        "payment_charged__pay_eu": ("pay.eu", "Consumed by the loom from pay.eu", ["paid"]),
+        "payment_charged__pay_us": ("pay.us", "Consumed by the loom from pay.us", ["paid"]),
+        "ship_sent__ship_star": (
+            None, "Consumed by the loom from topics matching 'ship.*' (none of them consumed)",
+            ["lost"],
+        ),
+        # Unbound, with several consumed topics: no single address, as before.
+        "audit_logged": (None, "Consumed by the loom from orders, returns, pay.eu, pay.us", ["any"]),
+    }
+    assert doc["operations"] == {
+        "consume_placed": ref("order_placed__orders", "placed"),
+        "consume_cancelled__order_cancelled__orders": ref("order_cancelled__orders", "cancelled"),
+        "consume_cancelled__order_cancelled__returns": ref("order_cancelled__returns", "cancelled"),
+        "consume_paid__payment_charged__pay_eu": ref("payment_charged__pay_eu", "paid"),
+        "consume_paid__payment_charged__pay_us": ref("payment_charged__pay_us", "paid"),
+        "consume_lost": ref("ship_sent__ship_star", "lost"),
+        "consume_any": ref("audit_logged", "any"),
+    }
+    for r in _refs(doc):
+        assert _resolve(doc, r) is not None, r
+
+
 def test_channel_ids() -> None:
     assert channel_id(Match(type="order.placed")) == "order_placed"
     assert channel_id(Match(type_prefix="order.")) == "order_star"

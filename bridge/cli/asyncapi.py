@@ -1,9 +1,12 @@
 """AsyncAPI 3.0 document of the events the loom consumes and the events workflows emit.
 
-Other teams read it as the contract: one channel per consumed event type (per ``Match``),
-one message per route with the JSON Schema of the route's pydantic data model, the
+Other teams read it as the contract: one channel per consumed event type (per ``Match``) and
+topic, one message per route with the JSON Schema of the route's pydantic data model, the
 CloudEvents attributes as Kafka headers (binary mode, ``ce_*``), and the Kafka key (the
-``partitionkey`` extension) as a message binding. Emitted events come from an optional
+``partitionkey`` extension) as a message binding. A route bound to topics
+(``Match(topic=...)``) gets a channel per topic, addressed to it (a topic glob expands to the
+consumed topics it names); an unbound route's channel is addressed to the consumed topic
+when there is one, and has no address (null) when the sidecar consumes several. Emitted events come from an optional
 ``emits`` mapping (event type -> pydantic model or None) beside the router; their channels
 use the ``emit`` settings' topic map.
 """
@@ -18,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from bridge.matching import Match
+from bridge.matching import Match, compile_glob, is_glob
 from bridge.routing import Route, Router
 from bridge.settings import LoomSettings
 
@@ -45,6 +48,28 @@ def channel_id(match: Match) -> str:
     if match.type_glob is not None:
         return _slug(match.type_glob)
     return "all"
+
+
+def _channels(match: Match, consumed: list[str]) -> list[tuple[str, str | None, str]]:
+    """``(channel key, address, description)`` of each channel the match's events come in."""
+    base = channel_id(match)
+    if not match.topics:
+        address = consumed[0] if len(consumed) == 1 else None
+        return [(base, address, "Consumed by the loom from " + ", ".join(consumed or ["(no topic)"]))]
+    found: dict[str, tuple[str, str | None, str]] = {}
+    for bound in match.topics:
+        topics = [bound]
+        if is_glob(bound):
+            regex = compile_glob(bound)
+            topics = [topic for topic in consumed if regex.match(topic)]
+            if not topics:
+                key = f"{base}__{_slug(bound)}"
+                found[key] = (key, None, f"Consumed by the loom from topics matching {bound!r} "
+                              "(none of them consumed)")
+        for topic in topics:
+            key = f"{base}__{_slug(topic)}"
+            found[key] = (key, topic, f"Consumed by the loom from {topic}")
+    return list(found.values())
 
 
 def _type_schema(match: Match) -> dict[str, Any]:
@@ -212,7 +237,6 @@ def asyncapi_document(
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     for route in router.routes:
-        chan = channel_id(route.match)
         msg = _slug(route.name)
         m = route.match
         messages[msg] = _message(
@@ -222,18 +246,20 @@ def asyncapi_document(
             _ce_headers(_type_schema(m), m.source, m.subject, m.extensions),
             refs[route.data] if route.data is not None else {},
         )
-        channel = channels.setdefault(chan, {
-            "address": topics[0] if len(topics) == 1 else None,
-            "description": "Consumed by the loom from " + ", ".join(topics or ["(no topic)"]),
-            "messages": {},
-        })
-        channel["messages"][msg] = {"$ref": f"#/components/messages/{msg}"}
-        operations[f"consume_{msg}"] = {
-            "action": "receive",
-            "channel": {"$ref": f"#/channels/{chan}"},
-            "summary": _route_summary(route),
-            "messages": [{"$ref": f"#/channels/{chan}/messages/{msg}"}],
-        }
+        route_channels = _channels(m, topics)
+        for chan, address, description in route_channels:
+            channel = channels.setdefault(
+                chan, {"address": address, "description": description, "messages": {}}
+            )
+            channel["messages"][msg] = {"$ref": f"#/components/messages/{msg}"}
+            # One operation per channel: a route bound to two topics receives on both.
+            op = f"consume_{msg}" if len(route_channels) == 1 else f"consume_{msg}__{chan}"
+            operations[op] = {
+                "action": "receive",
+                "channel": {"$ref": f"#/channels/{chan}"},
+                "summary": _route_summary(route),
+                "messages": [{"$ref": f"#/channels/{chan}/messages/{msg}"}],
+            }
     for event_type, model in emits.items():
         chan = "emit_" + _slug(event_type)
         msg = chan
