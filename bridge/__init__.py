@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bridge.actions import Cancel as Cancel
     from bridge.actions import MissingWorkflowPolicy as MissingWorkflowPolicy
     from bridge.actions import Signal as Signal
     from bridge.actions import SignalWithStart as SignalWithStart
@@ -58,6 +59,7 @@ _EXPORTS: dict[str, str] = {
     "StartWorkflow": "bridge.actions",
     "Signal": "bridge.actions",
     "UpdateWithStart": "bridge.actions",
+    "Cancel": "bridge.actions",
     "MissingWorkflowPolicy": "bridge.actions",
     "UnmatchedPolicy": "bridge.actions",
     # the sidecar

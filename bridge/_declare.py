@@ -7,6 +7,7 @@ start-up, never at the first event.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,7 +18,9 @@ from bridge._templates import compile_template
 from bridge.actions import (
     ActionKind,
     ArgsFn,
+    Cancel,
     HandlerRef,
+    MissingWorkflowPolicy,
     Signal,
     SignalWithStart,
     StartWorkflow,
@@ -98,13 +101,31 @@ def value_fn(spec: Template, what: str, model: type[BaseModel] | None, *, raw: b
     )
 
 
+def text_fn(spec: Template, what: str, model: type[BaseModel] | None) -> Value:
+    """A text from the event: a template, a constant (a str without fields) or a callable."""
+    if isinstance(spec, str):
+        try:
+            parsed = list(string.Formatter().parse(spec))
+        except ValueError as exc:
+            raise RouteDefinitionError(f"{what}: template {spec!r}: {exc}") from None
+        if all(field is None for _, field, _, _ in parsed):
+            text = "".join(literal for literal, _, _, _ in parsed)
+            return lambda event, data: text
+    return value_fn(spec, what, model, raw=False)
+
+
 def describe_action(action: Any) -> tuple[ActionKind, str | None, str | None, str | None]:
     """Kind, workflow type, task queue and handler name of an action declaration."""
-    if isinstance(action, Signal):
+    if isinstance(action, Signal | Cancel):
+        policy = action.if_missing
+        if not isinstance(policy, MissingWorkflowPolicy):
+            raise RouteDefinitionError(f"if_missing must be a MissingWorkflowPolicy, got {policy!r}")
+        if isinstance(action, Cancel):
+            return ActionKind.CANCEL, None, None, None
         return ActionKind.SIGNAL, None, None, handler_name(action.signal, "signal", None)
     if not isinstance(action, SignalWithStart | StartWorkflow | UpdateWithStart):
         raise RouteDefinitionError(
-            "action must be SignalWithStart, StartWorkflow, Signal or UpdateWithStart, "
+            "action must be SignalWithStart, StartWorkflow, Signal, UpdateWithStart or Cancel, "
             f"got {action!r}"
         )
     workflow_type, defn = workflow_name(action.workflow)

@@ -1,7 +1,7 @@
 """What a route does in Temporal: declarations (user-facing) and resolved invocations.
 
 A route carries one *action declaration* (``SignalWithStart``, ``StartWorkflow``, ``Signal``,
-``UpdateWithStart``). For each matching event the router resolves it into an ``Invocation``:
+``UpdateWithStart``, ``Cancel``). For each matching event the router resolves it into an ``Invocation``:
 a plain value with everything the Temporal call needs (ids, names, arguments, policies,
 the deterministic request id). The executor (``bridge.temporal.calls``) performs invocations.
 
@@ -38,10 +38,17 @@ class ActionKind(enum.StrEnum):
     START = "start"
     SIGNAL = "signal"
     UPDATE_WITH_START = "update-with-start"
+    CANCEL = "cancel"
 
 
 class MissingWorkflowPolicy(enum.StrEnum):
-    """What a signal-only route does when its workflow is missing or closed."""
+    """What a signal-only or cancel route does when its workflow is missing or closed.
+
+    Attributes:
+        DEAD_LETTER: Dead-letter the event (reason ``workflow-not-found``, or
+            ``workflow-closed`` for a cancel of a closed workflow).
+        SKIP: Commit it and count it (``loom_events_routed_total{outcome="skipped"}``).
+    """
 
     DEAD_LETTER = "dead-letter"
     SKIP = "skip"
@@ -151,7 +158,31 @@ class UpdateWithStart(_WorkflowAction):
     if_closed: ClosedWorkflowPolicy = ClosedWorkflowPolicy.DEAD_LETTER
 
 
-Action = SignalWithStart | StartWorkflow | Signal | UpdateWithStart
+@dataclass(frozen=True, kw_only=True)
+class Cancel:
+    """Request cancellation of the workflow the id names (Inngest's ``cancelOn``); never starts one.
+
+    Temporal delivers the request to the running workflow as a cancellation it can handle
+    (``asyncio.CancelledError`` at its current ``await``; ``workflow.cancellation_reason()``
+    gives ``reason``), for example by running its compensations. A redelivered cancel is
+    harmless: the request id is deterministic and the server makes a second request a no-op.
+
+    Args:
+        workflow_id: Template or callable naming the workflow to cancel.
+        reason: Template, constant or callable: the reason the workflow sees; default
+            ``"<type> from <source> (id <id>)"``.
+        if_missing: A workflow that does not exist, or closed before any cancel reached it,
+            is skipped and counted (the default: cancelling a finished workflow is a no-op)
+            or dead-lettered. A closed workflow that was asked to cancel already counts as a
+            duplicate.
+    """
+
+    workflow_id: Template
+    reason: Template | None = None
+    if_missing: MissingWorkflowPolicy = MissingWorkflowPolicy.SKIP
+
+
+Action = SignalWithStart | StartWorkflow | Signal | UpdateWithStart | Cancel
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,12 +208,14 @@ class Invocation:
     if_closed: ClosedWorkflowPolicy = ClosedWorkflowPolicy.DEAD_LETTER
     reply_topic: str | None = None
     reply_type: str | None = None
+    reason: str | None = None  # cancel: the reason the workflow sees
 
 
 class Outcome(enum.StrEnum):
     """How Temporal answered an invocation that did not fail."""
 
     DELIVERED = "delivered"  # signal / start / update accepted
-    DUPLICATE = "duplicate"  # already started, or a closed run that saw the event: done
-    SKIPPED = "skipped"  # signal-only to a missing workflow under the SKIP policy
+    DUPLICATE = "duplicate"  # already started, a closed run that saw the event, or a cancel
+    # of a closed run already asked to cancel: done
+    SKIPPED = "skipped"  # signal-only or cancel to a missing (or closed) workflow under SKIP
     LATE = "late"  # a late event for a closed workflow under if_closed=skip

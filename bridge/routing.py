@@ -36,12 +36,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from bridge._declare import Value, args_fn, describe_action, value_fn
+from bridge._declare import Value, args_fn, describe_action, text_fn, value_fn
 from bridge._ids import request_id, update_id
 from bridge.actions import (
     Action,
     ActionKind,
     ArgsFn,
+    Cancel,
     ClosedWorkflowPolicy,
     Invocation,
     MissingWorkflowPolicy,
@@ -67,7 +68,8 @@ class Route:
         name: Unique name; part of the deterministic request ids, so renaming a route changes
             the ids of its calls.
         match: A ``Match``, or a str as a shortcut for ``Match(type=...)``.
-        action: ``SignalWithStart``, ``StartWorkflow``, ``Signal`` or ``UpdateWithStart``.
+        action: ``SignalWithStart``, ``StartWorkflow``, ``Signal``, ``UpdateWithStart`` or
+            ``Cancel``.
         data: Pydantic model validating the event's ``data``; ``None`` passes it through raw.
 
     Raises:
@@ -77,6 +79,7 @@ class Route:
     __slots__ = (
         "_args",
         "_memo",
+        "_reason",
         "_search_attributes",
         "_start_args",
         "_workflow_id",
@@ -117,10 +120,16 @@ class Route:
         self.action = action
         self.kind, self.workflow_type, self.task_queue, self.handler = describe_action(action)
         self._workflow_id = value_fn(action.workflow_id, "workflow_id", data, raw=False)
-        self._args = args_fn(action.args, "args")
+        self._args: ArgsFn | None = None
         self._start_args: ArgsFn | None = None
+        self._reason: Value | None = None
         self._memo: dict[str, Value] = {}
         self._search_attributes: dict[str, Value] = {}
+        if isinstance(action, Cancel):
+            if action.reason is not None:
+                self._reason = text_fn(action.reason, "reason", data)
+            return
+        self._args = args_fn(action.args, "args")
         if isinstance(action, Signal):
             return
         if not isinstance(action, StartWorkflow):
@@ -205,8 +214,25 @@ class Route:
             raise TemplateError(
                 f"route {self.name!r}: workflow_id must be a non-empty str, got {workflow_id!r}"
             )
-        args = self._sequence("args", self._args, event, data, (event.to_payload(),))
         rid = request_id(self.name, event)
+        if isinstance(action, Cancel):
+            reason = (
+                self._call("reason", self._reason, event, data)
+                if self._reason is not None
+                else f"{event.type} from {event.source} (id {event.id})"
+            )
+            if not isinstance(reason, str):
+                raise TemplateError(f"route {self.name!r}: reason must be a str, got {reason!r}")
+            return Invocation(
+                kind=self.kind,
+                route=self.name,
+                event=event,
+                workflow_id=workflow_id,
+                request_id=rid,
+                if_missing=action.if_missing,
+                reason=reason,
+            )
+        args = self._sequence("args", self._args, event, data, (event.to_payload(),))
         if isinstance(action, Signal):
             return Invocation(
                 kind=self.kind,

@@ -12,7 +12,7 @@ import bridge
 
 def test_public_names_are_pinned() -> None:
     assert bridge.__all__ == [
-        "BadInputError", "DataValidationError", "DecodeError", "DevApp", "EVENT_SIGNAL",
+        "BadInputError", "Cancel", "DataValidationError", "DecodeError", "DevApp", "EVENT_SIGNAL",
         "EVENT_UPDATE", "EmbeddedKafka", "EmbeddedTemporal", "Event", "Loom", "LoomError",
         "LoomSettings", "Match", "MissingWorkflowPolicy", "PermanentTemporalError", "Record",
         "Route", "RouteDefinitionError", "Router", "SettingsError", "SetupError", "Sidecar",

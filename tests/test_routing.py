@@ -16,6 +16,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from bridge._ids import request_id, update_id
 from bridge.actions import (
     ActionKind,
+    Cancel,
     MissingWorkflowPolicy,
     Signal,
     SignalWithStart,
@@ -539,6 +540,65 @@ def test_start_signal_and_update_invocations() -> None:
     again = upd_route.resolve(ev(data={"other": "data"}))
     assert again is not None
     assert again.update_id == upd.update_id
+
+
+class Cancelled(BaseModel):
+    order_id: str
+    reason: str | None = None
+
+
+def test_cancel_invocation() -> None:
+    event = ev("order.cancelled", data={"order_id": "o-42", "reason": "changed my mind"})
+    r = Route("cancel", "order.cancelled", Cancel(workflow_id="order-{data.order_id}"))
+    inv = r.resolve(event)
+    assert inv is not None
+    assert (inv.kind, inv.workflow_id, inv.workflow_type, inv.task_queue, inv.name) == (
+        ActionKind.CANCEL, "order-o-42", None, None, None,
+    )
+    assert inv.reason == "order.cancelled from shop/eu (id e-1)"
+    assert inv.if_missing is MissingWorkflowPolicy.SKIP  # cancelling a finished workflow: no-op
+    assert inv.request_id == request_id("cancel", event)
+    assert inv.args == ()
+    assert r.describe()["action"] == "cancel"
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("{data.reason}", "changed my mind"),
+        ("the customer asked", "the customer asked"),  # a constant: no field needed
+        ("{{literal}} braces", "{literal} braces"),
+        ("{type} by {source}", "order.cancelled by shop/eu"),
+        (lambda event, data: f"{data.order_id} withdrawn", "o-42 withdrawn"),
+    ],
+)
+def test_cancel_reason(reason: Any, expected: str) -> None:
+    r = Route(
+        "cancel",
+        "order.cancelled",
+        Cancel(workflow_id="order-{data.order_id}", reason=reason,
+               if_missing=MissingWorkflowPolicy.DEAD_LETTER),
+        data=Cancelled,
+    )
+    inv = r.resolve(ev("order.cancelled", data={"order_id": "o-42", "reason": "changed my mind"}))
+    assert inv is not None
+    assert inv.reason == expected
+    assert inv.if_missing is MissingWorkflowPolicy.DEAD_LETTER
+
+
+def test_cancel_reason_errors() -> None:
+    with pytest.raises(RouteDefinitionError, match=r"route 'c': reason: .*'nope'"):
+        Route("c", "x", Cancel(workflow_id="{id}", reason="{data.nope}"), data=Cancelled)
+    with pytest.raises(RouteDefinitionError, match="route 'c': reason: template"):
+        Route("c", "x", Cancel(workflow_id="{id}", reason="unclosed {"))
+    with pytest.raises(RouteDefinitionError, match="route 'c': if_missing must be"):
+        Route("c", "x", Cancel(workflow_id="{id}", if_missing="skip"))  # type: ignore[arg-type]
+    r = Route("c", "x", Cancel(workflow_id="{id}", reason="{data.reason}"), data=Cancelled)
+    with pytest.raises(TemplateError, match="route 'c': reason"):  # None at runtime
+        r.resolve(ev("x", data={"order_id": "o"}))
+    wrong = Route("c", "x", Cancel(workflow_id="{id}", reason=lambda event, data: 42))
+    with pytest.raises(TemplateError, match="reason must be a str, got 42"):
+        wrong.resolve(ev("x"))
 
 
 def test_request_id_is_deterministic() -> None:

@@ -10,6 +10,8 @@ context) come from a hook given to the executor.
 Update-with-start goes through the high-level client: its deduplication key is the
 deterministic update id, and the client handles the multi-operation protocol.
 
+Cancel requests (:mod:`bridge.temporal.cancel`) go raw as well, with the same request id.
+
 Errors are classified by :mod:`bridge.temporal.errors`; "already started" answers to start
 requests are duplicates, not failures. An event refused because its workflow's run closed is
 a duplicate if that run saw it, else late (:mod:`bridge.temporal.closed`).
@@ -49,6 +51,7 @@ from bridge.exceptions import (
     WorkflowNotFoundError,
 )
 from bridge.temporal.attributes import typed_search_attributes
+from bridge.temporal.cancel import cancel_workflow
 from bridge.temporal.closed import (
     DEFAULT_CLOSED_QUERY_TIMEOUT,
     ClosedRuns,
@@ -166,22 +169,26 @@ class TemporalExecutor:
             headers: Extra headers for this call, on top of the header hook's.
 
         Returns:
-            The outcome and a value: the run id for signal-with-start and start (the
+            The outcome and a value: the run id for signal-with-start, start and cancel (the
             existing run's id for a duplicate or a skipped late event), the update's result
             for update-with-start, None otherwise.
 
         Raises:
             PayloadTooLargeError: The encoded payloads exceed ``payload_limit``.
-            WorkflowNotFoundError: Signal-only to a missing or closed workflow under the
-                dead-letter policy.
+            WorkflowNotFoundError: Signal-only or cancel to a missing (signal: or closed)
+                workflow under the dead-letter policy.
             WorkflowClosedError: A late event for a closed workflow under ``if_closed``
-                dead-letter.
+                dead-letter, or a cancel of a closed one under ``if_missing`` dead-letter.
             TransientTemporalError: Retry later: server unavailable, deadline, overload,
                 ``NamespaceUnavailableError``, ``PayloadCodecError``, ``SignalLimitError``
                 (the per-run signal cap; retried for ``signal_limit_retry_s``).
             PermanentTemporalError: Anything else the server refused.
         """
         try:
+            if inv.kind is ActionKind.CANCEL:
+                return await cancel_workflow(
+                    self._client, inv, rpc_timeout=self._rpc_timeout, rpc_retry=self._rpc_retry
+                )
             if inv.kind is ActionKind.UPDATE_WITH_START:
                 try:
                     return await self._update_with_start(inv)
