@@ -1,9 +1,11 @@
 """Routes of the reference application (``LOOM_ROUTES=routes``).
 
 ``order.placed`` starts the order saga by signal-with-start, keyed by the order id; the
-participants' replies are signalled into the running saga of their order::
+participants' replies are signalled into the running saga of their order; ``order.cancelled``
+cancels it (the saga then undoes what it did). Each route is bound to its topic::
 
     orders     order.placed           -> signal-with-start OrderSaga  order-{order_id}
+    orders     order.cancelled        -> cancel                       order-{order_id}
     inventory  inventory.*  (replies) -> signal                       order-{order_id}
     payments   payment.*    (replies) -> signal                       order-{order_id}
     shipping   shipment.*   (replies) -> signal                       order-{order_id}
@@ -17,18 +19,37 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from bridge.actions import Signal, SignalWithStart
+from bridge.actions import Cancel, Signal, SignalWithStart
 from bridge.events import Event
 from bridge.routing import Match, Route, Router
 from workflows import TASK_QUEUE
 from workflows.activities import COMMAND_TOPICS
-from workflows.models import CommandData, OrderPlaced, OrderRef, OrderResult, OrderSagaInput
-from workflows.workflows import STEPS, OrderSaga
+from workflows.models import (
+    CommandData,
+    OrderCancelled,
+    OrderPlaced,
+    OrderRef,
+    OrderResult,
+    OrderSagaInput,
+)
+from workflows.workflows import OUTCOME_EVENTS, STEPS, OrderSaga
 
-__all__ = ["SAGA_ID", "TOPICS", "emit_topics", "emits", "router"]
+__all__ = [
+    "INVENTORY",
+    "ORDERS",
+    "PAYMENTS",
+    "SAGA_ID",
+    "SHIPPING",
+    "TOPICS",
+    "emit_topics",
+    "emits",
+    "router",
+]
 
+#: The shop's topic, and the participants' reply topics.
+ORDERS, INVENTORY, PAYMENTS, SHIPPING = "orders", "inventory", "payments", "shipping"
 #: Topics the sidecar consumes for these routes (``LOOM_KAFKA__TOPICS``).
-TOPICS = ("orders", "payments", "inventory", "shipping")
+TOPICS = (ORDERS, PAYMENTS, INVENTORY, SHIPPING)
 #: Workflow id of an order's saga.
 SAGA_ID = "order-{data.order_id}"
 
@@ -37,10 +58,10 @@ def _saga_input(event: Event, order: OrderPlaced) -> tuple[OrderSagaInput]:
     return (OrderSagaInput(order_id=order.order_id),)
 
 
-def _reply_route(name: str, prefix: str, source: str) -> Route:
+def _reply_route(name: str, prefix: str, source: str, topic: str) -> Route:
     return Route(
         name,
-        Match(type_prefix=prefix, source=source),
+        Match(type_prefix=prefix, source=source, topic=topic),
         # A reply for a saga that already ended (e.g. after its step timed out) is
         # dead-lettered: someone must look at a payment charged after the order gave up.
         Signal(workflow_id=SAGA_ID),
@@ -51,7 +72,7 @@ def _reply_route(name: str, prefix: str, source: str) -> Route:
 router = Router([
     Route(
         "order-placed",
-        Match(type="order.placed"),
+        Match(type="order.placed", topic=ORDERS),
         SignalWithStart(
             workflow=OrderSaga,
             task_queue=TASK_QUEUE,
@@ -61,9 +82,16 @@ router = Router([
         ),
         data=OrderPlaced,
     ),
-    _reply_route("inventory-replies", "inventory.", "services/inventory"),
-    _reply_route("payment-replies", "payment.", "services/payment"),
-    _reply_route("shipping-replies", "shipment.", "services/shipping"),
+    Route(
+        "order-cancelled",
+        Match(type="order.cancelled", topic=ORDERS),
+        # A cancel for a saga that already ended (or never started) is skipped and counted.
+        Cancel(workflow_id=SAGA_ID, reason="{data.reason}"),
+        data=OrderCancelled,
+    ),
+    _reply_route("inventory-replies", "inventory.", "services/inventory", INVENTORY),
+    _reply_route("payment-replies", "payment.", "services/payment", PAYMENTS),
+    _reply_route("shipping-replies", "shipment.", "services/shipping", SHIPPING),
 ])
 
 #: What the saga emits, for ``loom routes --asyncapi``: its commands and undo commands to the
@@ -71,8 +99,7 @@ router = Router([
 emits: dict[str, type[BaseModel] | None] = {
     **{step.command: CommandData for step in STEPS},
     **{step.undo: CommandData for step in STEPS if step.undo is not None},
-    "order.completed": OrderResult,
-    "order.compensated": OrderResult,
+    **dict.fromkeys(OUTCOME_EVENTS.values(), OrderResult),
 }
 #: Where those go (the worker's publish activity uses the same map).
 emit_topics = COMMAND_TOPICS

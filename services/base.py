@@ -73,8 +73,8 @@ class Participant:
         """CloudEvent ``source`` of the replies."""
         return f"services/{self.name}"
 
-    def handle(self, command: Event, data: CommandData) -> Reply:
-        """Decide the answer to one command (override)."""
+    def handle(self, command: Event, data: CommandData) -> Reply | None:
+        """Decide the answer to one command (override); None: no answer for now."""
         raise NotImplementedError
 
     def reply_event(self, command: Event, data: CommandData, reply: Reply) -> Event:
@@ -140,7 +140,11 @@ class Participant:
             return
         reply = self._answers.get(command.key)
         if reply is None:
-            reply = self._answers[command.key] = self.handle(command, data)
+            answer = self.handle(command, data)
+            if answer is None:
+                log.info("%s: %s %s -> held, no answer yet", self.name, command.type, data.order_id)
+                return
+            reply = self._answers[command.key] = answer
             self.handled += 1
             while len(self._answers) > 10_000:
                 self._answers.popitem(last=False)

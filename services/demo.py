@@ -2,7 +2,8 @@
 
 The sidecar consumes the routes' topics, the worker runs ``OrderSaga``, the three
 participants answer its commands, and the shop publishes sample orders whose data decides how
-each saga ends (completed or compensated), so the run can check every outcome.
+each saga ends (completed, compensated, or cancelled by the shop while it runs), so the run
+can check every outcome. The table's reason column says what each saga undid.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from services.shop import expected_status, publish_orders, sample_orders
 from workflows.activities import COMMAND_TOPICS
 from workflows.models import OrderPlaced, OrderResult
 from workflows.worker import run_worker
+from workflows.workflows import STEPS
 
 __all__ = ["app"]
+
+_UNDOS = frozenset(step.undo for step in STEPS if step.undo is not None)
 
 
 async def _worker(
@@ -71,7 +75,10 @@ async def _outcome(client: Client, item: DevItem) -> tuple[str, str | None] | No
         return "running", None
     if description.status is WorkflowExecutionStatus.COMPLETED:
         result = await handle.result()
-        return result.status, result.reason
+        undone = [s.type for s in result.journal if s.direction == "sent" and s.type in _UNDOS]
+        if result.status == "completed" or not undone:
+            return result.status, result.reason
+        return result.status, f"{result.reason}; undone: {', '.join(undone)}"
     status = description.status.name.lower() if description.status is not None else "unknown"
     return "failed", status
 

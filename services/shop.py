@@ -1,8 +1,11 @@
-"""The shop: publishes ``order.placed`` events (the demo's sample orders).
+"""The shop: publishes ``order.placed`` events (the demo's sample orders), and cancels some.
 
 The sample batch cycles through six kinds of orders, so any batch of six or more shows every
-path of the saga: three complete, one is declined by payment (inventory released), one is out
-of stock (nothing to undo), one cannot be shipped (payment refunded, inventory released).
+path of the saga: two complete, one is declined by payment (inventory released), one is
+backordered and cancelled by its customer while its saga waits for the stock (the pending
+reservation released), one is out of stock (nothing to undo), one cannot be shipped (payment
+refunded, inventory released). The shop publishes the ``order.cancelled`` events after the
+whole batch, on the same topic and key as the orders.
 
 ``python -m services.shop --orders 12`` publishes a batch to ``LOOM_KAFKA__BOOTSTRAP``.
 """
@@ -20,14 +23,16 @@ from aiokafka import AIOKafkaProducer
 
 from bridge.events import PARTITION_KEY, Event
 from bridge.kafka.binding import encode
-from services.inventory import OUT_OF_STOCK
+from services.inventory import BACKORDERED, OUT_OF_STOCK
 from services.payment import CREDIT_LIMIT
 from services.shipping import UNREACHABLE
-from workflows.models import OrderPlaced, SagaStatus
+from workflows.models import OrderCancelled, OrderPlaced, SagaStatus
 
 __all__ = [
     "ORDERS_TOPIC",
     "SOURCE",
+    "cancel_event",
+    "cancelled_by_customer",
     "expected_status",
     "order_event",
     "publish_orders",
@@ -44,7 +49,7 @@ _KINDS: tuple[tuple[str, float, str], ...] = (
     ("TEA-001", 12.5, "NL"),
     ("MUG-042", 30.0, "DE"),
     ("LAPTOP-9", 1899.0, "FR"),  # declined: over the credit limit
-    ("BOOK-007", 25.0, "BE"),
+    (BACKORDERED, 25.0, "BE"),  # waits for stock: its customer cancels it
     (OUT_OF_STOCK, 99.0, "NL"),  # rejected by inventory
     ("CHAIR-3", 240.0, UNREACHABLE),  # shipping fails: refund, then release
 )
@@ -69,8 +74,15 @@ def sample_orders(count: int, *, prefix: str | None = None) -> list[OrderPlaced]
     return orders
 
 
+def cancelled_by_customer(order: OrderPlaced) -> bool:
+    """Whether the shop cancels ``order`` (a backorder: its saga waits for the stock)."""
+    return order.sku == BACKORDERED
+
+
 def expected_status(order: OrderPlaced) -> SagaStatus:
     """How the saga of ``order`` ends with the reference participants."""
+    if cancelled_by_customer(order):
+        return "cancelled"
     refused = (
         order.sku == OUT_OF_STOCK or order.amount > CREDIT_LIMIT or order.country == UNREACHABLE
     )
@@ -91,6 +103,20 @@ def order_event(order: OrderPlaced) -> Event:
     )
 
 
+def cancel_event(order: OrderPlaced, reason: str = "the customer waited too long") -> Event:
+    """The ``order.cancelled`` CloudEvent of ``order`` (same key: it follows the order)."""
+    return Event(
+        id=f"order-cancelled-{order.order_id}",
+        source=SOURCE,
+        type="order.cancelled",
+        subject=order.order_id,
+        time=datetime.now(UTC),
+        data=OrderCancelled(order_id=order.order_id, reason=reason).model_dump(mode="json"),
+        datacontenttype="application/json",
+        extensions={PARTITION_KEY: order.order_id},
+    )
+
+
 async def publish_orders(
     kafka_options: Mapping[str, Any],
     orders: Sequence[OrderPlaced],
@@ -99,7 +125,8 @@ async def publish_orders(
     interval: float = 0.0,
     on_sent: Callable[[OrderPlaced], None] | None = None,
 ) -> None:
-    """Publish ``order.placed`` for each order, waiting for the broker's acks.
+    """Publish ``order.placed`` for each order, then ``order.cancelled`` for those their
+    customer cancels, waiting for the broker's acks.
 
     Args:
         kafka_options: aiokafka connection options.
@@ -118,6 +145,10 @@ async def publish_orders(
                 on_sent(order)
             if interval:
                 await asyncio.sleep(interval)
+        for order in orders:
+            if cancelled_by_customer(order):
+                key, value, headers = encode(cancel_event(order))
+                await producer.send_and_wait(topic, value=value, key=key, headers=headers)
     finally:
         await producer.stop()
 

@@ -11,16 +11,22 @@ from typing import Any
 import pytest
 from rich.console import Console
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from bridge.actions import ActionKind
 from bridge.cli.dev import run_dev
 from bridge.events import EVENT_SIGNAL, Event
 from bridge.workflow import PUBLISH_ACTIVITY, PublishRequest, PublishResult
-from routes import router
+from routes import TOPICS, router
 from services import demo
-from services.shop import expected_status, order_event, sample_orders
+from services.shop import (
+    cancel_event,
+    cancelled_by_customer,
+    expected_status,
+    order_event,
+    sample_orders,
+)
 from workflows.models import OrderPlaced, OrderResult, OrderSagaInput
 from workflows.workflows import OrderSaga
 
@@ -31,8 +37,9 @@ def test_sample_orders_cover_every_path_of_the_saga() -> None:
     orders = sample_orders(6, prefix="t")
     assert [o.order_id for o in orders] == [f"t-000{n}" for n in range(1, 7)]
     assert [expected_status(o) for o in orders] == [
-        "completed", "completed", "compensated", "completed", "compensated", "compensated",
+        "completed", "completed", "compensated", "cancelled", "compensated", "compensated",
     ]
+    assert [cancelled_by_customer(o) for o in orders] == [False, False, False, True, False, False]
 
 
 def test_routes_start_the_saga_and_signal_replies_into_it() -> None:
@@ -51,6 +58,15 @@ def test_routes_start_the_saga_and_signal_replies_into_it() -> None:
     )
     # Commands the saga emits never come back through the routes.
     assert router.resolve(Event(id="2", source="loom://x", type="payment.charge")) == []
+    # The shop's cancel cancels the saga, with the customer's reason.
+    [cancel] = router.resolve(cancel_event(order, "changed my mind"), topic="orders")
+    assert (cancel.kind, cancel.workflow_id, cancel.reason) == (
+        ActionKind.CANCEL, "order-r-0001", "changed my mind",
+    )
+    # Each route is bound to its topic: a reply on the orders topic is no reply.
+    assert router.resolve(reply, topic="orders") == []
+    assert router.resolve(reply, topic="payments") == [signal]
+    assert router.unconsumed(TOPICS) == []
 
 
 # --- the saga against a fake publish activity ----------------------------------------------------
@@ -146,6 +162,94 @@ async def test_a_step_timeout_undoes_the_uncertain_step_too(
     ]
 
 
+async def cancel_saga_while(
+    client: Client, task_queue: str, answers: Mapping[str, str], waiting_for: str,
+    compensation_timeout_s: float = 30,
+) -> OrderResult:
+    """Run a saga whose participants do not answer ``waiting_for``; cancel it there."""
+    order = OrderPlaced(
+        order_id=uuid.uuid4().hex[:8], customer="c", sku="S", amount=10, country="NL"
+    )
+    async with Worker(
+        client, task_queue=task_queue, workflows=[OrderSaga],
+        activities=[participants(client, answers)],
+    ):
+        handle = await client.start_workflow(
+            OrderSaga.run,
+            OrderSagaInput(order_id=order.order_id, step_timeout_s=30,
+                           compensation_timeout_s=compensation_timeout_s),
+            id=f"order-{order.order_id}",
+            task_queue=task_queue,
+            start_signal=EVENT_SIGNAL,
+            start_signal_args=[order_event(order).to_payload()],
+        )
+        for _ in range(200):  # until the saga sent the command nobody answers
+            state = await handle.query(OrderSaga.snapshot)
+            if waiting_for in sent(state):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the saga never sent {waiting_for}: {state}")
+        await handle.cancel(reason="changed my mind")
+        result = await asyncio.wait_for(handle.result(), 30)
+        assert (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED
+        return result
+
+
+@pytest.mark.temporal
+async def test_a_cancel_while_shipping_refunds_then_releases(
+    temporal_client: Client, task_queue: str
+) -> None:
+    answers = {k: v for k, v in ALL_OK.items() if k != "shipment.ship"}
+    result = await cancel_saga_while(temporal_client, task_queue, answers, "shipment.ship")
+    assert (result.status, result.reason) == ("cancelled", "changed my mind")
+    assert sent(result) == [
+        "inventory.reserve", "payment.charge", "shipment.ship",
+        "payment.refund", "inventory.release",  # shipping has no undo: the rest, newest first
+        "order.cancellation-confirmed",
+    ]
+    assert ("cancelled", "shipment.ship") in [(s.direction, s.type) for s in result.journal]
+    assert result.compensation_errors == []
+
+
+@pytest.mark.temporal
+async def test_a_cancel_undoes_the_step_in_flight_too(
+    temporal_client: Client, task_queue: str
+) -> None:
+    # Payment never answers: the charge may still happen, so the cancel refunds it as well.
+    answers = {k: v for k, v in ALL_OK.items() if k != "payment.charge"}
+    result = await cancel_saga_while(temporal_client, task_queue, answers, "payment.charge")
+    assert result.status == "cancelled"
+    assert sent(result) == [
+        "inventory.reserve", "payment.charge", "payment.refund", "inventory.release",
+        "order.cancellation-confirmed",
+    ]
+
+
+@pytest.mark.temporal
+async def test_a_cancel_while_compensating_does_not_cut_the_compensation_short(
+    temporal_client: Client, task_queue: str
+) -> None:
+    # Shipping fails; the refund is never confirmed and the cancel lands while the saga waits
+    # for it: the saga goes on undoing, and its outcome stays the one it had decided.
+    answers = {k: v for k, v in ALL_OK.items() if k != "payment.refund"}
+    answers["shipment.ship"] = "shipment.failed"
+    result = await cancel_saga_while(
+        temporal_client, task_queue, answers, "payment.refund", compensation_timeout_s=5
+    )
+    assert (result.status, result.reason) == ("compensated", "shipment.failed (test)")
+    journal = [(s.direction, s.type) for s in result.journal]
+    assert journal[journal.index(("sent", "payment.refund")):] == [
+        ("sent", "payment.refund"),
+        ("cancelled", "payment.refund"),  # the wait was cut: waited for again, in full
+        ("timeout", "payment.refund"),
+        ("sent", "inventory.release"),  # the next undo still ran
+        ("received", "inventory.released"),
+        ("sent", "order.compensated"),
+    ]
+    assert result.compensation_errors == ["payment.refund not confirmed within 0:00:05"]
+
+
 # --- the whole application ------------------------------------------------------------------------
 
 
@@ -157,8 +261,11 @@ async def test_bounded_demo_finishes_every_order_as_designed() -> None:
     code = await run_dev(demo.app, count=6, bounded=True, ui=False, console=console, timeout=60)
     text = console.export_text()
     assert code == 0, text
-    assert "compensated 3, completed 3, unfinished 0" in text
+    assert "cancelled 1, compensated 3, completed 2, unfinished 0" in text
     assert "dead-lettered 0" in text
-    # Every step of every saga went through the sidecar: 6 order.placed, 6 inventory replies,
-    # 5 payment replies, 4 shipping replies, 1 + 2 compensation confirmations.
-    assert "events routed 24" in text
+    # Every step of every saga went through the sidecar: 6 order.placed and 1 order.cancelled,
+    # 5 inventory replies (the backorder is held), 4 payment replies, 3 shipping replies,
+    # 1 + 2 + 1 compensation confirmations (the cancelled order's pending reservation released).
+    assert "events routed 23" in text
+    # The table says what the cancelled saga undid.
+    assert "the customer waited too long; undone: inventory.release" in text

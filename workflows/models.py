@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 __all__ = [
     "CommandData",
+    "OrderCancelled",
     "OrderPlaced",
     "OrderRef",
     "OrderResult",
@@ -21,7 +22,7 @@ __all__ = [
     "StepRecord",
 ]
 
-SagaStatus = Literal["running", "completed", "compensated"]
+SagaStatus = Literal["running", "completed", "compensated", "cancelled"]
 
 
 class OrderPlaced(BaseModel):
@@ -42,6 +43,18 @@ class OrderPlaced(BaseModel):
     quantity: int = Field(default=1, gt=0)
     amount: float = Field(ge=0)
     country: str = "NL"
+
+
+class OrderCancelled(BaseModel):
+    """Data of ``order.cancelled``, published by the shop on the ``orders`` topic.
+
+    Attributes:
+        order_id: The order the customer cancelled; its saga is cancelled.
+        reason: Why; the saga reads it as its cancellation reason.
+    """
+
+    order_id: str = Field(min_length=1)
+    reason: str = Field(default="the customer cancelled the order", min_length=1)
 
 
 class OrderRef(BaseModel):
@@ -89,7 +102,7 @@ class OrderSagaInput(BaseModel):
 class StepRecord(BaseModel):
     """One line of the saga's journal: a command sent or a reply received."""
 
-    direction: Literal["sent", "received", "timeout"]
+    direction: Literal["sent", "received", "timeout", "cancelled"]
     type: str
 
 
@@ -98,8 +111,10 @@ class OrderResult(BaseModel):
 
     Attributes:
         order_id: The order.
-        status: ``completed`` or ``compensated``.
-        reason: Why it was compensated (the participant's reason, or a timeout).
+        status: ``completed``, ``compensated`` or ``cancelled`` (cancelled while it ran, and
+            compensated: everything done was undone).
+        reason: Why it was compensated (the participant's reason, or a timeout) or cancelled
+            (the cancellation's reason).
         journal: Commands sent and replies received, in order.
         compensation_errors: Compensations that failed or were not confirmed in time.
     """

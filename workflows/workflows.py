@@ -12,16 +12,26 @@ Each successful step pushes its undo (``inventory.release``, ``payment.refund``)
 compensation stack; a refusal or a timeout runs the stack newest first, each undo waiting for
 its confirmation. The saga ends ``completed`` or ``compensated`` and says so on Kafka
 (``order.completed`` / ``order.compensated``).
+
+**Cancellation.** ``order.cancelled`` (the ``Cancel`` route) requests the saga's cancellation;
+Temporal delivers it at the saga's current ``await`` (``workflow.cancellation_reason()`` is
+the route's reason). Until its outcome is decided, the saga then undoes what it did, the step
+in flight included (its command may be out), and ends ``cancelled``: it *returns* an
+``OrderResult`` with that status, so Temporal records the workflow COMPLETED, not CANCELED
+(re-raising would lose the result: the journal and the compensation errors) and announces it
+with ``order.cancellation-confirmed``. A cancel that lands while compensating, or once the
+outcome is decided, changes nothing: the saga finishes what it was doing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from bridge.events import Event
@@ -37,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
     )
 
-__all__ = ["STEPS", "OrderSaga", "SagaStep"]
+__all__ = ["OUTCOME_EVENTS", "STEPS", "OrderSaga", "SagaStep"]
 
 
 @dataclass(frozen=True)
@@ -78,9 +88,20 @@ STEPS = (
 )
 
 
+#: The event the saga announces its outcome with, by status.
+OUTCOME_EVENTS: dict[SagaStatus, str] = {
+    "completed": "order.completed",
+    "compensated": "order.compensated",
+    "cancelled": "order.cancellation-confirmed",
+}
+
+T = TypeVar("T")
+
+
 @workflow.defn
 class OrderSaga(LoomWorkflow):
-    """Reserve inventory, charge payment, ship; compensate in reverse order on failure."""
+    """Reserve inventory, charge payment, ship; compensate in reverse order on failure or
+    on a cancel request."""
 
     def __init__(self) -> None:
         self._order_id = ""
@@ -88,41 +109,60 @@ class OrderSaga(LoomWorkflow):
         self._reason: str | None = None
         self._journal: list[StepRecord] = []
         self._compensation_errors: list[str] = []
+        self._compensations = Compensations()
+        self._undo_timeout = timedelta(seconds=30)
+        self._command: CommandData | None = None
+        self._step: SagaStep | None = None  # the step whose reply is awaited
 
     @workflow.run
     async def run(self, input: OrderSagaInput) -> OrderResult:
         """Run the saga for the order named in ``input``."""
         self._order_id = input.order_id
-        step_timeout = timedelta(seconds=input.step_timeout_s)
+        self._undo_timeout = timedelta(seconds=input.compensation_timeout_s)
+        try:
+            return await self._steps(timedelta(seconds=input.step_timeout_s))
+        except BaseException as exc:
+            if not _cancel_requested(exc):
+                raise
+        return await self._cancelled(workflow.cancellation_reason() or "cancelled")
+
+    async def _steps(self, step_timeout: timedelta) -> OrderResult:
         placed = await self.inbox.wait_for_event("order.placed", timeout=step_timeout)
         if placed is None:
             # Started by something else than order.placed: nothing was done, nothing to undo.
             return await self._finish("compensated", "no order.placed received")
         self._record("received", placed.type)
-        order = event_data(placed, OrderPlaced)
-        command = CommandData.of(order)
-
-        compensations = Compensations()
-        undo_timeout = timedelta(seconds=input.compensation_timeout_s)
+        command = self._command = CommandData.of(event_data(placed, OrderPlaced))
         for step in STEPS:
+            self._step = step
             await emit(step.command, command)
             self._record("sent", step.command)
             reply = await self._reply(step, step_timeout)
+            self._step = None
             if reply is not None and reply.type == step.succeeded:
                 if step.undo is not None:
-                    compensations.add(self._undo, step, command, undo_timeout)
+                    self._compensations.add(self._undo, step, command)
                 continue
             if reply is None:
-                reason = f"no reply to {step.command} within {input.step_timeout_s:g}s"
+                reason = f"no reply to {step.command} within {step_timeout.total_seconds():g}s"
                 # The step may still happen after the timeout: undo it as well.
                 if step.undo is not None:
-                    compensations.add(self._undo, step, command, undo_timeout)
+                    self._compensations.add(self._undo, step, command)
             else:
                 reason = event_data(reply, OrderRef).reason or reply.type
-            errors = await compensations.compensate()
-            self._compensation_errors = [str(err) for err in errors]
+            await self._compensate()
             return await self._finish("compensated", reason)
         return await self._finish("completed", None)
+
+    async def _cancelled(self, reason: str) -> OrderResult:
+        # Cancelled before the outcome was decided (a cancel is delivered once: from here on
+        # every await runs normally). The step in flight may still happen: undo it as well.
+        step, command = self._step, self._command
+        self._record("cancelled", step.command if step is not None else "order.placed")
+        if step is not None and step.undo is not None and command is not None:
+            self._compensations.add(self._undo, step, command)
+        await self._compensate()
+        return await self._finish("cancelled", reason)
 
     async def _reply(self, step: SagaStep, timeout: timedelta) -> Event | None:
         wanted = (step.succeeded, step.refused)
@@ -133,25 +173,50 @@ class OrderSaga(LoomWorkflow):
             self._record("received", reply.type)
         return reply
 
-    async def _undo(self, step: SagaStep, command: CommandData, timeout: timedelta) -> None:
+    async def _compensate(self) -> None:
+        errors = await self._compensations.compensate()
+        self._compensation_errors = [str(err) for err in errors]
+
+    async def _undo(self, step: SagaStep, command: CommandData) -> None:
         assert step.undo is not None and step.undone is not None
-        await emit(step.undo, command)
-        self._record("sent", step.undo)
-        done = await self.inbox.wait_for_event(step.undone, timeout=timeout)
+        undo, undone, timeout = step.undo, step.undone, self._undo_timeout
+        # A cancel request that lands while compensating must not cut the compensation short.
+        await self._through_cancel(lambda: emit(undo, command), undo)
+        self._record("sent", undo)
+        done = await self._through_cancel(
+            lambda: self.inbox.wait_for_event(undone, timeout=timeout), undo
+        )
         if done is None:
-            self._record("timeout", step.undo)
-            raise ApplicationError(f"{step.undo} not confirmed within {timeout}")
+            self._record("timeout", undo)
+            raise ApplicationError(f"{undo} not confirmed within {timeout}")
         self._record("received", done.type)
 
     async def _finish(self, status: SagaStatus, reason: str | None) -> OrderResult:
         self._status, self._reason = status, reason
-        result = self.snapshot()
-        outcome = f"order.{status}"
-        await emit(outcome, result)
+        outcome, result = OUTCOME_EVENTS[status], self.snapshot()
+        # Decided: a cancel request that comes now is too late to change the outcome.
+        await self._through_cancel(lambda: emit(outcome, result), outcome)
         self._record("sent", outcome)
         return self.snapshot()
 
-    def _record(self, direction: Literal["sent", "received", "timeout"], type: str) -> None:
+    async def _through_cancel(self, make: Callable[[], Awaitable[T]], doing: str) -> T:
+        """Await ``make()``; if a cancel request interrupts it, note it and await a fresh one.
+
+        Temporal delivers a cancel request once, so the second await runs to its end. An
+        interrupted command may have gone out all the same: the participants' undo commands
+        are idempotent, and a second confirmation stays unread in the inbox.
+        """
+        try:
+            return await make()
+        except BaseException as exc:
+            if not _cancel_requested(exc):
+                raise
+        self._record("cancelled", doing)
+        return await make()
+
+    def _record(
+        self, direction: Literal["sent", "received", "timeout", "cancelled"], type: str
+    ) -> None:
         self._journal.append(StepRecord(direction=direction, type=type))
 
     @workflow.query
@@ -164,3 +229,9 @@ class OrderSaga(LoomWorkflow):
             journal=list(self._journal),
             compensation_errors=list(self._compensation_errors),
         )
+
+
+def _cancel_requested(exc: BaseException) -> bool:
+    # A cancel request from the server (the order.cancelled route) arrives as a cancellation
+    # at the current await; so does an eviction from the worker's cache, without a reason.
+    return is_cancelled_exception(exc) and workflow.cancellation_reason() is not None
