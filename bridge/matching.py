@@ -6,9 +6,9 @@ all: exact types are a dict lookup, type prefixes a dict probed once per distinc
 length (never more probes than the type has characters), globs are compiled regexes in a
 separate, usually short, list, and matches without a type condition sit in a catch-all list.
 Globs that are plain strings or ``"<prefix>*"`` are indexed as exact types or prefixes.
-``MatchIndex`` puts a ``TypeIndex`` per topic binding in front (exact topics in a dict, topic
-globs in a list, unbound matches in their own index) and remembers, per topic, which of them
-apply: a lookup costs one or two type-index lookups, however many topics routes are bound to.
+``MatchIndex`` puts topics in front: unbound matches in one ``TypeIndex``, and for each topic
+with bound matches, built the first time it is looked up, a ``TypeIndex`` of the matches that
+apply to it: a lookup costs one type-index lookup, however many topics routes are bound to.
 """
 
 from __future__ import annotations
@@ -227,12 +227,13 @@ def _topics(topic: str | Sequence[str] | None) -> tuple[str, ...]:
 
 _IndexEntry = tuple[int, Callable[[Event], bool] | None, T]
 _NONE: list[Any] = []
-#: Topics whose index lists ``MatchIndex`` remembers (consumers read few topics).
-_TOPIC_CACHE = 4096
+#: Topics whose index ``MatchIndex`` remembers (a sidecar consumes few topics; each index of
+#: a topic with bindings holds the unbound matches too).
+_TOPIC_CACHE = 256
 
 
 class TypeIndex(Generic[T]):
-    """Values keyed by a ``Match``'s attribute conditions, looked up by event in order."""
+    """Values keyed by a ``Match``, looked up by event in insertion order."""
 
     def __init__(self) -> None:
         self._count = 0
@@ -242,21 +243,12 @@ class TypeIndex(Generic[T]):
         self._globs: list[tuple[re.Pattern[str], _IndexEntry[T]]] = []
         self._any: list[_IndexEntry[T]] = []
 
-    def __len__(self) -> int:
-        return self._count
-
-    def add(self, match: Match, value: T, order: int | None = None) -> None:
-        """Index ``value`` under ``match``, after the values already added.
-
-        Args:
-            match: Its type and attribute conditions (the topic binding is not looked at).
-            value: The value.
-            order: Its rank among the values (insertion order when None).
-        """
+    def add(self, match: Match, value: T) -> None:
+        """Index ``value`` under ``match``, after the values already added."""
         # Entries carry the non-type checks as None when there are none: most routes only
         # constrain the type, and skipping a call per hit is a measurable share of a lookup.
         rest = match._rest_matches if match._checks else None
-        entry = (self._count if order is None else order, rest, value)
+        entry = (self._count, rest, value)
         self._count += 1
         glob = match.type_glob
         if match.type is not None:
@@ -279,15 +271,7 @@ class TypeIndex(Generic[T]):
         self._prefix[prefix].append(entry)
 
     def lookup(self, event: Event) -> list[T]:
-        """The values whose match holds for the event's attributes, in order."""
-        return [value for _, rest, value in self._hits(event) if rest is None or rest(event)]
-
-    def entries(self, event: Event) -> list[_IndexEntry[T]]:
-        """The entries (order, check, value) whose match holds for the event, in order."""
-        return [entry for entry in self._hits(event) if entry[1] is None or entry[1](event)]
-
-    def _hits(self, event: Event) -> list[_IndexEntry[T]]:
-        # The entries whose type condition holds, in order (the other checks not run).
+        """The values whose match holds for the event's attributes, in insertion order."""
         event_type = event.type
         hits = self._exact.get(event_type, _NONE)
         more: list[_IndexEntry[T]] = []
@@ -305,38 +289,33 @@ class TypeIndex(Generic[T]):
             more += self._any
         if more:
             hits = sorted([*hits, *more], key=_order)
-        return hits
+        return [value for _, rest, value in hits if rest is None or rest(event)]
 
 
 class MatchIndex(Generic[T]):
     """Values keyed by a ``Match``, looked up by event and topic in insertion order.
 
-    Unbound matches sit in one ``TypeIndex``, matches bound to a topic in that topic's (a
-    match bound to several topics in each of theirs), matches bound to a topic glob in that
-    glob's. Which indexes apply to a topic is worked out once per topic and remembered.
+    Unbound matches sit in one ``TypeIndex``, used as it is for a topic no match is bound to.
+    The first time a topic with bound matches is looked up, the index builds a ``TypeIndex``
+    of the matches that apply to it (unbound, bound to it, bound to a glob it fits) and
+    remembers it: a lookup is one dict probe plus one type-index lookup, whatever the number
+    of topics and bindings. ``topic=None`` (unknown) gets the index of every match.
     """
 
     def __init__(self) -> None:
-        self._count = 0
+        self._entries: list[tuple[Match, T]] = []
         self._unbound: TypeIndex[T] = TypeIndex()
-        self._by_topic: dict[str, TypeIndex[T]] = {}
-        self._by_glob: dict[str, tuple[re.Pattern[str], TypeIndex[T]]] = {}
-        self._for_topic: dict[str | None, tuple[TypeIndex[T], ...]] = {}
+        self._bound = False  # any match bound to a topic
+        self._for_topic: dict[str | None, TypeIndex[T]] = {}
 
     def add(self, match: Match, value: T) -> None:
         """Index ``value`` under ``match``, after the values already added."""
-        order = self._count
-        self._count += 1
+        self._entries.append((match, value))
         self._for_topic.clear()
-        if not match.topics:
-            self._unbound.add(match, value, order)
-        for topic in match.topics:
-            if is_glob(topic):
-                if topic not in self._by_glob:
-                    self._by_glob[topic] = (compile_glob(topic), TypeIndex())
-                self._by_glob[topic][1].add(match, value, order)
-            else:
-                self._by_topic.setdefault(topic, TypeIndex()).add(match, value, order)
+        if match.topics:
+            self._bound = True
+        else:
+            self._unbound.add(match, value)
 
     def lookup(self, event: Event, topic: str | None = None) -> list[T]:
         """The values whose match holds for the event read from ``topic``, in order.
@@ -344,40 +323,27 @@ class MatchIndex(Generic[T]):
         With ``topic=None`` (unknown) the topic bindings are not checked: every match whose
         attribute conditions hold applies, bound or not.
         """
-        indexes = self._for_topic.get(topic)
-        if indexes is None:
-            indexes = self._indexes(topic)
-        if len(indexes) == 1:
-            return indexes[0].lookup(event)
-        hits = [entry for index in indexes for entry in index.entries(event)]
-        if not hits:
-            return []
-        hits.sort(key=_order)
-        values: list[T] = []
-        last = -1
-        for order, _, value in hits:
-            # A match bound to several topics (or globs) that all apply sits in several
-            # indexes: sorted, its copies are neighbours.
-            if order != last:
-                values.append(value)
-                last = order
-        return values
+        if not self._bound:
+            return self._unbound.lookup(event)
+        index = self._for_topic.get(topic)
+        if index is None:
+            index = self._index(topic)
+        return index.lookup(event)
 
-    def _indexes(self, topic: str | None) -> tuple[TypeIndex[T], ...]:
-        if topic is None:
-            found = [self._unbound, *self._by_topic.values()]
-            found += [index for _, index in self._by_glob.values()]
+    def _index(self, topic: str | None) -> TypeIndex[T]:
+        entries = self._entries
+        if topic is not None and not any(m.topics and m.binds(topic) for m, _ in entries):
+            index = self._unbound  # nothing bound to this topic: the unbound matches alone
         else:
-            found = [self._unbound]
-            exact = self._by_topic.get(topic)
-            if exact is not None:
-                found.append(exact)
-            found += [index for regex, index in self._by_glob.values() if regex.match(topic)]
-        indexes = tuple(index for index in found if len(index)) or (self._unbound,)
+            index = TypeIndex()
+            for match, value in entries:
+                if topic is None or not match.topics or match.binds(topic):
+                    index.add(match, value)
         if len(self._for_topic) >= _TOPIC_CACHE:
-            self._for_topic.clear()
-        self._for_topic[topic] = indexes
-        return indexes
+            # Many topics (a pattern subscription?): forget the oldest, rebuilt on demand.
+            del self._for_topic[next(iter(self._for_topic))]
+        self._for_topic[topic] = index
+        return index
 
 
 def _order(entry: tuple[int, Any, Any]) -> int:
