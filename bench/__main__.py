@@ -5,6 +5,7 @@ Examples::
     .venv/bin/python -m bench                 # the comparison (a few minutes)
     .venv/bin/python -m bench --soak          # 200,000 events through the loom, RSS over time
     .venv/bin/python -m bench --smoke         # a tiny run: checks the harness, not the speed
+    .venv/bin/python -m bench --router        # router.match alone: plain, with topic, bound
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--soak", action="store_true", help="200,000 events through the loom")
     p.add_argument("--soak-events", type=int, default=200_000)
     p.add_argument("--smoke", action="store_true", help="a tiny run of everything")
+    p.add_argument("--router", action="store_true",
+                   help="only router.match: unbound vs bound to topics, side by side (seconds)")
     a = p.parse_args(argv)
+    if a.router:
+        if a.smoke:  # the harness, not the speed: no 10,000-route table to build
+            return Options(router_only=True, router_rounds=5_000, router_sizes=(1, 100))
+        return Options(router_only=True)
     if a.smoke:
         return Options(
             events=100, naive_events=20, workflows=20, partitions=a.partitions,

@@ -34,6 +34,7 @@ TARGETS = {
     "ratio_naive": 1.5,
     "cpu_us_per_event": 150.0,
     "router_mps_10k": 200_000.0,
+    "router_bound_mps_10k": 200_000.0,
     "soak_rss_growth_pct": 10.0,
 }
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -54,6 +55,8 @@ class Options:
     soak: bool = False
     soak_events: int = 200_000
     router_rounds: int = 200_000
+    router_only: bool = False
+    router_sizes: tuple[int, ...] = router_bench.SIZES
     warmup_events: int = 1_000
     rounds: int = 2
 
@@ -240,8 +243,9 @@ class Bench:
             await self.producer.stop()
 
 
-def router_figures(rounds: int) -> dict[int, float]:
-    return {size: router_bench.measure(size, rounds) for size in router_bench.SIZES}
+def router_figures(rounds: int) -> dict[int, dict[str, float]]:
+    """Matches/s of each ``router_bench.SERIES`` per router size, measured side by side."""
+    return {size: router_bench.measure_side_by_side(size, rounds) for size in router_bench.SIZES}
 
 
 async def comparison(opts: Options, console: Console) -> dict[str, Any]:
@@ -289,7 +293,7 @@ async def soak(opts: Options, console: Console) -> dict[str, Any]:
     return {"run": run, "base": base, "late": late, "growth_pct": growth, "series": series}
 
 
-def summarize(runs: list[dict[str, Any]], router: dict[int, float],
+def summarize(runs: list[dict[str, Any]], router: dict[int, dict[str, float]],
               opts: Options) -> dict[str, Any]:
     def mean(mode: str, key: str) -> float:
         values = [float(r[key]) for r in runs if r["mode"] == mode]
@@ -308,7 +312,9 @@ def summarize(runs: list[dict[str, Any]], router: dict[int, float],
         "p99_ms": mean("loom", "p99_ms"),
         "cpu_us_per_event": mean("loom", "cpu_us_per_event"),
         "rss_mb": max(r["rss_mb"] for r in runs if r["mode"] == "loom"),
-        "router_mps_10k": router[10_000],
+        "router_mps_10k": router[10_000]["plain"],
+        "router_bound_mps_10k": router[10_000]["bound"],
+        "ratio_router_bound_10k": router[10_000]["bound"] / router[10_000]["plain"],
         "foreign_cores": sum(r["foreign_cores"] for r in runs) / len(runs),
     }
 
@@ -349,11 +355,12 @@ def render(summary: dict[str, Any], opts: Options, console: Console) -> None:
             f"dead-lettered {loom['deadlettered']:.0f}, "
             f"duplicates {loom['duplicates']:.0f}, partition pauses {loom['pauses']:.0f}"
         )
-    rt = Table(title="router.match (bench/router_bench.py)")
-    rt.add_column("exact-type routes", justify="right")
-    rt.add_column("matches/s", justify="right")
-    for size, rate in summary["router"].items():
-        rt.add_row(_f(size), _f(rate))
+    rt = Table(title="router.match, matches/s (bench/router_bench.py)")
+    for col in ("exact-type routes", "plain", "with topic", "bound to 10 topics", "bound/plain"):
+        rt.add_column(col, justify="right")
+    for size, rates in summary["router"].items():
+        rt.add_row(_f(size), _f(rates["plain"]), _f(rates["topic"]), _f(rates["bound"]),
+                   _f(rates["bound"] / rates["plain"], 2))
     console.print(rt)
     targets = Table(title=f"targets (means over {opts.rounds} rounds)")
     for col in ("figure", "value", "target", ""):
@@ -363,6 +370,7 @@ def render(summary: dict[str, Any], opts: Options, console: Console) -> None:
         ("ratio_naive", summary["ratio_naive"], ">=", 2),
         ("cpu_us_per_event", summary["cpu_us_per_event"], "<=", 0),
         ("router_mps_10k", summary["router_mps_10k"], ">=", 0),
+        ("router_bound_mps_10k", summary["router_bound_mps_10k"], ">=", 0),
     ]
     for name, value, op, digits in checks:
         goal = TARGETS[name]
@@ -394,6 +402,10 @@ def render_soak(result: dict[str, Any], console: Console) -> None:
 def main(opts: Options) -> dict[str, Any]:
     """Run the benchmark, print the tables, and print the summary as the last JSON line."""
     console = Console(width=int(os.environ.get("COLUMNS", "132")))
+    if opts.router_only:
+        out = router_bench.main(opts.router_rounds, opts.router_sizes)
+        print(json.dumps(out), flush=True)
+        return out
     if opts.soak:
         result = asyncio.run(soak(opts, console))
         render_soak(result, console)
@@ -409,8 +421,8 @@ def main(opts: Options) -> dict[str, Any]:
         summary = asyncio.run(comparison(opts, console))
         render(summary, opts, console)
         out = {k: v for k, v in summary.items() if k not in ("runs", "router")}
-        out["router_mps_1"] = summary["router"][1]
-        out["router_mps_100"] = summary["router"][100]
+        out["router_mps_1"] = summary["router"][1]["plain"]
+        out["router_mps_100"] = summary["router"][100]["plain"]
         out = {k: round(v, 3 if k.startswith("ratio") else 1) for k, v in out.items()}
     print(json.dumps(out), flush=True)
     return out

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
-
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {
     "loom_eps", "ceiling_eps", "naive_eps", "ratio_ceiling", "ratio_naive", "p99_ms",
-    "cpu_us_per_event", "rss_mb", "router_mps_10k",
+    "cpu_us_per_event", "rss_mb", "router_mps_10k", "router_bound_mps_10k",
+    "ratio_router_bound_10k",
 }
 
 
+@pytest.mark.kafka
+@pytest.mark.temporal
 def test_smoke_run_prints_the_summary_as_the_last_json_line() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke"],
@@ -27,3 +28,17 @@ def test_smoke_run_prints_the_summary_as_the_last_json_line() -> None:
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary.keys() >= KEYS
     assert "router.match" in proc.stdout  # the tables were printed too
+
+
+def test_router_only_run_measures_the_series_side_by_side() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--router", "--smoke"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    for size in (1, 100):
+        for series in ("exact", "topic", "bound"):
+            assert summary[f"{series}_routes_{size}"] > 0
+        assert summary[f"ratio_bound_{size}"] == pytest.approx(
+            summary[f"bound_routes_{size}"] / summary[f"exact_routes_{size}"], rel=0.01)
