@@ -304,8 +304,10 @@ class MatchIndex(Generic[T]):
 
     def __init__(self) -> None:
         self._entries: list[tuple[Match, T]] = []
-        self._unbound: TypeIndex[T] = TypeIndex()
-        self._bound = False  # any match bound to a topic
+        #: The unbound matches; all of them while ``bound`` is false.
+        self.unbound: TypeIndex[T] = TypeIndex()
+        #: Whether any match is bound to a topic.
+        self.bound = False
         self._for_topic: dict[str | None, TypeIndex[T]] = {}
 
     def add(self, match: Match, value: T) -> None:
@@ -313,9 +315,9 @@ class MatchIndex(Generic[T]):
         self._entries.append((match, value))
         self._for_topic.clear()
         if match.topics:
-            self._bound = True
+            self.bound = True
         else:
-            self._unbound.add(match, value)
+            self.unbound.add(match, value)
 
     def lookup(self, event: Event, topic: str | None = None) -> list[T]:
         """The values whose match holds for the event read from ``topic``, in order.
@@ -323,17 +325,19 @@ class MatchIndex(Generic[T]):
         With ``topic=None`` (unknown) the topic bindings are not checked: every match whose
         attribute conditions hold applies, bound or not.
         """
-        if not self._bound:
-            return self._unbound.lookup(event)
+        return self.for_topic(topic).lookup(event)
+
+    def for_topic(self, topic: str | None) -> TypeIndex[T]:
+        """The type index of the matches that apply to records of ``topic`` (None: all)."""
+        if not self.bound:
+            return self.unbound
         index = self._for_topic.get(topic)
-        if index is None:
-            index = self._index(topic)
-        return index.lookup(event)
+        return index if index is not None else self._index(topic)
 
     def _index(self, topic: str | None) -> TypeIndex[T]:
         entries = self._entries
         if topic is not None and not any(m.topics and m.binds(topic) for m, _ in entries):
-            index = self._unbound  # nothing bound to this topic: the unbound matches alone
+            index = self.unbound  # nothing bound to this topic: the unbound matches alone
         else:
             index = TypeIndex()
             for match, value in entries:

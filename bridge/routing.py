@@ -374,7 +374,10 @@ class Router:
         bindings unchecked. The ``where`` predicates are not evaluated here (they need
         validated data): see ``resolve``.
         """
-        return self._index.lookup(event, topic)
+        index = self._index
+        if not index.bound:  # no route bound to a topic: one type index, one call
+            return index.unbound.lookup(event)
+        return index.for_topic(topic).lookup(event)
 
     def unconsumed(self, topics: Iterable[str]) -> list[tuple[str, str]]:
         """``(route, topic)`` for each bound topic (or glob) that names none of ``topics``.
