@@ -15,8 +15,10 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from bridge.actions import ActionKind
+from bridge.cli.asyncapi import asyncapi_document
 from bridge.cli.dev import run_dev
 from bridge.events import EVENT_SIGNAL, Event
+from bridge.settings import LoomSettings
 from bridge.workflow import PUBLISH_ACTIVITY, PublishRequest, PublishResult
 from routes import TOPICS, router
 from services import demo
@@ -67,6 +69,17 @@ def test_routes_start_the_saga_and_signal_replies_into_it() -> None:
     assert router.resolve(reply, topic="orders") == []
     assert router.resolve(reply, topic="payments") == [signal]
     assert router.unconsumed(TOPICS) == []
+
+
+def test_the_contract_addresses_each_consumed_channel_to_its_topic() -> None:
+    doc = asyncapi_document(router, LoomSettings.model_validate({"kafka": {"topics": TOPICS}}))
+    assert {name: channel["address"] for name, channel in doc["channels"].items()} == {
+        "order_placed__orders": "orders",
+        "order_cancelled__orders": "orders",
+        "inventory_star__inventory": "inventory",
+        "payment_star__payments": "payments",
+        "shipment_star__shipping": "shipping",
+    }
 
 
 # --- the saga against a fake publish activity ----------------------------------------------------
