@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from kit import FAST_GROUP, eventually, loom_settings
 from recorder import publish
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
@@ -21,7 +20,6 @@ from bridge.events import Event
 from bridge.exceptions import WorkflowClosedError, WorkflowNotFoundError
 from bridge.kafka.deadletters import parse_deadletter
 from bridge.routing import Match, Route, Router
-from bridge.settings import LoomSettings
 from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import metric_total
 from bridge.temporal.calls import TemporalExecutor
@@ -87,20 +85,6 @@ def cancel(workflow_id: str, *, event_id: str = "c-1", policy: MissingWorkflowPo
     )
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 20) -> Any:
-    """Poll ``check`` (sync or async) until it gives something truthy (returned), or fail."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {check}")
-        await asyncio.sleep(0.1)
-
-
 async def cancel_requests(handle: WorkflowHandle[Any, Any]) -> int:
     history = await handle.fetch_history()
     wanted = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
@@ -120,7 +104,7 @@ async def test_cancel_reaches_the_workflow_with_its_reason_and_a_redelivery_is_h
     inv = cancel(handle.id)
     outcome, run_id = await executor.execute(inv)
     assert (outcome, run_id) == (Outcome.DELIVERED, handle.result_run_id)
-    assert await eventually(lambda: handle.query(Job.cancel_reason)) == "too slow"
+    assert await eventually(lambda: handle.query(Job.cancel_reason), timeout=20) == "too slow"
     # Redelivered while the workflow still compensates: the server makes it a no-op.
     assert (await executor.execute(inv))[0] is Outcome.DELIVERED
     # Another cancel event for the same workflow: a no-op as well.
@@ -139,7 +123,7 @@ async def test_a_workflow_that_ends_cancelled_takes_redeliveries_as_duplicates(
     handle = await start_job(temporal_client, task_queue, mode="raise")
     inv = cancel(handle.id, policy=MissingWorkflowPolicy.DEAD_LETTER)
     assert (await executor.execute(inv))[0] is Outcome.DELIVERED
-    await eventually(lambda: handle.query(Job.cancel_reason))
+    await eventually(lambda: handle.query(Job.cancel_reason), timeout=20)
     await handle.signal(Job.release)
     with pytest.raises(WorkflowFailureError):
         await handle.result()
@@ -176,17 +160,6 @@ async def test_a_workflow_closed_before_any_cancel_follows_the_policy(
 # --- through the Loom -----------------------------------------------------------------------------
 
 
-def loom_settings(bootstrap: str, topic: str, dlq: str) -> LoomSettings:
-    return LoomSettings.model_validate({
-        "kafka": {
-            "bootstrap": bootstrap, "topics": [topic], "deadletter_topic": dlq,
-            "group_id": f"g-{uuid.uuid4().hex[:8]}",
-            "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
-        },
-        "dispatch": {"commit_interval_s": 0.2, "drain_timeout_s": 10},
-    })
-
-
 def job_event(type_: str, event_id: str, workflow_id: str, why: str = "too slow") -> Event:
     return Event(id=event_id, source="test://ops", type=type_, subject=workflow_id,
                  data={"why": why}, extensions={"partitionkey": workflow_id})
@@ -208,7 +181,8 @@ async def test_cancel_events_through_the_loom(
         Route("withdraw", Match(type="job.withdrawn", topic=topic),
               Cancel(workflow_id="{subject}", if_missing=MissingWorkflowPolicy.DEAD_LETTER)),
     ])
-    loom = Loom(router, temporal_client, loom_settings(loom_kafka_bootstrap, topic, dlq))
+    settings = loom_settings(loom_kafka_bootstrap, [topic], dlq, kafka=FAST_GROUP)
+    loom = Loom(router, temporal_client, settings)
     running_job = await start_job(temporal_client, task_queue)
     done_job = await start_job(temporal_client, task_queue)
     await done_job.signal(Job.finish)
@@ -222,10 +196,12 @@ async def test_cancel_events_through_the_loom(
     producer = await make_producer()
     async with running(loom):
         await publish(producer, topic, [cancel_event])
-        assert await eventually(lambda: running_job.query(Job.cancel_reason)) == "too slow"
+        assert await eventually(
+            lambda: running_job.query(Job.cancel_reason), timeout=20
+        ) == "too slow"
         # The same record again (a redelivery) while the workflow still compensates.
         await publish(producer, topic, [cancel_event])
-        await eventually(lambda: routed("delivered") == 2)
+        await eventually(lambda: routed("delivered") == 2, timeout=20)
         await running_job.signal(Job.release)
         assert await running_job.result() == "cancelled: too slow"
         # Again once it closed; then cancels of a missing and of a finished workflow.
@@ -237,7 +213,7 @@ async def test_cancel_events_through_the_loom(
         ])
         letters = [parse_deadletter(r) for r in await read_records(
             loom_kafka_bootstrap, dlq, count=2)]
-        await eventually(lambda: routed("duplicate") + routed("skipped") == 2)
+        await eventually(lambda: routed("duplicate") + routed("skipped") == 2, timeout=20)
     assert await cancel_requests(running_job) == 1
     assert routed("delivered") == 2
     assert routed("duplicate") == 1

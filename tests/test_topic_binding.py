@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from kit import FAST_GROUP, check_loop, eventually, loom_settings
 from recorder import RecorderWorkflow, publish, query_all
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -19,7 +20,7 @@ from bridge.actions import SignalWithStart
 from bridge.events import Event
 from bridge.kafka.deadletters import parse_deadletter
 from bridge.routing import Match, Route, Router
-from bridge.settings import LoomSettings
+from bridge.sidecar.loop import Loom
 from bridge.sidecar.metrics import metric_total
 from bridge.sidecar.process import Sidecar
 from bridge.testing import read_records
@@ -52,15 +53,7 @@ async def test_two_topics_each_record_reaches_the_routes_bound_to_its_topic(
         Route("any-topic", Match(type="test.step"), to("any")),
         Route("elsewhere", Match(type="test.other", topic=["nowhere", orders]), to("other")),
     ])
-    settings = LoomSettings.model_validate({
-        "kafka": {
-            "bootstrap": loom_kafka_bootstrap, "topics": [orders, returns],
-            "deadletter_topic": dlq, "group_id": f"g-{uuid.uuid4().hex[:8]}",
-            "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
-        },
-        "dispatch": {"commit_interval_s": 0.2, "drain_timeout_s": 10},
-        "http_port": 0,
-    })
+    settings = loom_settings(loom_kafka_bootstrap, [orders, returns], dlq, kafka=FAST_GROUP)
     entity = uuid.uuid4().hex[:8]
     on_orders = [step("o-1", entity), step("o-2", entity), step("x-1", entity, "test.other")]
     on_returns = [step("r-1", entity), step("x-2", entity, "test.other")]
@@ -71,18 +64,20 @@ async def test_two_topics_each_record_reaches_the_routes_bound_to_its_topic(
     caplog.set_level(logging.WARNING, logger="loom.sidecar")
     async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         task = asyncio.create_task(sidecar.run())
-        try:
+
+        def all_taken() -> Loom:
             # Every record taken and finished (routed or dead-lettered): the counts are final.
-            deadline = asyncio.get_running_loop().time() + 60
-            while not (
-                sidecar.loom is not None
-                and metric_total(sidecar.loom.metrics.consumed) == 5
-                and sidecar.loom.tracker.in_flight() == 0
-            ):
-                assert asyncio.get_running_loop().time() < deadline, "records not all taken"
-                assert not task.done(), task.result()
-                await asyncio.sleep(0.1)
+            if task.done():
+                raise RuntimeError(f"the sidecar ended: {task.result()}")
             loom = sidecar.loom
+            assert loom is not None, "no loop yet"
+            check_loop(loom)
+            consumed, in_flight = metric_total(loom.metrics.consumed), loom.tracker.in_flight()
+            assert (consumed, in_flight) == (5, 0), f"consumed {consumed}, in flight {in_flight}"
+            return loom
+
+        try:
+            loom = await eventually(all_taken, timeout=60, what="the five records taken")
             letters = [parse_deadletter(r) for r in await read_records(
                 loom_kafka_bootstrap, dlq, count=1)]
             seen = await query_all(temporal_client, [
