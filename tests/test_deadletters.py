@@ -10,6 +10,7 @@ import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kit import loom_settings
 
 from bridge.exceptions import DecodeError
 from bridge.kafka import deadletters as dl
@@ -163,3 +164,21 @@ def test_permanent_and_transient_refusals() -> None:
         TypeError("a bytes-like object is required"), UnicodeEncodeError("utf-8", "\udc80", 0, 1, "x"),
     ):
         assert dl.is_permanent_refusal(permanent), permanent
+
+
+@pytest.mark.kafka
+async def test_read_deadletters_reads_every_record_of_a_batch(
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+) -> None:
+    """``loom dlq list`` and ``redrive`` read to the last dead letter, also where the broker
+    (the embedded one) answers ListOffsets with the last batch's first offset + 1."""
+    dlq = await new_topic()
+    writer = DeadLetterWriter(await make_producer(linger_ms=200), dlq)
+    records = [Record("orders", 0, offset, b"k", b"v", ()) for offset in range(5)]
+    # Written together: the producer sends them in one batch.
+    await asyncio.gather(*(writer.write(r, DecodeError(f"bad {r.offset}"), None) for r in records))
+    settings = loom_settings(loom_kafka_bootstrap, ["orders"], dlq)
+    letters = await dl.read_deadletters(settings, timeout=20)
+    assert [int(d.info["offset"]) for d in letters] == [0, 1, 2, 3, 4]

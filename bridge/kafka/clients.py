@@ -6,7 +6,9 @@
   client whose ``start()`` failed still holds connections, so it is stopped too;
 - :class:`LoomProducer` is the one producer a worker process shares between its publish
   activities (aiokafka batches per producer: one is cheaper and faster than one per call);
-- :func:`publish_event` sends one CloudEvent (``loom publish``, tests, scripts).
+- :func:`publish_event` sends one CloudEvent (``loom publish``, tests, scripts);
+- :func:`log_ends` finds where partitions end, also on brokers whose ``ListOffsets`` answer
+  falls short (the embedded broker Tansu answers the last batch's first offset + 1).
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
 from bridge.events import Event
 from bridge.kafka.binding import encode
+from bridge.kafka.rawfetch import is_parse_error
 from bridge.settings import KafkaSettings
 
 __all__ = [
     "LoomProducer",
     "Published",
     "consumer_for",
+    "log_ends",
     "producer_for",
     "publish_event",
     "start_client",
@@ -217,3 +221,31 @@ async def publish_event(
     async with started(producer_for(kafka), timeout) as producer:
         meta = await producer.send_and_wait(topic, value=value, key=record_key, headers=headers)
     return Published(meta.topic, meta.partition, meta.offset)
+
+
+async def log_ends(
+    consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition], timeout: float = 10.0
+) -> dict[TopicPartition, int]:
+    """The end offset of each partition: the larger of the broker's ``ListOffsets`` answer and
+    the high watermark of a fetch from there.
+
+    Kafka's answer is the end; the embedded broker's is the first offset of the last batch
+    plus one, short of the end when that batch holds several records (measured: 4 records in
+    one batch, end offset 1). Leaves ``consumer`` assigned to ``tps``, its positions moved.
+    """
+    ends: dict[TopicPartition, int] = await consumer.end_offsets(list(tps))
+    consumer.assign(list(ends))
+    for tp, end in ends.items():
+        consumer.seek(tp, end)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while any(consumer.highwater(tp) is None for tp in ends):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"no fetch response from the broker within {timeout}s")
+        try:
+            await consumer.getmany(*ends, timeout_ms=100, max_records=1)
+        except Exception as exc:
+            # A record aiokafka cannot parse: the response's high watermark is read all the
+            # same.
+            if not is_parse_error(exc):
+                raise
+    return {tp: max(end, consumer.highwater(tp) or 0) for tp, end in ends.items()}

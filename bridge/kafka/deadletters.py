@@ -30,7 +30,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.errors import KafkaError
 
 from bridge.exceptions import LoomError, error_reason
-from bridge.kafka.clients import consumer_for, producer_for, started
+from bridge.kafka.clients import consumer_for, log_ends, producer_for, started
 from bridge.kafka.record import Record
 from bridge.settings import LoomSettings
 
@@ -328,9 +328,8 @@ async def read_deadletters(
         if not partitions:
             return []
         tps = [TopicPartition(target, p) for p in sorted(partitions)]
-        consumer.assign(tps)
+        ends = await log_ends(consumer, tps)
         await consumer.seek_to_beginning(*tps)
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         letters: list[DeadLetter] = []
         remaining = {tp for tp in tps if ends[tp] > 0}
         loop = asyncio.get_running_loop()

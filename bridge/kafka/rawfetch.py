@@ -12,6 +12,7 @@ loop can hand over the good records and dead-letter the bad one with its coordin
 - :func:`parse_batches`: the v2 batches of a message set (control batches and, under
   ``read_committed``, aborted transactions left out, as aiokafka does);
 - :func:`unreadable`: why aiokafka cannot parse a record (None when it can);
+- :func:`is_parse_error`: whether ``getmany`` raised because it could not parse a batch;
 - :func:`to_record`: a :class:`~bridge.kafka.record.Record` of a raw record.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaClient, TopicPartition
 from aiokafka.codec import gzip_decode, lz4_decode, snappy_decode, zstd_decode
-from aiokafka.errors import for_code
+from aiokafka.errors import CorruptRecordException, KafkaError, for_code
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.util import decode_varint
 
@@ -225,3 +226,12 @@ async def fetch_raw(
                     part["message_set"] or b"", read_committed=read_committed, aborted=aborted
                 )
     return result
+
+
+def is_parse_error(exc: BaseException) -> bool:
+    """Whether ``getmany`` raised while unpacking records (not a coordination error).
+
+    The C parser raises a bare ``UnicodeDecodeError``, the pure-Python one
+    ``CorruptRecordException``; any other non-Kafka exception comes from the same place.
+    """
+    return isinstance(exc, CorruptRecordException) or not isinstance(exc, KafkaError)

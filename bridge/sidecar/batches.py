@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from itertools import count
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CorruptRecordException, IllegalStateError, KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
-from bridge.kafka.rawfetch import fetch_raw, to_record
+from bridge.kafka.rawfetch import fetch_raw, is_parse_error, to_record
 from bridge.kafka.record import Record
 
 __all__ = ["Batch", "BatchFetcher", "Ownership", "positions"]
@@ -94,15 +94,6 @@ def positions(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
         if state is not None and state.has_valid_position:
             result[tp] = state.position
     return result
-
-
-def is_parse_error(exc: BaseException) -> bool:
-    """Whether ``getmany`` raised while unpacking records (not a coordination error).
-
-    The C parser raises a bare ``UnicodeDecodeError``, the pure-Python one
-    ``CorruptRecordException``; any other non-Kafka exception comes from the same place.
-    """
-    return isinstance(exc, CorruptRecordException) or not isinstance(exc, KafkaError)
 
 
 class BatchFetcher:

@@ -31,15 +31,15 @@ over marked unreadable (for the dead-letter topic) instead of wedging the replay
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bridge.exceptions import SetupError
+from bridge.kafka.clients import log_ends
 from bridge.kafka.record import Record
-from bridge.sidecar.batches import BatchFetcher, Ownership, is_parse_error
+from bridge.sidecar.batches import BatchFetcher, Ownership
 
 __all__ = ["Span", "Window", "WindowReader", "plan_spans"]
 
@@ -93,7 +93,7 @@ async def plan_spans(
             raise SetupError(f"topic {topic!r} does not exist")
         tps += [TopicPartition(topic, p) for p in sorted(partitions)]
     begins = await consumer.beginning_offsets(tps)
-    ends = await _high_watermarks(consumer, await consumer.end_offsets(tps))
+    ends = await log_ends(consumer, tps)
     found = await consumer.offsets_for_times(dict.fromkeys(tps, window.start))
     spans = []
     for tp in tps:
@@ -104,27 +104,6 @@ async def plan_spans(
             start = min(max(answer.offset, begins[tp]), end)
         spans.append(Span(tp, start, end))
     return spans
-
-
-async def _high_watermarks(
-    consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], timeout: float = 10.0
-) -> dict[TopicPartition, int]:
-    """``ends`` raised to the high watermarks of a fetch from there (see the module)."""
-    consumer.assign(list(ends))
-    for tp, end in ends.items():
-        consumer.seek(tp, end)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while any(consumer.highwater(tp) is None for tp in ends):
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"no fetch response from the broker within {timeout}s")
-        try:
-            await consumer.getmany(*ends, timeout_ms=100, max_records=1)
-        except Exception as exc:
-            # A record aiokafka cannot parse: the response's high watermark is read all the
-            # same (the reader hands the record over, see BatchFetcher).
-            if not is_parse_error(exc):
-                raise
-    return {tp: max(end, consumer.highwater(tp) or 0) for tp, end in ends.items()}
 
 
 class WindowReader:
