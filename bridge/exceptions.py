@@ -23,12 +23,14 @@ class LoomError(Exception):
             of failures with this error) it is retried before it is dead-lettered after all;
             None retries it for as long as it lasts.
         details: Facts for the dead-letter headers, each as ``loom-dlq-<name>``.
+        route: The route concerned, when one is (the dead letter's ``loom-dlq-route``).
     """
 
     retriable: bool = False
     reason: str = "error"
     retry_for: float | None = None
     details: Mapping[str, str] = MappingProxyType({})
+    route: str | None = None
 
 
 class SetupError(LoomError):

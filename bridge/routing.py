@@ -19,14 +19,13 @@ the number of routes, and resolves each into an ``Invocation``:
     invocations = router.resolve(event, topic="orders")   # []: unmatched, see router.unmatched
 
 Matching happens in two steps. ``Router.match`` looks only at the topic and the attributes
-(cheap, no parsing of ``data``); a route bound to topics (``Match(topic=...)``) applies only to
-records read from them, an unbound one to any topic, and without a topic (``topic=None``,
-e.g. a unit test) bindings are not checked. ``Router.resolve`` then validates ``data`` with each route's model and evaluates its
-``where`` predicate: a route whose predicate is false does not apply and yields no invocation.
-If no route applies, an event carrying the ``loomcorrelation`` extension is a reply to a
-workflow that emitted a command: it is signalled (``EVENT_SIGNAL``) into that workflow id under
-the pseudo-route ``loom.reply``. Otherwise the result is empty and the caller applies
-``Router.unmatched``.
+(cheap, no parsing of ``data``): a route bound to topics (``Match(topic=...)``) applies only to
+records read from them, an unbound one to any topic (bindings are not checked without a
+topic). ``Router.resolve`` then validates ``data`` with each route's model and evaluates its
+``where`` predicate: a route whose predicate is false yields no invocation. If no route
+applies, an event with the ``loomcorrelation`` extension is a reply to a workflow that emitted
+a command: it is signalled (``EVENT_SIGNAL``) into that workflow id under the pseudo-route
+``loom.reply``. Otherwise the result is empty and the caller applies ``Router.unmatched``.
 """
 
 from __future__ import annotations
@@ -397,20 +396,21 @@ class Router:
             ``self.unmatched``).
 
         Raises:
-            DataValidationError: A matching route's model refuses the data (or its predicate
-                raised); the whole event is then bad input, even if other routes would apply.
-            TemplateError: A template names a missing field, or a callable failed.
+            DataValidationError, TemplateError: A matching route refused the event (its model, predicate or
+                templates), even if others would apply; ``route`` names it.
         """
         invocations: list[Invocation] = []
         validated: dict[int, Any] = {}  # routes sharing a model validate the data once
         for route in self.match(event, topic):
             key = id(route.data)
-            if key in validated:
-                data = validated[key]
-            else:
-                data = validated[key] = route.validate(event)
-            if route.applies(data):
-                invocations.append(route.invocation(event, data))
+            try:
+                if key not in validated:
+                    validated[key] = route.validate(event)
+                if route.applies(validated[key]):
+                    invocations.append(route.invocation(event, validated[key]))
+            except LoomError as exc:
+                exc.route = exc.route or route.name  # the dead letter names the route
+                raise
         if not invocations and self.replies:
             reply = reply_invocation(event)
             if reply is not None:

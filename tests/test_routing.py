@@ -220,6 +220,21 @@ def test_predicate_that_raises_is_bad_input() -> None:
         router.resolve(ev(data=ORDER))
 
 
+def test_bad_input_names_the_route_that_refused_it() -> None:
+    # The dead-letter record's loom-dlq-route header and log line come from the error's route.
+    router = Router([
+        route("any", "order.placed"),
+        route("placed", "order.placed", data=OrderPlaced),
+        route("templated", "order.paid", workflow_id="order-{data.missing}"),
+    ])
+    with pytest.raises(DataValidationError) as refused:
+        router.resolve(ev(data={"order_id": "o-1", "amount": "lots"}))
+    assert refused.value.route == "placed"
+    with pytest.raises(TemplateError) as missing:
+        router.resolve(ev("order.paid", data=ORDER))
+    assert missing.value.route == "templated"
+
+
 def test_match_declaration_errors() -> None:
     with pytest.raises(RouteDefinitionError, match="at most one"):
         Match(type="a", type_prefix="a.")
