@@ -318,9 +318,8 @@ class LoomSettings(BaseSettings):
 
     def route_spec(self) -> str:
         """``routes``, or SettingsError naming ``LOOM_ROUTES`` when it is not set."""
-        self.require("routes")
-        assert self.routes is not None
-        return self.routes
+        self.require("routes")  # raises unless set
+        return str(self.routes)
 
 
 _REQUIRED_HINTS = {

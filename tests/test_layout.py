@@ -102,3 +102,15 @@ def test_the_library_never_imports_the_application(name: str) -> None:
 def test_modules_stay_readable(name: str) -> None:
     lines = len(MODULES[name].read_text().splitlines())
     assert lines <= MAX_LINES, f"{name} has {lines} lines (over {MAX_LINES}): split it by concern"
+
+
+def test_no_assert_as_a_runtime_check_in_the_library() -> None:
+    # ``python -O`` strips them: a check the library relies on must raise.
+    found = []
+    for name, path in MODULES.items():
+        if name == "bridge.testing":  # the pytest plugin: assertions are its job
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assert):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, found

@@ -216,8 +216,8 @@ async def _replay(
         loop.add_signal_handler(sig, job.stop)
     try:
         with _progress() as progress:
-            assert job.reader is not None  # started
-            bar = progress.add_task("replay", total=job.reader.total, status="")
+            total = job.reader.total if job.reader is not None else None  # set by start()
+            bar = progress.add_task("replay", total=total, status="")
             task = asyncio.create_task(job.run(), name="loom-replay")
             while True:
                 summary = job.summary()

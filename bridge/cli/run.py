@@ -134,14 +134,14 @@ def worker(
     settings = settings_from(given)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     import_path()
-    if entry is None:
-        assert workflows is not None and task_queue is not None  # checked above
+    if workflows and task_queue:  # --workflows (checked above: not with --entry)
         classes = guarded(lambda: load_workflows(workflows))
         functions = guarded(lambda: load_activities(activities)) if activities else []
         guarded(lambda: make_data_converter(settings))
         code = guarded(lambda: serve_worker(settings, classes, functions, task_queue=task_queue))
         raise typer.Exit(code)
-    target = guarded(lambda: load_object(entry, default_attr="main", setting="--entry"))
+    spec = entry or ""  # checked above: --entry is given when --workflows is not
+    target = guarded(lambda: load_object(spec, default_attr="main", setting="--entry"))
     if not callable(target):
         fail(f"--entry: {entry!r} is not callable", EXIT_SETTINGS)
     # The entry point may take the settings, or nothing and read LOOM_* itself: then the

@@ -126,11 +126,13 @@ class TemporalMetrics(Collector):
 
             for (name, labels), value in [*self._counters.items(), *self._gauges.items()]:
                 family = families[name][0]
-                assert isinstance(family, CounterMetricFamily | GaugeMetricFamily)
-                family.add_metric(values(name, labels), value)
+                if isinstance(family, CounterMetricFamily | GaugeMetricFamily):
+                    family.add_metric(values(name, labels), value)
             for (name, labels), counts in self._histograms.items():
                 family = families[name][0]
-                assert isinstance(family, HistogramMetricFamily)
-                buckets = [(str(b), counts[i]) for i, b in enumerate(self.BUCKETS)]
-                family.add_metric(values(name, labels), [*buckets, ("+Inf", counts[-1])], counts[-2])
+                if isinstance(family, HistogramMetricFamily):
+                    buckets = [(str(b), counts[i]) for i, b in enumerate(self.BUCKETS)]
+                    family.add_metric(
+                        values(name, labels), [*buckets, ("+Inf", counts[-1])], counts[-2]
+                    )
             return [family for family, _ in families.values()]
