@@ -12,6 +12,7 @@ import dataclasses
 import uuid
 
 import pytest
+from sandbox.entity_workflow import SandboxEntity, Tally
 from sandbox.leaky_workflow import LeakyWorkflow
 from sandbox.loom_workflow import FORBIDDEN, SandboxProbe
 from temporalio.client import Client
@@ -60,6 +61,27 @@ async def test_the_workflow_side_runs_in_a_strict_sandbox(
         )
         await handle.signal(EVENT_SIGNAL, Event(id="e1", source="/t", type="t.x").to_payload())
         assert await handle.result() == []
+
+
+@pytest.mark.temporal
+async def test_an_entity_workflow_runs_in_a_strict_sandbox(
+    temporal_client: Client, task_queue: str
+) -> None:
+    async with Worker(
+        temporal_client,
+        task_queue=task_queue,
+        workflows=[SandboxEntity],
+        workflow_runner=strict_runner(),
+    ):
+        handle = await temporal_client.start_workflow(
+            SandboxEntity.run, id=f"sandbox-entity-{uuid.uuid4()}", task_queue=task_queue
+        )
+        for n, (type, data) in enumerate([("amount.added", {"cents": 5}),
+                                           ("amount.added", {"cents": 7}), ("done", None)]):
+            event = Event(id=f"e{n}", source="/t", type=type, data=data)
+            await handle.signal(EVENT_SIGNAL, event.to_payload())
+        result = await handle.result()
+    assert Tally.model_validate(result) == Tally(cents=12, forbidden=[])
 
 
 @pytest.mark.temporal

@@ -1,4 +1,4 @@
-"""What workflow code imports: the inbox, ``LoomWorkflow``, ``emit``, ``request``, sagas.
+"""What workflow code imports: entities, the inbox, ``LoomWorkflow``, ``emit``, ``request``, sagas.
 
 **The sandbox rule.** Everything in this package runs inside Temporal's workflow sandbox:
 deterministic, no I/O, no threads, no clocks but ``workflow.now()``, no module state. It may
@@ -8,6 +8,9 @@ this package). ``tests/test_sandbox.py`` imports it inside the sandbox and fails
 in aiokafka or anything that does I/O. Workflow modules may import it inside
 ``workflow.unsafe.imports_passed_through()`` (it holds no state of its own).
 
+- entities (:mod:`bridge.workflow.entity`, :mod:`bridge.workflow.handlers`):
+  ``EntityWorkflow[State]`` runs the inbox's loop for you, hands each event to the method
+  marked ``@handles(type)`` and carries the state across continue-as-new;
 - inbound (:mod:`bridge.workflow.inbox`): routed events arrive as signals; the ``Inbox``
   drops repeats by CloudEvent identity and carries its memory and unprocessed events across
   continue-as-new (guarantee 2a), bounded in bytes (:mod:`bridge.workflow.memory`: identity
@@ -21,6 +24,16 @@ from __future__ import annotations
 
 from bridge._ids import emitted_event_id
 from bridge.events import CAUSATION, CORRELATION, EVENT_SIGNAL, Event
+from bridge.workflow.entity import (
+    EntityInput,
+    EntityStats,
+    EntityWorkflow,
+    EventPolicy,
+    EventRef,
+    InvalidEventDataError,
+    UnhandledEventError,
+)
+from bridge.workflow.handlers import EntityHandler, handles
 from bridge.workflow.inbox import (
     DEFAULT_CARRY_LIMIT,
     DEFAULT_MAX_CARRIED_BYTES,
@@ -58,17 +71,26 @@ __all__ = [
     "Compensation",
     "Compensations",
     "ContentMode",
+    "EntityHandler",
+    "EntityInput",
+    "EntityStats",
+    "EntityWorkflow",
     "Event",
     "EventMatcher",
+    "EventPolicy",
+    "EventRef",
     "Inbox",
     "InboxState",
+    "InvalidEventDataError",
     "LoomWorkflow",
     "PublishRequest",
     "PublishResult",
     "RequestTimeoutError",
+    "UnhandledEventError",
     "build_event",
     "emit",
     "emitted_event_id",
     "event_data",
+    "handles",
     "request",
 ]
