@@ -9,11 +9,14 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
+from temporalio import workflow
 
 from bridge.actions import Signal, SignalWithStart
 from bridge.cli.asyncapi import asyncapi_document, channel_id, glob_pattern
+from bridge.events import Event
 from bridge.routing import Match, Route, Router
 from bridge.settings import LoomSettings
+from bridge.workflow import EntityWorkflow, handles
 
 
 class Placed(BaseModel):
@@ -270,6 +273,61 @@ def test_routes_bound_to_topics_get_a_channel_per_topic_addressed_to_it() -> Non
     }
     for r in _refs(doc):
         assert _resolve(doc, r) is not None, r
+
+
+class Charged(BaseModel):
+    order_id: str
+    amount: float
+
+
+class Credit(BaseModel):
+    balance: float = 0
+
+
+@workflow.defn
+class CreditEntity(EntityWorkflow[Credit]):
+    @handles("payment.charged")
+    def charged(self, data: Charged) -> None: ...
+
+    @handles("payment.*")
+    def other_payment(self, event: Event) -> None: ...
+
+    @handles("shipment.shipped")
+    def shipped(self, data: Ref) -> None: ...
+
+
+def test_a_route_to_an_entity_lists_the_types_its_handlers_take() -> None:
+    router = Router([
+        Route("credit", Match(type_prefix="payment."),
+              SignalWithStart(workflow=CreditEntity, task_queue="q", workflow_id="c-{data.order_id}"),
+              data=Ref),
+        # By run method, one exact type: the handler the entity picks for it (here a glob's).
+        Route("declined", Match(type="payment.declined"),
+              SignalWithStart(workflow=CreditEntity.run, task_queue="q", workflow_id="c-{data.order_id}"),
+              data=Ref),
+    ])
+    doc = asyncapi_document(router, settings(["payments"]))
+    messages = doc["components"]["messages"]
+    assert doc["operations"]["consume_credit"]["messages"] == [
+        {"$ref": "#/channels/payment_star/messages/credit__payment_charged"},
+        {"$ref": "#/channels/payment_star/messages/credit__payment_star"},
+    ]
+    charged = messages["credit__payment_charged"]
+    assert charged["name"] == "payment.charged"
+    assert charged["payload"] == {"$ref": "#/components/schemas/Charged"}
+    assert charged["headers"]["properties"]["ce_type"] == {"type": "string", "const": "payment.charged"}
+    assert charged["summary"].endswith("handled by CreditEntity.charged")
+    glob = messages["credit__payment_star"]
+    assert glob["headers"]["properties"]["ce_type"] == {"type": "string", "pattern": "^payment\\..*$"}
+    assert glob["payload"] == {"$ref": "#/components/schemas/Ref"}  # the handler takes the Event
+    assert doc["operations"]["consume_declined"]["messages"] == [
+        {"$ref": "#/channels/payment_declined/messages/declined__payment_declined"},
+    ]
+    assert messages["declined__payment_declined"]["summary"].endswith("by CreditEntity.other_payment")
+    assert "shipment.shipped" not in {m["name"] for m in messages.values()}
+    assert set(doc["components"]["schemas"]) == {"Charged", "Ref"}
+    for ref in _refs(doc):
+        assert _resolve(doc, ref) is not None, ref
 
 
 def test_channel_ids() -> None:

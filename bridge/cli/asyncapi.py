@@ -8,7 +8,9 @@ CloudEvents attributes as Kafka headers (binary mode, ``ce_*``), and the Kafka k
 consumed topics it names); an unbound route's channel is addressed to the consumed topic
 when there is one, and has no address (null) when the sidecar consumes several. Emitted events come from an optional
 ``emits`` mapping (event type -> pydantic model or None) beside the router; their channels
-use the ``emit`` settings' topic map.
+use the ``emit`` settings' topic map. A route to an entity workflow (``EntityWorkflow``) lists
+the event types the entity handles, from its ``@handles`` methods: one message per type the
+route can deliver to a handler, with the JSON Schema of the handler's model.
 """
 
 from __future__ import annotations
@@ -16,16 +18,28 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from temporalio.workflow import _Definition
 
 from bridge.matching import Match, compile_glob, is_glob
 from bridge.routing import Route, Router
 from bridge.settings import LoomSettings
+from bridge.workflow.entity import EntityWorkflow
+from bridge.workflow.handlers import EntityHandler
 
-__all__ = ["ASYNCAPI_VERSION", "asyncapi_document", "channel_id", "dump_document", "glob_pattern"]
+__all__ = [
+    "ASYNCAPI_VERSION",
+    "asyncapi_document",
+    "channel_id",
+    "dump_document",
+    "entity_of",
+    "glob_pattern",
+    "handled_types",
+]
 
 ASYNCAPI_VERSION = "3.0.0"
 _KAFKA_BINDING = "0.5.0"
@@ -126,6 +140,50 @@ def _class_end(glob: str, start: int) -> int:
     return end
 
 
+def entity_of(route: Route) -> type[EntityWorkflow[Any]] | None:
+    """The entity workflow class a route names (by class or run method), if it is one."""
+    ref = getattr(route.action, "workflow", None)
+    cls = ref if isinstance(ref, type) else None
+    if cls is None and callable(ref):
+        defn = _Definition.from_run_fn(ref)
+        cls = defn.cls if defn is not None else None
+    if cls is not None and issubclass(cls, EntityWorkflow) and hasattr(cls, "state_model"):
+        return cls
+    return None
+
+
+def handled_types(route: Route, entity: type[EntityWorkflow[Any]]) -> list[tuple[str, EntityHandler]]:
+    """The event types (or globs) of ``entity``'s handlers that ``route`` can deliver.
+
+    A route matching one exact type gets the handler the entity picks for that type (exact,
+    else the first glob); a broader route gets every handler type that overlaps its match.
+    """
+    match = route.match
+    if match.type is not None:
+        found = entity._loom_table.find(match.type)
+        return [] if found is None else [(match.type, found)]
+    return [
+        (pattern, handler)
+        for handler in entity.handlers()
+        for pattern in handler.types
+        if _overlaps(match, pattern)
+    ]
+
+
+def _overlaps(match: Match, pattern: str) -> bool:
+    literal = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    if match.type_prefix is not None:
+        prefix = match.type_prefix
+        return literal.startswith(prefix) or (is_glob(pattern) and prefix.startswith(literal))
+    if match.type_glob is not None:
+        if not is_glob(pattern):
+            return fnmatchcase(pattern, match.type_glob)
+        # Two globs: overlapping unless their literal beginnings already disagree.
+        other = re.split(r"[*?\[]", match.type_glob, maxsplit=1)[0]
+        return literal.startswith(other) or other.startswith(literal)
+    return True
+
+
 def _type_name(match: Match) -> str:
     if match.type is not None:
         return match.type
@@ -211,6 +269,10 @@ def _route_summary(route: Route) -> str:
     return f"Route {route.name}: {route.kind.value} {target} id {wf_id}{queue}"
 
 
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def asyncapi_document(
     router: Router,
     settings: LoomSettings,
@@ -229,36 +291,68 @@ def asyncapi_document(
         version: ``info.version`` (the contract's version).
     """
     emits = dict(emits or {})
+    entities = {route.name: entity_of(route) for route in router.routes}
+    handled = {
+        route.name: handled_types(route, entity)
+        for route in router.routes
+        if (entity := entities[route.name]) is not None
+    }
     models = [r.data for r in router.routes if r.data is not None]
     models += [m for m in emits.values() if m is not None]
+    models += [
+        h.annotation for pairs in handled.values() for _, h in pairs if _is_model(h.annotation)
+    ]
     refs, schemas = _schemas(models)
     topics = list(settings.kafka.topics)
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     for route in router.routes:
-        msg = _slug(route.name)
+        slug = _slug(route.name)
         m = route.match
-        messages[msg] = _message(
-            _type_name(m),
-            route.name,
-            _route_summary(route),
-            _ce_headers(_type_schema(m), m.source, m.subject, m.extensions),
-            refs[route.data] if route.data is not None else {},
-        )
+        route_payload = refs[route.data] if route.data is not None else {}
+        # A route to an entity: one message per handled type it can deliver.
+        route_messages: dict[str, dict[str, Any]] = {}
+        entity = entities[route.name]
+        entity_name = entity.__name__ if entity is not None else ""
+        for pattern, handler in handled.get(route.name, []):
+            type_schema = (
+                {"type": "string", "pattern": glob_pattern(pattern)}
+                if is_glob(pattern)
+                else {"type": "string", "const": pattern}
+            )
+            route_messages[f"{slug}__{_slug(pattern)}"] = _message(
+                pattern,
+                f"{route.name}: {pattern}",
+                f"{_route_summary(route)}; handled by {entity_name}.{handler.method}",
+                _ce_headers(type_schema, m.source, m.subject, m.extensions),
+                refs[handler.annotation] if _is_model(handler.annotation) else route_payload,
+            )
+        if not route_messages:
+            route_messages[slug] = _message(
+                _type_name(m),
+                route.name,
+                _route_summary(route),
+                _ce_headers(_type_schema(m), m.source, m.subject, m.extensions),
+                route_payload,
+            )
+        messages.update(route_messages)
         route_channels = _channels(m, topics)
         for chan, address, description in route_channels:
             channel = channels.setdefault(
                 chan, {"address": address, "description": description, "messages": {}}
             )
-            channel["messages"][msg] = {"$ref": f"#/components/messages/{msg}"}
+            for msg in route_messages:
+                channel["messages"][msg] = {"$ref": f"#/components/messages/{msg}"}
             # One operation per channel: a route bound to two topics receives on both.
-            op = f"consume_{msg}" if len(route_channels) == 1 else f"consume_{msg}__{chan}"
+            op = f"consume_{slug}" if len(route_channels) == 1 else f"consume_{slug}__{chan}"
             operations[op] = {
                 "action": "receive",
                 "channel": {"$ref": f"#/channels/{chan}"},
                 "summary": _route_summary(route),
-                "messages": [{"$ref": f"#/channels/{chan}/messages/{msg}"}],
+                "messages": [
+                    {"$ref": f"#/channels/{chan}/messages/{msg}"} for msg in route_messages
+                ],
             }
     for event_type, model in emits.items():
         chan = "emit_" + _slug(event_type)
