@@ -2,13 +2,15 @@
 
 ``order.placed`` starts the order saga by signal-with-start, keyed by the order id; the
 participants' replies are signalled into the running saga of their order; ``order.cancelled``
-cancels it (the saga then undoes what it did). Each route is bound to its topic::
+cancels it (the saga then undoes what it did); the payment facts also move the customer's
+credit (an entity workflow, started on the first one). Each route is bound to its topic::
 
-    orders     order.placed           -> signal-with-start OrderSaga  order-{order_id}
-    orders     order.cancelled        -> cancel                       order-{order_id}
-    inventory  inventory.*  (replies) -> signal                       order-{order_id}
-    payments   payment.*    (replies) -> signal                       order-{order_id}
-    shipping   shipment.*   (replies) -> signal                       order-{order_id}
+    orders     order.placed           -> signal-with-start OrderSaga       order-{order_id}
+    orders     order.cancelled        -> cancel                            order-{order_id}
+    inventory  inventory.*  (replies) -> signal                            order-{order_id}
+    payments   payment.*    (replies) -> signal                            order-{order_id}
+    shipping   shipment.*   (replies) -> signal                            order-{order_id}
+    payments   payment.*    (facts)   -> signal-with-start CustomerCredit  credit-{customer}
 
 Participants publish plain business facts (``payment.charged`` with an ``order_id``); they
 need not know about Temporal. Commands go to separate ``*.commands`` topics that the sidecar
@@ -22,19 +24,23 @@ from pydantic import BaseModel
 from bridge.actions import Cancel, Signal, SignalWithStart
 from bridge.events import Event
 from bridge.routing import Match, Route, Router
+from bridge.workflow import EntityInput
 from workflows import TASK_QUEUE
 from workflows.activities import COMMAND_TOPICS
 from workflows.models import (
     CommandData,
+    CustomerCreditState,
     OrderCancelled,
     OrderPlaced,
     OrderRef,
     OrderResult,
     OrderSagaInput,
+    PaymentFact,
 )
-from workflows.workflows import OUTCOME_EVENTS, STEPS, OrderSaga
+from workflows.workflows import OUTCOME_EVENTS, STEPS, CustomerCredit, OrderSaga
 
 __all__ = [
+    "CREDIT_ID",
     "INVENTORY",
     "ORDERS",
     "PAYMENTS",
@@ -52,10 +58,21 @@ ORDERS, INVENTORY, PAYMENTS, SHIPPING = "orders", "inventory", "payments", "ship
 TOPICS = (ORDERS, PAYMENTS, INVENTORY, SHIPPING)
 #: Workflow id of an order's saga.
 SAGA_ID = "order-{data.order_id}"
+#: Workflow id of a customer's credit.
+CREDIT_ID = "credit-{data.customer}"
 
 
 def _saga_input(event: Event, order: OrderPlaced) -> tuple[OrderSagaInput]:
     return (OrderSagaInput(order_id=order.order_id),)
+
+
+def _names_a_customer(payment: PaymentFact) -> bool:
+    return bool(payment.customer)
+
+
+def _credit_input(event: Event, payment: PaymentFact) -> tuple[EntityInput[CustomerCreditState]]:
+    # Read only when the fact starts the entity (its first payment): the initial state.
+    return (EntityInput(state=CustomerCreditState(customer=str(payment.customer))),)
 
 
 def _reply_route(name: str, prefix: str, source: str, topic: str) -> Route:
@@ -92,6 +109,22 @@ router = Router([
     _reply_route("inventory-replies", "inventory.", "services/inventory", INVENTORY),
     _reply_route("payment-replies", "payment.", "services/payment", PAYMENTS),
     _reply_route("shipping-replies", "shipment.", "services/shipping", SHIPPING),
+    Route(
+        "customer-credit",
+        # Facts that name no customer (an older payment service) still reach their saga: this
+        # route only skips them, and never dead-letters the record for the saga's sake.
+        Match(
+            type_prefix="payment.", source="services/payment", where=_names_a_customer,
+            topic=PAYMENTS,
+        ),
+        SignalWithStart(
+            workflow=CustomerCredit,
+            task_queue=TASK_QUEUE,
+            workflow_id=CREDIT_ID,
+            start_args=_credit_input,
+        ),
+        data=PaymentFact,
+    ),
 ])
 
 #: What the saga emits, for ``loom routes --asyncapi``: its commands and undo commands to the

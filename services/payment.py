@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,12 @@ CREDIT_LIMIT = 1000.0
 
 class PaymentService(Participant):
     """``payment.charge`` -> ``payment.charged`` | ``payment.declined``;
-    ``payment.refund`` -> ``payment.refunded``."""
+    ``payment.refund`` -> ``payment.refunded``.
+
+    Its replies are business facts other workflows use too: besides the order they name the
+    customer and the amount (``workflows.models.PaymentFact``), which moves the customer's
+    credit (``CustomerCredit``).
+    """
 
     name = "payment"
     command_topic = "payment.commands"
@@ -27,6 +33,12 @@ class PaymentService(Participant):
         super().__init__(kafka_options, group_id=group_id)
         #: Charged amount per order id.
         self.charges: dict[str, float] = {}
+
+    def reply_event(self, command: Event, data: CommandData, reply: Reply) -> Event:
+        """The reply, with the customer and the amount."""
+        event = super().reply_event(command, data, reply)
+        facts = {**event.data, "customer": data.customer or None, "amount": data.amount}
+        return dataclasses.replace(event, data=facts)
 
     def handle(self, command: Event, data: CommandData) -> Reply:
         """Charge up to the credit limit; refund what an order was charged."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import uuid
 from collections.abc import Callable, Mapping
@@ -19,9 +20,17 @@ from bridge.cli.asyncapi import asyncapi_document
 from bridge.cli.dev import run_dev
 from bridge.events import EVENT_SIGNAL, Event
 from bridge.settings import LoomSettings
-from bridge.workflow import PUBLISH_ACTIVITY, PublishRequest, PublishResult
+from bridge.temporal.calls import TemporalExecutor
+from bridge.workflow import (
+    PUBLISH_ACTIVITY,
+    EntityInput,
+    EntityWorkflow,
+    PublishRequest,
+    PublishResult,
+)
 from routes import TOPICS, router
 from services import demo
+from services.payment import PaymentService
 from services.shop import (
     cancel_event,
     cancelled_by_customer,
@@ -29,8 +38,14 @@ from services.shop import (
     order_event,
     sample_orders,
 )
-from workflows.models import OrderPlaced, OrderResult, OrderSagaInput
-from workflows.workflows import OrderSaga
+from workflows.models import (
+    CommandData,
+    CustomerCreditState,
+    OrderPlaced,
+    OrderResult,
+    OrderSagaInput,
+)
+from workflows.workflows import CustomerCredit, OrderSaga
 
 # --- pure logic --------------------------------------------------------------------------------
 
@@ -80,6 +95,64 @@ def test_the_contract_addresses_each_consumed_channel_to_its_topic() -> None:
         "payment_star__payments": "payments",
         "shipment_star__shipping": "shipping",
     }
+
+
+def payment_fact(order: OrderPlaced, answer: str) -> Event:
+    """The payment service's reply to a command about ``order`` (as it publishes it)."""
+    command_type = "payment.refund" if answer == "payment.refunded" else "payment.charge"
+    command = Event(id=f"cmd-{order.order_id}-{answer}", source="loom://test", type=command_type)
+    service = PaymentService({})
+    return service.reply_event(command, CommandData.of(order), service.handle(command, CommandData.of(order)))
+
+
+def test_payment_facts_also_move_the_customers_credit() -> None:
+    order = sample_orders(1, prefix="c")[0]
+    saga, credit = router.resolve(payment_fact(order, "payment.charged"))
+    assert (saga.route, saga.workflow_id) == ("payment-replies", f"order-{order.order_id}")
+    assert (credit.route, credit.kind, credit.workflow_id) == (
+        "customer-credit", ActionKind.SIGNAL_WITH_START, f"credit-{order.customer}",
+    )
+    assert (credit.workflow_type, credit.task_queue) == ("CustomerCredit", "loom-orders")
+    assert credit.start_args == (EntityInput(state=CustomerCreditState(customer=order.customer)),)
+    # A fact that names no customer still reaches its saga; the credit route skips it.
+    anonymous = Event(id="3", source="services/payment", type="payment.charged",
+                      data={"order_id": order.order_id})
+    assert [i.route for i in router.resolve(anonymous)] == ["payment-replies"]
+
+
+@pytest.mark.temporal
+async def test_the_customers_credit_follows_the_payment_facts_routed_to_it(
+    temporal_client: Client, task_queue: str
+) -> None:
+    customer = f"customer-{uuid.uuid4().hex[:8]}"
+    orders = [
+        OrderPlaced(order_id=f"{customer}-{n}", customer=customer, sku="S", amount=amount)
+        for n, amount in enumerate((12.5, 30.0, 1899.0))
+    ]
+    facts = [
+        payment_fact(orders[0], "payment.charged"),
+        payment_fact(orders[1], "payment.charged"),
+        payment_fact(orders[2], "payment.declined"),  # over the credit limit
+        payment_fact(orders[1], "payment.refunded"),
+    ]
+    facts.insert(2, facts[1])  # a redelivery
+    executor = TemporalExecutor(temporal_client)
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[CustomerCredit]):
+        for fact in facts:  # what the sidecar does: every route's call, in order
+            for invocation in router.resolve(fact):
+                if invocation.route == "customer-credit":
+                    await executor.execute(dataclasses.replace(invocation, task_queue=task_queue))
+        handle = temporal_client.get_workflow_handle(f"credit-{customer}")
+        for _ in range(200):
+            stats = await handle.query(EntityWorkflow.entity_stats)
+            if stats.handled == 4:
+                break
+            await asyncio.sleep(0.05)
+        state = await handle.query(CustomerCredit.current_state)
+    assert stats.handled == 4 and stats.ignored == 0
+    assert state == CustomerCreditState(
+        customer=customer, balance=12.5, charges=2, refunds=1, declined=1
+    )
 
 
 # --- the saga against a fake publish activity ----------------------------------------------------
@@ -314,7 +387,8 @@ async def test_bounded_demo_finishes_every_order_as_designed() -> None:
     assert "dead-lettered 0" in text
     # Every step of every saga went through the sidecar: 6 order.placed and 1 order.cancelled,
     # 5 inventory replies (the backorder is held), 4 payment replies, 3 shipping replies,
-    # 1 + 2 + 1 compensation confirmations (the cancelled order's pending reservation released).
-    assert "events routed 23" in text
+    # 1 + 2 + 1 compensation confirmations (the cancelled order's pending reservation released);
+    # and the 5 payment facts (4 replies, 1 refund) once more, to their customers' credit.
+    assert "events routed 28" in text
     # The table says what the cancelled saga undid.
     assert "the customer waited too long; undone: inventory.release" in text

@@ -13,11 +13,13 @@ from pydantic import BaseModel, Field
 
 __all__ = [
     "CommandData",
+    "CustomerCreditState",
     "OrderCancelled",
     "OrderPlaced",
     "OrderRef",
     "OrderResult",
     "OrderSagaInput",
+    "PaymentFact",
     "SagaStatus",
     "StepRecord",
 ]
@@ -72,6 +74,7 @@ class CommandData(BaseModel):
     quantity: int
     amount: float
     country: str
+    customer: str = ""
 
     @classmethod
     def of(cls, order: OrderPlaced) -> CommandData:
@@ -82,7 +85,38 @@ class CommandData(BaseModel):
             quantity=order.quantity,
             amount=order.amount,
             country=order.country,
+            customer=order.customer,
         )
+
+
+class PaymentFact(OrderRef):
+    """Data of the payment service's facts (``payment.charged|declined|refunded``).
+
+    Attributes:
+        customer: Whose money it is (None from a payment service that does not say).
+        amount: The amount charged, declined or refunded.
+    """
+
+    customer: str | None = None
+    amount: float = 0.0
+
+
+class CustomerCreditState(BaseModel):
+    """State of a ``CustomerCredit`` entity: what the payment facts did to one customer.
+
+    Attributes:
+        customer: The customer; the entity's workflow id is ``credit-<customer>``.
+        balance: Charged minus refunded.
+        charges: Payments charged.
+        refunds: Payments refunded.
+        declined: Payments declined.
+    """
+
+    customer: str
+    balance: float = 0.0
+    charges: int = 0
+    refunds: int = 0
+    declined: int = 0
 
 
 class OrderSagaInput(BaseModel):

@@ -1,4 +1,4 @@
-"""The reference application's worker: ``OrderSaga`` and the publish activity.
+"""The reference application's worker: ``OrderSaga``, ``CustomerCredit`` and the publish activity.
 
 Run it with ``loom worker --entry workflows.worker:main`` or ``python -m workflows.worker``;
 configured by the ``LOOM_`` environment (``LOOM_TEMPORAL__ADDRESS``, ``LOOM_KAFKA__BOOTSTRAP``,
@@ -20,9 +20,12 @@ from bridge.worker.run import run_worker as run_loom_worker
 from bridge.worker.run import serve_worker
 from workflows import TASK_QUEUE
 from workflows.activities import publish_settings
-from workflows.workflows import OrderSaga
+from workflows.workflows import CustomerCredit, OrderSaga
 
-__all__ = ["main", "run_worker"]
+__all__ = ["WORKFLOWS", "main", "run_worker"]
+
+#: The reference application's workflows: the saga (a loop) and the customer's credit (an entity).
+WORKFLOWS = [OrderSaga, CustomerCredit]
 
 
 async def run_worker(
@@ -44,7 +47,7 @@ async def run_worker(
         task_queue: The task queue the routes start sagas on.
     """
     await run_loom_worker(
-        settings, [OrderSaga], task_queue=task_queue, stop=stop, ready=ready, client=client,
+        settings, WORKFLOWS, task_queue=task_queue, stop=stop, ready=ready, client=client,
         emit=publish_settings(settings),
     )
 
@@ -61,7 +64,7 @@ def main(settings: LoomSettings | None = None) -> int:
         logging.basicConfig(
             level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-    return serve_worker(settings, [OrderSaga], task_queue=TASK_QUEUE, emit=publish_settings(settings))
+    return serve_worker(settings, WORKFLOWS, task_queue=TASK_QUEUE, emit=publish_settings(settings))
 
 
 if __name__ == "__main__":

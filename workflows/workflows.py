@@ -1,4 +1,8 @@
-"""The order saga: choreographed participants, orchestrated by one Temporal workflow.
+"""The reference application's workflows: the order saga (a loop) and a customer's credit
+(an entity).
+
+**The order saga** is a sequential process, so it is written as a loop over the inbox
+(``LoomWorkflow``): do a step, wait for its reply with a timeout, decide, go on or undo.
 
 ``order.placed`` (routed by signal-with-start, workflow id ``order-<order_id>``) starts the
 saga. For each step it emits a command to Kafka with ``emit()`` and waits, with a durable
@@ -21,6 +25,10 @@ in flight included (its command may be out), and ends ``cancelled``: it *returns
 (re-raising would lose the result: the journal and the compensation errors) and announces it
 with ``order.cancellation-confirmed``. A cancel that lands while compensating, or once the
 outcome is decided, changes nothing: the saga finishes what it was doing.
+
+**A customer's credit** (``CustomerCredit``) is an entity: no sequence, only facts that move
+a state, whatever their order between orders. The payment service's facts
+(``payment.charged|refunded|declined``) reach it too (routed by customer), one handler each.
 """
 
 from __future__ import annotations
@@ -35,19 +43,21 @@ from temporalio.exceptions import ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from bridge.events import Event
-    from bridge.workflow import LoomWorkflow, emit, event_data
+    from bridge.workflow import EntityWorkflow, LoomWorkflow, emit, event_data, handles
     from bridge.workflow.saga import Compensations
     from workflows.models import (
         CommandData,
+        CustomerCreditState,
         OrderPlaced,
         OrderRef,
         OrderResult,
         OrderSagaInput,
+        PaymentFact,
         SagaStatus,
         StepRecord,
     )
 
-__all__ = ["OUTCOME_EVENTS", "STEPS", "OrderSaga", "SagaStep"]
+__all__ = ["OUTCOME_EVENTS", "STEPS", "CustomerCredit", "OrderSaga", "SagaStep"]
 
 
 @dataclass(frozen=True)
@@ -235,3 +245,25 @@ def _cancel_requested(exc: BaseException) -> bool:
     # A cancel request from the server (the order.cancelled route) arrives as a cancellation
     # at the current await; so does an eviction from the worker's cache, without a reason.
     return is_cancelled_exception(exc) and workflow.cancellation_reason() is not None
+
+
+@workflow.defn
+class CustomerCredit(EntityWorkflow[CustomerCreditState]):
+    """A customer's running credit: what the payment facts did (workflow id ``credit-<customer>``)."""
+
+    @handles("payment.charged")
+    def charged(self, payment: PaymentFact) -> None:
+        """A payment was charged: it counts against the customer's credit."""
+        self.state.balance += payment.amount
+        self.state.charges += 1
+
+    @handles("payment.refunded")
+    def refunded(self, payment: PaymentFact) -> None:
+        """A payment was refunded: it no longer counts."""
+        self.state.balance -= payment.amount
+        self.state.refunds += 1
+
+    @handles("payment.declined")
+    def declined(self, payment: PaymentFact) -> None:
+        """A payment was declined: nothing moved, but it is worth knowing."""
+        self.state.declined += 1
