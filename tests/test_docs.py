@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import shlex
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 from kit import LoomProcess, StartLoom, eventually, workflow_started
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from bridge.dev import create_topic, free_port
 from bridge.kafka.binding import decode
@@ -128,7 +128,7 @@ async def test_the_tutorial_works_end_to_end(
     }
 
     async def loom(command: str) -> LoomProcess:
-        argv = shlex.split(command.replace("ada-1", f"{name}-1").replace('"Ada"', f'"{name}"'))
+        argv = shlex.split(command.replace("--id ada-", f"--id {name}-").replace('"Ada"', f'"{name}"'))
         return await start_loom(*argv[1:], env=env, name=argv[1])
 
     sidecar, worker = await loom(commands[0]), await loom(commands[1])
@@ -136,19 +136,20 @@ async def test_the_tutorial_works_end_to_end(
     worker.check_running()
     publish = await loom(commands[2])
     assert await publish.wait(60) == 0, publish.output
-    # Its first run: waited for until it exists; then its result, or its failure at once.
+    # The greeter, an entity: it lives on; its state says what it handled.
     first_run = (await workflow_started(temporal_client, workflow_id, 60)).run_id
-    handle = temporal_client.get_workflow_handle(workflow_id, run_id=first_run)
-    assert await asyncio.wait_for(handle.result(), timeout=60) == name
-    # Published again (same id): refused as a duplicate, no second run. Wait until the
-    # sidecar has routed it: the same wait would have let a second run start.
-    publish = await loom(commands[2])
-    assert await publish.wait(60) == 0, publish.output
-    await sidecar.wait_metric("loom_events_routed_total", 2, timeout=60)
+    handle = temporal_client.get_workflow_handle(workflow_id)
+    assert await _state_when(handle, handled=1) == {"count": 1}
+    # Published again (same id), then a new greeting behind it on the partition: once the new
+    # one is handled, the repeat was routed before it, and dropped.
+    for command in (commands[2], commands[2].replace("ada-1", "ada-2")):
+        publish = await loom(command)
+        assert await publish.wait(60) == 0, publish.output
+    assert await _state_when(handle, handled=2) == {"count": 2}
     codes = [await proc.stop(60) for proc in (sidecar, worker)]  # graceful stop on SIGTERM
     assert codes == [0, 0], [sidecar.output, worker.output]
     latest = await temporal_client.get_workflow_handle(workflow_id).describe()
-    assert latest.run_id == first_run  # the id's latest run is still the first one
+    assert latest.run_id == first_run  # one run: the same greeter took both greetings
     # Visibility is eventually consistent: wait until it lists the run, then count the runs.
     runs = await eventually(lambda: _runs(temporal_client, workflow_id), timeout=30,
                             what=f"{workflow_id} listed")
@@ -163,3 +164,17 @@ async def test_the_tutorial_works_end_to_end(
 
 async def _runs(client: Client, workflow_id: str) -> list[Any]:
     return [w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
+
+
+async def _state_when(handle: Any, *, handled: int, timeout: float = 60) -> Any:
+    """The entity's state (``loom_state``) once ``loom_stats`` says it handled ``handled``."""
+
+    async def probe() -> Any:
+        try:
+            stats = await handle.query("loom_stats")
+        except RPCError as exc:  # its first workflow task not done yet
+            raise AssertionError(f"no answer yet: {exc}") from None
+        assert stats["handled"] >= handled, stats
+        return await handle.query("loom_state")
+
+    return await eventually(probe, timeout=timeout, what=f"the greeter handled {handled}")
