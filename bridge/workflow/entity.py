@@ -14,7 +14,8 @@ the rest::
 
 It restores the state and the inbox on start and after continue-as-new, takes events one at
 a time in order, validates each event's ``data`` into its handler's model, continues-as-new
-by itself carrying the state, the inbox and its counters, and answers queries for the state
+by itself carrying the state, the inbox and its counters (the state counts in the inbox's
+byte budget, :mod:`bridge.workflow.memory`), and answers queries for the state
 (``loom_state``) and the counters (``loom_stats``). A handler may be ``async`` (run
 activities, ``emit()``, ``request()``, wait for other events) and may end the workflow with
 :meth:`EntityWorkflow.finish`.
@@ -42,6 +43,7 @@ from temporalio import workflow
 from bridge.events import Event
 from bridge.workflow.handlers import EntityHandler, HandlerTable
 from bridge.workflow.inbox import InboxState, LoomWorkflow
+from bridge.workflow.memory import json_size
 
 __all__ = [
     "EntityInput",
@@ -213,9 +215,11 @@ class EntityWorkflow(LoomWorkflow, Generic[StateT]):
         self._loom_finished = True
 
     def carried_bytes(self) -> int:
-        """Bytes the entity carries into its next run besides the inbox (state and counters,
-        as JSON): what the inbox's byte budget must count on top of its own state."""
-        return len(self.state.model_dump_json()) + len(self._loom_stats.model_dump_json())
+        """Bytes the entity carries into its next run besides the inbox: its state and
+        counters, as JSON measured like the inbox's own (``extra_bytes`` of its budget)."""
+        return json_size(self.state.model_dump(mode="json")) + json_size(
+            self._loom_stats.model_dump(mode="json")
+        )
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -252,13 +256,18 @@ class EntityWorkflow(LoomWorkflow, Generic[StateT]):
                     await self.dispatch(queued)
                     if self._loom_finished:
                         return self._finished()
-                await self.inbox.continue_as_new(self.next_input)
+                # Asks again (taking the queue may have brought the carried bytes back under
+                # the budget) and returns without continuing while the input would be over
+                # Temporal's limit: the next event decides again.
+                await self.inbox.continue_as_new_if_needed(
+                    self.next_input, extra_bytes=self.carried_bytes()
+                )
 
     def should_continue_as_new(self) -> bool:
-        """True when this run should continue-as-new (checked after each event)."""
-        # Hook for the inbox's byte budget: once the inbox counts extra carried bytes,
-        # pass ``self.carried_bytes()`` here so that the state counts in that budget.
-        return self.inbox.should_continue_as_new()
+        """True when this run should continue-as-new (checked after each event): Temporal
+        suggests it, the inbox's signal count says so, or the carried bytes, the state's
+        included, grew past the inbox's budget."""
+        return self.inbox.should_continue_as_new(extra_bytes=self.carried_bytes())
 
     async def dispatch(self, event: Event) -> None:
         """Hand one event to its handler (or apply the policies), and count it."""
