@@ -293,6 +293,7 @@ DEVICE_SERVER_CONFIG = {"history.maximumBufferedEventsBatch": "2000"}
 
 
 @pytest.mark.temporal
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 async def test_device_takes_25000_events_across_runs_none_lost_duplicated_or_out_of_order(
     task_queue: str,
