@@ -598,6 +598,60 @@ async def test_invalid_data_fails_the_workflow_task_by_default(
         )
 
 
+# --- several events in one signal (a coalesced call) -------------------------------------------
+
+
+class Trail(BaseModel):
+    ns: list[int] = []
+
+
+@workflow.defn
+class BatchFedTrail(EntityWorkflow[Trail]):
+    """Records the ticks in the order taken. Its ``test_events`` signal stands in for a
+    coalesced call (several events in one signal, in partition order): like the batch signal
+    ``LoomWorkflow`` gets with coalescing (issue 14), it feeds the inbox event by event."""
+
+    @handles("tick")
+    def tick(self, tick: Tick) -> None:
+        self.state.ns.append(tick.n)
+
+    def make_inbox(self) -> Inbox:
+        return Inbox(max_signals_per_run=8)
+
+    @workflow.signal(name="test_events")
+    def events(self, payloads: list[dict[str, Any]]) -> None:
+        for payload in payloads:
+            self.inbox.handle(payload)
+
+
+@pytest.mark.temporal
+async def test_events_several_to_a_signal_are_taken_like_single_events(
+    temporal_client: Client, task_queue: str
+) -> None:
+    ticks = [event(f"t{n}", "tick", {"n": n}) for n in range(1, 41)]
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[BatchFedTrail]):
+        handle = await start(temporal_client, BatchFedTrail, task_queue, ticks[0])
+        # Batches and single signals mixed, repeats inside a batch and across. Each call once
+        # the previous one was taken: the batches of 12 and 8 overrun a run's 8 signals, so
+        # the stream crosses at least two continue-as-new.
+        calls: list[list[Event]] = [
+            ticks[1:13], [ticks[13]], [*ticks[14:20], ticks[5], ticks[14]], [ticks[20]],
+            [*ticks[21:40], ticks[0], ticks[39]],
+        ]
+        for call in calls:
+            if len(call) == 1:
+                await send(handle, call)
+            else:
+                await handle.signal("test_events", [e.to_payload() for e in call])
+            newest = max(e.data["n"] for e in call)
+            final = await eventually(lambda: stats(handle), handled(newest))
+        state = await handle.query(BatchFedTrail.current_state)
+    assert state == Trail(ns=list(range(1, 41)))
+    assert final.handled == 40 and final.ignored == final.invalid == 0
+    assert final.runs >= 3
+    assert await runs_of(temporal_client, handle.id) >= 3
+
+
 # --- a handler that raises, and a worker restart ---------------------------------------------
 
 
