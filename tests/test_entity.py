@@ -26,6 +26,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from bridge.dev import EmbeddedTemporal
 from bridge.events import CAUSATION, CORRELATION, EVENT_SIGNAL, Event
@@ -46,6 +47,15 @@ from bridge.workflow import (
 )
 
 T = TypeVar("T")
+
+#: The workers' runner: Temporal's sandbox, with this module passed through. Without that the
+#: sandbox re-imports this module (the Temporal client, the embedded servers...) at every run
+#: of every workflow: seconds per continue-as-new on the shared 2-core machine, 5 to 6 times
+#: slower tests. The sandbox still runs the workflow code; tests/test_sandbox.py imports an
+#: entity and ``bridge.workflow`` inside it with nothing passed through.
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(__name__)
+)
 
 
 # --- the device ------------------------------------------------------------------------------
@@ -131,8 +141,15 @@ async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], boo
     return value
 
 
+#: The workflow task timeout of tests whose workflow tasks fail on purpose. The SDK reports
+#: only the first failed attempt of a task and leaves a later one to time out (10 s by
+#: default): that is when a fixed worker gets the task again.
+FAILING_TASK_TIMEOUT = timedelta(seconds=3)
+
+
 async def start(
-    client: Client, wf: Any, task_queue: str, first: Event, input: Any = None, id: str | None = None
+    client: Client, wf: Any, task_queue: str, first: Event, input: Any = None,
+    id: str | None = None, task_timeout: timedelta | None = None,
 ) -> WorkflowHandle[Any, Any]:
     """Signal-with-start, as a route does."""
     return await client.start_workflow(
@@ -142,6 +159,7 @@ async def start(
         task_queue=task_queue,
         start_signal=EVENT_SIGNAL,
         start_signal_args=[first.to_payload()],
+        task_timeout=task_timeout,
     )
 
 
@@ -340,8 +358,8 @@ async def test_device_takes_every_event_across_runs_none_lost_duplicated_or_out_
             )
             client = await Client.connect(server.address, data_converter=pydantic_data_converter)
         began = time.monotonic()
-        # Unsandboxed for speed only (the sandbox re-imports the workflow's modules at each
-        # run and doubles the worker's CPU); every other entity test runs in the sandbox.
+        # Unsandboxed for speed only (the sandbox doubles the worker's CPU on this stream);
+        # every other entity test runs in the sandbox.
         async with Worker(
             client, task_queue=task_queue, workflows=[device],
             workflow_runner=UnsandboxedWorkflowRunner(),
@@ -475,7 +493,7 @@ async def test_sync_async_and_glob_handlers_run_one_at_a_time_in_order_and_finis
     participant = Participant(temporal_client)
     async with Worker(
         temporal_client, task_queue=task_queue, workflows=[Account],
-        activities=[participant.publish],
+        activities=[participant.publish], workflow_runner=SANDBOX,
     ):
         handle = await start(
             temporal_client, Account, task_queue, event("1", "order.placed", {"order_id": "o1", "amount": 10}),
@@ -547,7 +565,7 @@ class StrictCounter(Counter):
 async def test_ignored_events_are_counted_and_visible_in_a_query(
     temporal_client: Client, task_queue: str
 ) -> None:
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[LenientCounter]):
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[LenientCounter], workflow_runner=SANDBOX):
         handle = await start(temporal_client, LenientCounter, task_queue, event("1", "tick", {"n": 1}))
         await send(handle, [
             event("2", "tock", {"n": 2}),  # no handler
@@ -566,13 +584,16 @@ async def test_ignored_events_are_counted_and_visible_in_a_query(
 async def test_fail_policy_fails_the_workflow_task_and_a_fixed_worker_goes_on(
     temporal_client: Client, task_queue: str
 ) -> None:
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[StrictCounter]):
-        handle = await start(temporal_client, StrictCounter, task_queue, event("1", "tick", {"n": 1}))
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[StrictCounter], workflow_runner=SANDBOX):
+        handle = await start(
+            temporal_client, StrictCounter, task_queue, event("1", "tick", {"n": 1}),
+            task_timeout=FAILING_TASK_TIMEOUT,
+        )
         await send(handle, [event("2", "tock"), event("3", "tick", {"n": 3})])
         await task_failed(handle, "StrictCounter has no handler for event type 'tock'")
 
     # A worker whose StrictCounter handles "tock" (the fix, deployed) takes the retried task.
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[FixedStrictCounter]):
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[FixedStrictCounter], workflow_runner=SANDBOX):
         final = await eventually(lambda: stats(handle), lambda s: s.handled == 3)
         state = await handle.query(FixedStrictCounter.current_state)
     assert state == CountState(count=2, total=4)
@@ -590,7 +611,7 @@ class FixedStrictCounter(StrictCounter):
 async def test_invalid_data_fails_the_workflow_task_by_default(
     temporal_client: Client, task_queue: str
 ) -> None:
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[StrictCounter]):
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[StrictCounter], workflow_runner=SANDBOX):
         handle = await start(temporal_client, StrictCounter, task_queue, event("1", "tick", {"n": "x"}))
         await task_failed(
             handle, "StrictCounter.tick: data of 'tick' (source 'test://entity', id '1') does "
@@ -629,7 +650,7 @@ async def test_events_several_to_a_signal_are_taken_like_single_events(
     temporal_client: Client, task_queue: str
 ) -> None:
     ticks = [event(f"t{n}", "tick", {"n": n}) for n in range(1, 41)]
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[BatchFedTrail]):
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[BatchFedTrail], workflow_runner=SANDBOX):
         handle = await start(temporal_client, BatchFedTrail, task_queue, ticks[0])
         # Batches and single signals mixed, repeats inside a batch and across. Each call once
         # the previous one was taken: the batches of 12 and 8 overrun a run's 8 signals, so
@@ -683,13 +704,15 @@ async def test_a_handler_that_raises_fails_the_task_and_nothing_is_lost_or_appli
     temporal_client: Client, task_queue: str
 ) -> None:
     ticks = [event(f"t{n}", "tick", {"n": n}) for n in range(1, 31)]  # 13 is the poison
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[BuggyCounter]):
-        handle = await start(temporal_client, FixedCounter, task_queue, ticks[0])
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[BuggyCounter], workflow_runner=SANDBOX):
+        handle = await start(
+            temporal_client, FixedCounter, task_queue, ticks[0], task_timeout=FAILING_TASK_TIMEOUT
+        )
         await send(handle, ticks[1:20])
         await task_failed(handle, f"bug: cannot take {POISON}")
         # Events keep arriving while the task fails: Temporal keeps them in the history.
         await send(handle, ticks[20:25])
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[FixedCounter]):
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[FixedCounter], workflow_runner=SANDBOX):
         await send(handle, [*ticks[25:], ticks[12], ticks[24]])  # and two redeliveries
         final = await eventually(lambda: stats(handle), lambda s: s.handled == 30)
         state = await handle.query(FixedCounter.current_state)
@@ -706,23 +729,23 @@ async def test_a_handler_that_raises_fails_the_task_and_nothing_is_lost_or_appli
 async def test_state_and_inbox_survive_a_worker_restart_mid_stream(
     temporal_client: Client, task_queue: str
 ) -> None:
-    ticks = [event(f"t{n}", "tick", {"n": n}) for n in range(1, 61)]
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[FixedCounter]):
+    ticks = [event(f"t{n}", "tick", {"n": n}) for n in range(1, 37)]
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[FixedCounter], workflow_runner=SANDBOX):
         handle = await start(temporal_client, FixedCounter, task_queue, ticks[0])
-        await send(handle, ticks[1:25])
-        await eventually(lambda: stats(handle), lambda s: s.handled == 25)
+        await send(handle, ticks[1:12])
+        await eventually(lambda: stats(handle), lambda s: s.handled == 12)
     # The worker is gone: the restart comes after continue-as-new carried the state (and
     # the memory of what was taken) at least once.
     runs_before = await runs_of(temporal_client, handle.id)
     assert runs_before >= 2
     # No worker: events pile up in the history, with repeats of some taken before.
-    await send(handle, [*ticks[25:40], ticks[3], ticks[30]])
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[FixedCounter]):
-        await send(handle, [*ticks[40:], ticks[45], ticks[0]])
-        final = await eventually(lambda: stats(handle), lambda s: s.handled == 60)
+    await send(handle, [*ticks[12:24], ticks[3], ticks[15]])
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[FixedCounter], workflow_runner=SANDBOX):
+        await send(handle, [*ticks[24:], ticks[30], ticks[0]])
+        final = await eventually(lambda: stats(handle), lambda s: s.handled == 36)
         state = await handle.query(FixedCounter.current_state)
-    assert state == CountState(count=60, total=sum(range(1, 61)))
-    assert final.last == EventRef(source="test://entity", id="t60", type="tick")
+    assert state == CountState(count=36, total=sum(range(1, 37)))
+    assert final.last == EventRef(source="test://entity", id="t36", type="tick")
     await eventually(lambda: runs_of(temporal_client, handle.id), lambda runs: runs > runs_before)
 
 
@@ -750,13 +773,13 @@ class NotebookEntity(EntityWorkflow[Notebook]):
 async def test_the_state_counts_in_the_inbox_byte_budget(
     temporal_client: Client, task_queue: str
 ) -> None:
-    # 300 notes of 100 characters: the state passes 20,000 bytes at about the 190th, while
-    # the inbox's own part (100 digests, nothing pending) stays near 2,600 bytes.
-    notes = [event(f"n{i}", "note", {"text": f"{i:03d}" + "x" * 97}) for i in range(300)]
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[NotebookEntity]):
+    # 60 notes of 500 characters: the state passes 20,000 bytes at about the 40th, while the
+    # inbox's own part (60 digests, and the few notes still queued) stays far below.
+    notes = [event(f"n{i}", "note", {"text": f"{i:03d}" + "x" * 497}) for i in range(60)]
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[NotebookEntity], workflow_runner=SANDBOX):
         handle = await start(temporal_client, NotebookEntity, task_queue, notes[0])
         await send(handle, notes[1:])
-        final = await eventually(lambda: stats(handle), handled(300))
+        final = await eventually(lambda: stats(handle), handled(60))
         state = await handle.query(NotebookEntity.current_state)
     assert state is not None and state.notes == [n.data["text"] for n in notes]
     # One continue-as-new, for the bytes; the next run starts over the budget and keeps
