@@ -8,10 +8,12 @@ this package). ``tests/test_sandbox.py`` imports it inside the sandbox and fails
 in aiokafka or anything that does I/O. Workflow modules may import it inside
 ``workflow.unsafe.imports_passed_through()`` (it holds no state of its own).
 
-- inbound (:mod:`bridge.workflow.inbox`): routed events arrive as signals; the ``Inbox``
-  drops repeats by CloudEvent identity and carries its memory and unprocessed events across
-  continue-as-new (guarantee 2a), bounded in bytes (:mod:`bridge.workflow.memory`: identity
-  digests); ``LoomWorkflow`` answers routed updates once each and the ``loom_seen`` query;
+- inbound (:mod:`bridge.workflow.inbox`): routed events arrive as signals, one by one or
+  several in one coalesced call; the ``Inbox`` drops repeats by CloudEvent identity and
+  carries its memory and unprocessed events across continue-as-new (guarantee 2a), bounded
+  in bytes (:mod:`bridge.workflow.memory`: identity digests); ``LoomWorkflow``
+  (:mod:`bridge.workflow.loom`) feeds it, answers routed updates once each and the
+  ``loom_seen`` query;
 - outbound (:mod:`bridge.workflow.outbound`): ``emit`` publishes through the ``loom.publish``
   activity with deterministic ids (guarantee 7), ``request`` awaits the reply;
 - sagas (:mod:`bridge.workflow.saga`): ``Compensations``.
@@ -30,8 +32,8 @@ from bridge.workflow.inbox import (
     EventMatcher,
     Inbox,
     InboxState,
-    LoomWorkflow,
 )
+from bridge.workflow.loom import LoomWorkflow
 from bridge.workflow.outbound import (
     PUBLISH_ACTIVITY,
     ContentMode,
