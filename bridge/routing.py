@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from bridge._declare import Value, args_fn, describe_action, text_fn, value_fn
+from bridge._declare import Value, args_fn, coalescing, describe_action, text_fn, value_fn
 from bridge._ids import request_id, update_id
 from bridge.actions import (
     Action,
@@ -70,6 +70,12 @@ class Route:
         action: ``SignalWithStart``, ``StartWorkflow``, ``Signal``, ``UpdateWithStart`` or
             ``Cancel``.
         data: Pydantic model validating the event's ``data``; ``None`` passes it through raw.
+        coalesce: Whether the events of this route queued behind one workflow id may ride in
+            one Temporal call (the ``loom_events`` signal, in partition order). ``None``
+            decides from the declaration: on for signal-with-start of a ``LoomWorkflow``
+            class with the default signal and args, off otherwise. ``True`` turns it on for
+            a workflow named by string or a signal route (it must handle ``loom_events``:
+            ``loom routes`` says so); update-with-start and start routes never coalesce.
 
     Raises:
         RouteDefinitionError: The declaration is wrong; the message names the route.
@@ -83,6 +89,8 @@ class Route:
         "_start_args",
         "_workflow_id",
         "action",
+        "coalesce",
+        "coalescing",
         "data",
         "handler",
         "kind",
@@ -98,17 +106,21 @@ class Route:
         match: Match | str,
         action: Action,
         data: type[BaseModel] | None = None,
+        *,
+        coalesce: bool | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip() or "\x1f" in name:
             raise RouteDefinitionError(f"route name must be a non-empty str, got {name!r}")
         if name == REPLY_ROUTE:
             raise RouteDefinitionError(f"route name {REPLY_ROUTE!r} is reserved for replies")
         try:
-            self._build(name, match, action, data)
+            self._build(name, match, action, data, coalesce)
         except RouteDefinitionError as exc:
             raise RouteDefinitionError(f"route {name!r}: {exc}") from None
 
-    def _build(self, name: str, match: Match | str, action: Action, data: Any) -> None:
+    def _build(
+        self, name: str, match: Match | str, action: Action, data: Any, coalesce: bool | None
+    ) -> None:
         self.name = name
         self.match = Match(type=match) if isinstance(match, str) else match
         if not isinstance(self.match, Match):
@@ -118,6 +130,11 @@ class Route:
         self.data: type[BaseModel] | None = data
         self.action = action
         self.kind, self.workflow_type, self.task_queue, self.handler = describe_action(action)
+        if coalesce is not None and not isinstance(coalesce, bool):
+            raise RouteDefinitionError(f"coalesce must be True, False or None, got {coalesce!r}")
+        #: Why the route coalesces or not, as ``loom routes`` shows it.
+        self.coalescing = coalescing(action, self.kind, self.handler, coalesce)
+        self.coalesce = self.coalescing.startswith("on")
         self._workflow_id = value_fn(action.workflow_id, "workflow_id", data, raw=False)
         self._args: ArgsFn | None = None
         self._start_args: ArgsFn | None = None
@@ -241,6 +258,7 @@ class Route:
                 name=self.handler,
                 args=args,
                 request_id=rid,
+                coalesce=self.coalesce,
                 if_missing=action.if_missing,
             )
         is_update = isinstance(action, UpdateWithStart)
@@ -267,6 +285,7 @@ class Route:
                 k: self._call(f"search_attributes[{k!r}]", fn, event, data)
                 for k, fn in self._search_attributes.items()
             },
+            coalesce=self.coalesce,
             reply_topic=reply_topic,
             reply_type=reply_type,
             if_closed=getattr(action, "if_closed", ClosedWorkflowPolicy.DEAD_LETTER),
@@ -310,6 +329,7 @@ class Route:
             "workflow_id": spec if isinstance(spec, str) else qualname(spec),
             "task_queue": self.task_queue,
             "handler": self.handler,
+            "coalesce": self.coalescing,
         }
 
 
