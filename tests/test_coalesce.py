@@ -542,8 +542,10 @@ async def test_a_redelivered_backlog_cut_into_other_batches_stays_exactly_once(
         repeats = await arrivals(temporal_client, list(expected))
     assert all(carried == len(events) and multi > 0 for carried, multi in counts)
     assert seen == expected  # each event once, in order, after two deliveries
-    # The second delivery reached the workflows (other request ids): the inbox dropped it.
-    assert sum(a["repeats"] for a in repeats.values()) == len(events)
+    # The second delivery reached the workflows (batches cut otherwise: other request ids)
+    # and the inbox dropped its repeats. A call that happened to be cut the same both times
+    # may have been dropped by the server instead (its request id was the same).
+    assert 0 < sum(a["repeats"] for a in repeats.values()) <= len(events)
 
 
 @pytest.mark.kafka
