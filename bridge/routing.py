@@ -37,27 +37,23 @@ from pydantic import BaseModel, ValidationError
 
 from bridge._declare import Value, args_fn, coalescing, describe_action, text_fn, value_fn
 from bridge._ids import request_id, update_id
+from bridge._reply import REPLY_ROUTE, reply_invocation
 from bridge.actions import (
     Action,
-    ActionKind,
     ArgsFn,
     Cancel,
     ClosedWorkflowPolicy,
     Invocation,
-    MissingWorkflowPolicy,
     Signal,
     StartWorkflow,
     UnmatchedPolicy,
     UpdateWithStart,
 )
-from bridge.events import CORRELATION, EVENT_SIGNAL, Event
+from bridge.events import Event
 from bridge.exceptions import DataValidationError, LoomError, RouteDefinitionError, TemplateError
-from bridge.matching import Match, MatchIndex, as_text, qualname
+from bridge.matching import Match, MatchIndex, qualname
 
 __all__ = ["REPLY_ROUTE", "Match", "Route", "Router", "UnmatchedPolicy", "reply_invocation"]
-
-#: Route name of reply events signalled through the ``loomcorrelation`` extension.
-REPLY_ROUTE = "loom.reply"
 
 
 class Route:
@@ -440,27 +436,3 @@ class Router:
     def describe(self) -> list[dict[str, str | None]]:
         """The route table as plain rows for ``loom routes`` (declaration order)."""
         return [route.describe() for route in self._routes]
-
-
-def reply_invocation(event: Event) -> Invocation | None:
-    """The signal of a reply event into the workflow named by its ``loomcorrelation``.
-
-    A reply whose workflow is missing or closed is dead-lettered, never skipped: the workflow
-    awaited it, so losing it silently would hide a bug or a timeout on the workflow side.
-
-    Returns:
-        ``None`` when the event carries no (or an empty) ``loomcorrelation``.
-    """
-    target = event.extensions.get(CORRELATION)
-    if target is None or target == "":
-        return None
-    return Invocation(
-        kind=ActionKind.SIGNAL,
-        route=REPLY_ROUTE,
-        event=event,
-        workflow_id=as_text(target),
-        name=EVENT_SIGNAL,
-        args=(event.to_payload(),),
-        request_id=request_id(REPLY_ROUTE, event),
-        if_missing=MissingWorkflowPolicy.DEAD_LETTER,
-    )

@@ -7,11 +7,10 @@ docs/architecture.md:
 
 - an offset is committed only once its record was acknowledged by Temporal (every route of a
   fan-out) or written to the dead-letter topic, up to the highest contiguous finished offset;
-- calls for one workflow id run one at a time in partition order, the events queued behind
-  it coalesced into one call where their route allows (:mod:`.coalesce`); different ids run
-  concurrently up to ``max_in_flight``; records taken and not finished (running or queued
-  behind their workflow id) are bounded by ``max_buffered_bytes`` (and ``max_buffered``):
-  when full, the partitions are paused;
+- calls for one workflow id run one at a time in partition order (what queued behind one
+  shares it where the route allows: :mod:`.coalesce`); different ids run concurrently up to
+  ``max_in_flight``; records held are bounded by ``max_buffered_bytes`` (and
+  ``max_buffered``): when full, the partitions are paused;
 - bad input goes to the dead-letter topic byte for byte, transient Temporal errors are
   retried without skipping; no record stops the line: whatever raises while a record is
   taken dead-letters that record (reason ``internal`` for the unexpected), and a record the
