@@ -327,13 +327,15 @@ class Dispatcher(Generic[K, T, R]):
             while queue:
                 async with self._run_slots:
                     # Counted once the slot is ours: items queued meanwhile ride along.
-                    count = 1 if self._coalescing is None else self._coalescing.take(queue)
+                    rule = self._coalescing
+                    count = 1 if rule is None else rule.take(queue)
                     self._running += 1
                     try:
-                        if count == 1:
+                        if rule is None or count == 1:
                             await self._run_one(key, queue[0])
                         else:
-                            await self._run_batch(key, list(itertools.islice(queue, count)))
+                            items = list(itertools.islice(queue, count))
+                            await self._run_batch(key, items, rule)
                     finally:
                         self._running -= 1
                 for _ in range(count):
@@ -354,9 +356,7 @@ class Dispatcher(Generic[K, T, R]):
         if self._in_flight == 0:
             self._idle.set()
 
-    async def _run_batch(self, key: K, items: list[T]) -> None:
-        rule = self._coalescing
-        assert rule is not None
+    async def _run_batch(self, key: K, items: list[T], rule: Coalescing[K, T, R]) -> None:
         clock = asyncio.get_running_loop().time
         attempt, since = 0, None
         error: BaseException
