@@ -2,7 +2,9 @@
 
 Examples::
 
-    .venv/bin/python -m bench                 # the comparison (a few minutes)
+    .venv/bin/python -m bench                 # the comparison (about ten minutes)
+    .venv/bin/python -m bench --rounds 1      # one round of every path
+    .venv/bin/python -m bench --coalesce off  # the loom without coalescing
     .venv/bin/python -m bench --soak          # 200,000 events through the loom, RSS over time
     .venv/bin/python -m bench --smoke         # a tiny run: checks the harness, not the speed
     .venv/bin/python -m bench --router        # router.match alone: plain, with topic, bound
@@ -26,8 +28,18 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--concurrency", type=int, default=256,
                    help="the loom's max_in_flight, and the ceiling's concurrent calls")
     p.add_argument("--max-buffered", type=int, default=0,
-                   help="the loom's max_buffered (0: its default, 4 x concurrency; "
-                        "= concurrency: the single bound of earlier versions)")
+                   help="the loom's max_buffered (0: its default, no bound on the count: "
+                        "max_buffered_bytes bounds the records held)")
+    p.add_argument("--faststream-events", type=int, default=None,
+                   help="events for the FastStream subscriber (default: as --naive-events)")
+    p.add_argument("--hot-workflows", type=int, default=10,
+                   help="workflow ids of the hot-key workload (the same number of events)")
+    p.add_argument("--no-hot", dest="hot", action="store_false",
+                   help="skip the hot-key workload (direct and with --rtt-ms)")
+    p.add_argument("--rtt-ms", type=float, default=20.0,
+                   help="added per round trip to Temporal on the second hot-key run")
+    p.add_argument("--coalesce", choices=("default", "on", "off"), default="default",
+                   help="the loom route's coalesce (default: on, its workflow is a LoomWorkflow)")
     p.add_argument("--latency-events", type=int, default=None,
                    help="paced events for the loom's latency (default: events / 10)")
     p.add_argument("--rounds", type=int, default=2,
@@ -42,16 +54,24 @@ def parse(argv: list[str] | None = None) -> Options:
         if a.smoke:  # the harness, not the speed: no 10,000-route table to build
             return Options(router_only=True, router_rounds=5_000, router_sizes=(1, 100))
         return Options(router_only=True)
+    coalesce = {"default": None, "on": True, "off": False}[a.coalesce]
     if a.smoke:
         return Options(
-            events=100, naive_events=20, workflows=20, partitions=a.partitions,
+            events=100, naive_events=20, faststream_events=20, hot_workflows=a.hot_workflows,
+            hot=a.hot, rtt_ms=a.rtt_ms, coalesce=coalesce, workflows=20, partitions=a.partitions,
             concurrency=a.concurrency, max_buffered=a.max_buffered, latency_events=20,
             soak=a.soak, soak_events=300,
             router_rounds=5_000, warmup_events=0, rounds=1,
         )
+    naive = a.naive_events if a.naive_events is not None else min(a.events, 5_000)
     return Options(
         events=a.events,
-        naive_events=a.naive_events if a.naive_events is not None else min(a.events, 5_000),
+        naive_events=naive,
+        faststream_events=a.faststream_events if a.faststream_events is not None else naive,
+        hot_workflows=a.hot_workflows,
+        hot=a.hot,
+        rtt_ms=a.rtt_ms,
+        coalesce=coalesce,
         workflows=a.workflows,
         partitions=a.partitions,
         concurrency=a.concurrency,

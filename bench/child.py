@@ -10,7 +10,9 @@ talks to the orchestrator with JSON lines on stdout:
   then produces the paced latency events;
 - ``{"event": "result", ...}`` at the end.
 
-Modes: ``worker`` (runs ``BenchWorkflow`` until SIGTERM), ``ceiling``, ``naive``, ``loom``.
+Modes: ``worker`` (runs ``BenchWorkflow`` until SIGTERM), ``ceiling``, ``naive``,
+``faststream`` (the subscriber a FastStream user writes: one awaited signal-with-start per
+message), ``loom``. ``temporal`` in the config may be a proxy's address that adds latency.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from bench.workload import WORKFLOW_TYPE, BenchWorkflow, bench_router, make_event, naive_payload
+from bench.workload import (
+    WORKFLOW_TYPE,
+    BenchWorkflow,
+    bench_router,
+    ce_payload,
+    make_event,
+    naive_payload,
+)
 from bridge.actions import Outcome
 from bridge.events import EVENT_SIGNAL
 from bridge.kafka.record import Record
@@ -115,6 +124,44 @@ async def run_ceiling(cfg: dict[str, Any]) -> None:
 
 
 # --- naive: one awaited call per record, auto-commit --------------------------------------------
+
+
+async def run_faststream(cfg: dict[str, Any]) -> None:
+    """The FastStream subscriber a user writes instead of a hand-written aiokafka loop: the
+    broker's defaults (one message at a time), one awaited signal-with-start per message."""
+    from faststream.kafka import KafkaBroker
+    from faststream.kafka.annotations import KafkaMessage
+
+    client = await connect(cfg)
+    n_events = cfg["events"]
+    broker = KafkaBroker(cfg["bootstrap"], logger=None)
+    finished = asyncio.Event()
+    done = 0
+    cpu0 = t0 = 0.0
+
+    @broker.subscriber(cfg["topic"], group_id=f"faststream-{cfg['phase']}",
+                       auto_offset_reset="earliest")
+    async def handle(body: dict[str, Any], msg: KafkaMessage) -> None:
+        nonlocal done, cpu0, t0
+        if done == 0:
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            emit("window")
+        raw: Any = msg.raw_message  # FastStream decoded the JSON body; the ce_ headers here
+        wf, payload = ce_payload(list(raw.headers), body)
+        await start_signal(client, cfg, wf, payload)
+        done += 1
+        if done >= n_events:
+            finished.set()
+
+    await broker.start()
+    emit("ready")
+    try:
+        await finished.wait()
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    finally:
+        await broker.stop()
+    emit("result", events=n_events, seconds=elapsed, eps=n_events / elapsed,
+         cpu_us_per_event=cpu / n_events * 1e6, rss_mb=peak_rss_mb())
 
 
 async def run_naive(cfg: dict[str, Any]) -> None:
@@ -207,7 +254,7 @@ async def run_loom(cfg: dict[str, Any]) -> None:
         },
         "http_port": 0,
     })
-    loom = TimedLoom(bench_router(cfg["task_queue"]), client, settings)
+    loom = TimedLoom(bench_router(cfg["task_queue"], cfg.get("coalesce")), client, settings)
     rss_series: list[tuple[float, int, float]] = []
     running_samples: list[int] = []  # dispatcher.running every 10 ms of the measured window
     accepted_samples: list[int] = []
@@ -260,14 +307,42 @@ async def run_loom(cfg: dict[str, Any]) -> None:
         deadlettered=metric_total(loom.metrics.deadlettered),
         duplicates=metric_total(loom.metrics.routed, outcome=Outcome.DUPLICATE.value),
         pauses=metric_total(loom.metrics.paused),
-        max_buffered=loom.dispatcher.max_buffered,
+        max_buffered=loom.settings.dispatch.buffered_bound or "bytes",
         running_mean=sum(running_samples) / max(1, len(running_samples)),
         running_max=max(running_samples, default=0),
         accepted_mean=sum(accepted_samples) / max(1, len(accepted_samples)),
+        batches=batch_distribution(loom),
     )
 
 
-MODES = {"worker": run_worker, "ceiling": run_ceiling, "naive": run_naive, "loom": run_loom}
+def batch_distribution(loom: Loom) -> dict[str, float]:
+    """Calls by events carried (``loom_batch_events``'s buckets, not cumulative: ``"1"``,
+    ``"2"``, ``"3-4"``, ...), and ``calls``, ``events``, ``mean``: every call of the run."""
+    out: dict[str, float] = {}
+    below, low = 0.0, 1
+    total = count = 0.0
+    for family in loom.metrics.batch_events.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                le = sample.labels["le"]
+                high = le if le == "+Inf" else str(int(float(le)))
+                label = high if str(low) == high else f"{low}-{high}"
+                out[label] = sample.value - below
+                below = sample.value
+                low = int(float(le)) + 1 if le != "+Inf" else low
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_count"):
+                count = sample.value
+    out = {k: v for k, v in out.items() if v}
+    out.update(calls=count, events=total, mean=total / count if count else 0.0)
+    return out
+
+
+MODES = {
+    "worker": run_worker, "ceiling": run_ceiling, "naive": run_naive,
+    "faststream": run_faststream, "loom": run_loom,
+}
 
 
 def main(argv: list[str]) -> None:

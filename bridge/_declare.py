@@ -28,9 +28,10 @@ from bridge.actions import (
     UpdateWithStart,
     WorkflowRef,
 )
-from bridge.events import Event
+from bridge.events import EVENT_SIGNAL, EVENTS_SIGNAL, Event
 from bridge.exceptions import RouteDefinitionError
 from bridge.matching import qualname
+from bridge.workflow.loom import takes_batches
 
 #: A value computed from an event and its validated data.
 Value = Callable[[Event, Any], Any]
@@ -148,3 +149,51 @@ def args_fn(fn: ArgsFn | None, what: str) -> ArgsFn | None:
             f"{what} must be a callable (event, data) -> sequence, got {fn!r}"
         )
     return fn
+
+
+def coalescing(action: Any, kind: ActionKind, handler: str | None, requested: bool | None) -> str:
+    """Whether a route coalesces (its events queued behind one workflow id share a call), as
+    the ``coalesce`` row of ``loom routes``: ``"on: ..."`` or ``"off: ..."`` with the reason.
+
+    On by default only where it is safe by construction: signal-with-start of a workflow
+    given as a class whose inbox takes batches (:func:`bridge.workflow.loom.takes_batches`),
+    with the default signal and arguments. ``requested`` (the route's ``coalesce``) overrides,
+    within what a coalesced call can carry.
+    """
+    if kind not in (ActionKind.SIGNAL_WITH_START, ActionKind.SIGNAL):
+        if requested:
+            raise RouteDefinitionError(
+                f"coalesce=True: {kind} routes never coalesce (each start is its own workflow, "
+                "each update returns its own result)"
+            )
+        return f"off: {kind}"
+    defaults = action.args is None and handler == EVENT_SIGNAL
+    if requested is False:
+        return "off: declared"
+    if requested:
+        if not defaults:
+            raise RouteDefinitionError(
+                f"coalesce=True: a coalesced call is the {EVENTS_SIGNAL!r} signal carrying the "
+                f"events' payloads, which the inbox takes as {EVENT_SIGNAL!r}: the route needs "
+                "the default signal and args"
+            )
+        workflow = getattr(action, "workflow", None)
+        if isinstance(workflow, type):
+            defn = workflow_name(workflow)[1]
+            if defn is not None and EVENTS_SIGNAL not in defn.signals:
+                raise RouteDefinitionError(
+                    f"coalesce=True: workflow {defn.name!r} has no {EVENTS_SIGNAL!r} signal "
+                    "handler (Temporal would buffer the batches and nobody would see them)"
+                )
+            return "on: declared"
+        what = "workflow named by string" if isinstance(workflow, str) else "signal route"
+        return f"on: declared ({what}, not checked: it must handle {EVENTS_SIGNAL!r})"
+    if kind is not ActionKind.SIGNAL_WITH_START:
+        return "off: signal route (coalesce=True turns it on)"
+    if not isinstance(action.workflow, type):
+        return "off: workflow not given as a class (coalesce=True turns it on)"
+    if not takes_batches(action.workflow):
+        return "off: not a LoomWorkflow with its own inbox handlers"
+    if not defaults:
+        return "off: signal or args not the default"
+    return "on: LoomWorkflow"

@@ -204,6 +204,10 @@ class Invocation:
     id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.USE_EXISTING
     memo: Mapping[str, Any] = field(default_factory=dict)
     search_attributes: Mapping[str, Any] = field(default_factory=dict)
+    # May ride in one call with the next invocations of its workflow id (its route coalesces).
+    coalesce: bool = False
+    # A coalesced call: the invocations it carries, in partition order (empty: one event).
+    batch: tuple[Invocation, ...] = ()
     if_missing: MissingWorkflowPolicy = MissingWorkflowPolicy.DEAD_LETTER
     if_closed: ClosedWorkflowPolicy = ClosedWorkflowPolicy.DEAD_LETTER
     reply_topic: str | None = None

@@ -35,6 +35,10 @@ TRACESTATE = "tracestate"
 
 #: Default signal name of routed events; the workflow-side inbox listens on it.
 EVENT_SIGNAL = "loom_event"
+#: Signal of coalesced events: one call carrying the payloads of several events for one
+#: workflow, in partition order (a list of ``Event.to_payload()``); ``LoomWorkflow``'s inbox
+#: takes each as if it came by ``EVENT_SIGNAL``.
+EVENTS_SIGNAL = "loom_events"
 #: Default update name of routed events (update-with-start routes).
 EVENT_UPDATE = "loom_event_update"
 #: Query of ``LoomWorkflow``: did the event (source, id) reach this workflow? Answered by a

@@ -183,6 +183,14 @@ class WorkflowClosedError(PermanentTemporalError):
         self.details = MappingProxyType(dict(details))
 
 
+class BatchRefusedError(PermanentTemporalError):
+    """A coalesced call was refused with an answer that is per event (its workflow's run
+    closed: each event is a redelivery or late on its own). Never dead-lettered as such: the
+    dispatcher splits the call and sends its events one by one."""
+
+    reason = "batch-refused"
+
+
 # --- runtime: Kafka outcomes of a Temporal call ---------------------------------------------
 
 

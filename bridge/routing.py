@@ -35,29 +35,25 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from bridge._declare import Value, args_fn, describe_action, text_fn, value_fn
+from bridge._declare import Value, args_fn, coalescing, describe_action, text_fn, value_fn
 from bridge._ids import request_id, update_id
+from bridge._reply import REPLY_ROUTE, reply_invocation
 from bridge.actions import (
     Action,
-    ActionKind,
     ArgsFn,
     Cancel,
     ClosedWorkflowPolicy,
     Invocation,
-    MissingWorkflowPolicy,
     Signal,
     StartWorkflow,
     UnmatchedPolicy,
     UpdateWithStart,
 )
-from bridge.events import CORRELATION, EVENT_SIGNAL, Event
+from bridge.events import Event
 from bridge.exceptions import DataValidationError, LoomError, RouteDefinitionError, TemplateError
-from bridge.matching import Match, MatchIndex, as_text, qualname
+from bridge.matching import Match, MatchIndex, qualname
 
 __all__ = ["REPLY_ROUTE", "Match", "Route", "Router", "UnmatchedPolicy", "reply_invocation"]
-
-#: Route name of reply events signalled through the ``loomcorrelation`` extension.
-REPLY_ROUTE = "loom.reply"
 
 
 class Route:
@@ -70,6 +66,12 @@ class Route:
         action: ``SignalWithStart``, ``StartWorkflow``, ``Signal``, ``UpdateWithStart`` or
             ``Cancel``.
         data: Pydantic model validating the event's ``data``; ``None`` passes it through raw.
+        coalesce: Whether the events of this route queued behind one workflow id may ride in
+            one Temporal call (the ``loom_events`` signal, in partition order). ``None``
+            decides from the declaration: on for signal-with-start of a ``LoomWorkflow``
+            class with the default signal and args, off otherwise. ``True`` turns it on for
+            a workflow named by string or a signal route (it must handle ``loom_events``:
+            ``loom routes`` says so); update-with-start and start routes never coalesce.
 
     Raises:
         RouteDefinitionError: The declaration is wrong; the message names the route.
@@ -83,6 +85,8 @@ class Route:
         "_start_args",
         "_workflow_id",
         "action",
+        "coalesce",
+        "coalescing",
         "data",
         "handler",
         "kind",
@@ -98,17 +102,21 @@ class Route:
         match: Match | str,
         action: Action,
         data: type[BaseModel] | None = None,
+        *,
+        coalesce: bool | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip() or "\x1f" in name:
             raise RouteDefinitionError(f"route name must be a non-empty str, got {name!r}")
         if name == REPLY_ROUTE:
             raise RouteDefinitionError(f"route name {REPLY_ROUTE!r} is reserved for replies")
         try:
-            self._build(name, match, action, data)
+            self._build(name, match, action, data, coalesce)
         except RouteDefinitionError as exc:
             raise RouteDefinitionError(f"route {name!r}: {exc}") from None
 
-    def _build(self, name: str, match: Match | str, action: Action, data: Any) -> None:
+    def _build(
+        self, name: str, match: Match | str, action: Action, data: Any, coalesce: bool | None
+    ) -> None:
         self.name = name
         self.match = Match(type=match) if isinstance(match, str) else match
         if not isinstance(self.match, Match):
@@ -118,6 +126,11 @@ class Route:
         self.data: type[BaseModel] | None = data
         self.action = action
         self.kind, self.workflow_type, self.task_queue, self.handler = describe_action(action)
+        if coalesce is not None and not isinstance(coalesce, bool):
+            raise RouteDefinitionError(f"coalesce must be True, False or None, got {coalesce!r}")
+        #: Why the route coalesces or not, as ``loom routes`` shows it.
+        self.coalescing = coalescing(action, self.kind, self.handler, coalesce)
+        self.coalesce = self.coalescing.startswith("on")
         self._workflow_id = value_fn(action.workflow_id, "workflow_id", data, raw=False)
         self._args: ArgsFn | None = None
         self._start_args: ArgsFn | None = None
@@ -241,6 +254,7 @@ class Route:
                 name=self.handler,
                 args=args,
                 request_id=rid,
+                coalesce=self.coalesce,
                 if_missing=action.if_missing,
             )
         is_update = isinstance(action, UpdateWithStart)
@@ -267,6 +281,7 @@ class Route:
                 k: self._call(f"search_attributes[{k!r}]", fn, event, data)
                 for k, fn in self._search_attributes.items()
             },
+            coalesce=self.coalesce,
             reply_topic=reply_topic,
             reply_type=reply_type,
             if_closed=getattr(action, "if_closed", ClosedWorkflowPolicy.DEAD_LETTER),
@@ -310,6 +325,7 @@ class Route:
             "workflow_id": spec if isinstance(spec, str) else qualname(spec),
             "task_queue": self.task_queue,
             "handler": self.handler,
+            "coalesce": self.coalescing,
         }
 
 
@@ -420,27 +436,3 @@ class Router:
     def describe(self) -> list[dict[str, str | None]]:
         """The route table as plain rows for ``loom routes`` (declaration order)."""
         return [route.describe() for route in self._routes]
-
-
-def reply_invocation(event: Event) -> Invocation | None:
-    """The signal of a reply event into the workflow named by its ``loomcorrelation``.
-
-    A reply whose workflow is missing or closed is dead-lettered, never skipped: the workflow
-    awaited it, so losing it silently would hide a bug or a timeout on the workflow side.
-
-    Returns:
-        ``None`` when the event carries no (or an empty) ``loomcorrelation``.
-    """
-    target = event.extensions.get(CORRELATION)
-    if target is None or target == "":
-        return None
-    return Invocation(
-        kind=ActionKind.SIGNAL,
-        route=REPLY_ROUTE,
-        event=event,
-        workflow_id=as_text(target),
-        name=EVENT_SIGNAL,
-        args=(event.to_payload(),),
-        request_id=request_id(REPLY_ROUTE, event),
-        if_missing=MissingWorkflowPolicy.DEAD_LETTER,
-    )

@@ -188,8 +188,16 @@ class DispatchSettings(BaseModel):
     # Temporal calls running at once (different workflow ids).
     max_in_flight: int = Field(default=256, gt=0)
     # Records accepted and not finished (running + queued behind their workflow id); reaching
-    # it pauses the partitions. None or 0: 4 x max_in_flight (see ``buffered_bound``).
+    # it pauses the partitions. None or 0: no bound on the count, max_buffered_bytes bounds
+    # them (queues per workflow id must be able to form for coalescing to pay).
     max_buffered: int | None = Field(default=None, ge=0)
+    # Memory of the records held (estimated: their bytes plus ~4 KiB of objects each);
+    # reaching it pauses the partitions.
+    max_buffered_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # A coalesced call (events queued behind one workflow id, in one signal) carries at most
+    # this many events and this many bytes of payload (Temporal refuses 2 MB, warns at 512 KB).
+    batch_max_events: int = Field(default=500, gt=0)
+    batch_max_bytes: int = Field(default=256 * 1024, gt=0, le=2 * 1024 * 1024)
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)
     retry_multiplier: float = Field(default=2.0, ge=1)
@@ -205,15 +213,15 @@ class DispatchSettings(BaseModel):
         running = info.data.get("max_in_flight")  # absent when it failed its own validation
         if value and running is not None and value < running:
             raise ValueError(
-                f"must be >= max_in_flight ({running}), or 0 for 4 x max_in_flight; got {value}"
+                f"must be >= max_in_flight ({running}), or 0 for no bound on the count; got {value}"
             )
         return value
 
     @property
-    def buffered_bound(self) -> int:
-        """The effective bound on accepted, unfinished records: ``max_buffered`` when set,
-        else 4 x ``max_in_flight``."""
-        return self.max_buffered or 4 * self.max_in_flight
+    def buffered_bound(self) -> int | None:
+        """The bound on the count of accepted, unfinished records: ``max_buffered`` when set,
+        else None (``max_buffered_bytes`` alone bounds them)."""
+        return self.max_buffered or None
 
 
 class EmitSettings(BaseModel):

@@ -1,9 +1,12 @@
-"""A test workflow that records every routed event it receives, duplicates included, and the
-workload around it: route modules for a loom subprocess, known step events, publishing them,
-and reading back what each workflow got.
+"""Test workflows that record the routed events they receive, and the workload around them:
+route modules for a loom subprocess, known step events, publishing them, and reading back
+what each workflow got.
 
-Shared by the end-to-end, sidecar and fault tests: since it never deduplicates, the ids it
-recorded show exactly what reached Temporal (lost, duplicated, out of order).
+Shared by the end-to-end, sidecar and fault tests. :class:`RecorderWorkflow` never
+deduplicates (and has no handler for coalesced calls): the ids it recorded show exactly
+what reached Temporal. :class:`InboxRecorderWorkflow` is a ``LoomWorkflow``: routes to it
+coalesce, and it records what its inbox lets through (each event once, in order), which is
+the guarantee when a redelivered batch was cut differently; it counts the repeats dropped.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from temporalio.client import Client
 
 from bridge.events import EVENT_SIGNAL, Event
 from bridge.kafka.binding import encode
+from bridge.workflow import LoomWorkflow
 
 #: Workflow type name, for routes declared by name (route modules written by tests).
 RECORDER = "LoomTestRecorder"
+#: Type name of :class:`InboxRecorderWorkflow`.
+INBOX_RECORDER = "LoomTestInboxRecorder"
 
 
 @workflow.defn(name=RECORDER, sandboxed=False)
@@ -47,6 +53,35 @@ class RecorderWorkflow:
     @workflow.query
     def events(self) -> list[str]:
         return self.received
+
+
+@workflow.defn(name=INBOX_RECORDER, sandboxed=False)
+class InboxRecorderWorkflow(LoomWorkflow):
+    """Records the id of every event its inbox lets through, in order, until one with id
+    "stop"; routes to it coalesce (it keeps LoomWorkflow's handlers)."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        while "stop" not in self.received:
+            event = await self.inbox.next()
+            assert event is not None
+            self.received.append(event.id)
+        return self.received
+
+    @workflow.query
+    def events(self) -> list[str]:
+        return self.received
+
+    @workflow.query
+    def arrivals(self) -> dict[str, int]:
+        """Signals received (a coalesced call is one) and repeats the inbox dropped."""
+        return {
+            "signals": self.inbox.signals_this_run,
+            "repeats": self.inbox.duplicates_this_run,
+        }
 
 
 # --- route modules for a loom subprocess -------------------------------------------------------

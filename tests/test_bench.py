@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 KEYS = {
     "loom_eps", "ceiling_eps", "naive_eps", "ratio_ceiling", "ratio_naive", "p99_ms",
     "cpu_us_per_event", "rss_mb", "router_mps_10k", "router_bound_mps_10k",
-    "ratio_router_bound_10k",
+    "ratio_router_bound_10k", "faststream_eps", "ratio_faststream",
+    "hot_loom_eps", "hot_ceiling_eps", "hot_ratio_ceiling", "hot_rtt20_ratio_ceiling",
+    "batch_events",
 }
 
 
@@ -22,12 +24,16 @@ KEYS = {
 def test_smoke_run_prints_the_summary_as_the_last_json_line() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke"],
-        cwd=ROOT, capture_output=True, text=True, timeout=150, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary.keys() >= KEYS
     assert "router.match" in proc.stdout  # the tables were printed too
+    # Every event of the loom's paths rode in some call, whatever the batches.
+    assert {mode: dist["events"] for mode, dist in summary["batch_events"].items()} == {
+        "loom": 120, "hot": 100, "hot_rtt20": 100,
+    }
 
 
 def test_router_only_run_measures_the_series_side_by_side() -> None:

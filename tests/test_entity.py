@@ -29,7 +29,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from bridge.dev import EmbeddedTemporal
-from bridge.events import CAUSATION, CORRELATION, EVENT_SIGNAL, Event
+from bridge.events import CAUSATION, CORRELATION, EVENT_SIGNAL, EVENTS_SIGNAL, Event
 from bridge.workflow import (
     PUBLISH_ACTIVITY,
     EntityInput,
@@ -628,21 +628,15 @@ class Trail(BaseModel):
 
 @workflow.defn
 class BatchFedTrail(EntityWorkflow[Trail]):
-    """Records the ticks in the order taken. Its ``test_events`` signal stands in for a
-    coalesced call (several events in one signal, in partition order): like the batch signal
-    ``LoomWorkflow`` gets with coalescing (issue 14), it feeds the inbox event by event."""
+    """Records the ticks in the order taken; coalesced calls (``loom_events``, several events
+    in one signal, in partition order) reach it as they reach any ``LoomWorkflow``."""
 
     @handles("tick")
     def tick(self, tick: Tick) -> None:
         self.state.ns.append(tick.n)
 
     def make_inbox(self) -> Inbox:
-        return Inbox(max_signals_per_run=8)
-
-    @workflow.signal(name="test_events")
-    def events(self, payloads: list[dict[str, Any]]) -> None:
-        for payload in payloads:
-            self.inbox.handle(payload)
+        return Inbox(max_signals_per_run=2)  # a coalesced call counts as one signal
 
 
 @pytest.mark.temporal
@@ -653,8 +647,8 @@ async def test_events_several_to_a_signal_are_taken_like_single_events(
     async with Worker(temporal_client, task_queue=task_queue, workflows=[BatchFedTrail], workflow_runner=SANDBOX):
         handle = await start(temporal_client, BatchFedTrail, task_queue, ticks[0])
         # Batches and single signals mixed, repeats inside a batch and across. Each call once
-        # the previous one was taken: the batches of 12 and 8 overrun a run's 8 signals, so
-        # the stream crosses at least two continue-as-new.
+        # the previous one was taken: six signals, two per run, so the stream crosses at least
+        # two continue-as-new.
         calls: list[list[Event]] = [
             ticks[1:13], [ticks[13]], [*ticks[14:20], ticks[5], ticks[14]], [ticks[20]],
             [*ticks[21:40], ticks[0], ticks[39]],
@@ -663,7 +657,7 @@ async def test_events_several_to_a_signal_are_taken_like_single_events(
             if len(call) == 1:
                 await send(handle, call)
             else:
-                await handle.signal("test_events", [e.to_payload() for e in call])
+                await handle.signal(EVENTS_SIGNAL, [e.to_payload() for e in call])
             newest = max(e.data["n"] for e in call)
             final = await eventually(lambda: stats(handle), handled(newest))
         state = await handle.query(BatchFedTrail.current_state)

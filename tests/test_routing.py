@@ -674,6 +674,7 @@ def test_describe() -> None:
             "workflow_id": "order-{data.order_id}",
             "task_queue": "orders",
             "handler": "payment-received",
+            "coalesce": "off: not a LoomWorkflow with its own inbox handlers",
         },
         {
             "name": "poke",
@@ -684,6 +685,7 @@ def test_describe() -> None:
             "workflow_id": "{subject}",
             "task_queue": None,
             "handler": EVENT_SIGNAL,
+            "coalesce": "off: signal route (coalesce=True turns it on)",
         },
     ]
     assert Match().describe() == "*"

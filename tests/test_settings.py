@@ -66,11 +66,17 @@ async def test_consumers_read_committed_by_default(env: pytest.MonkeyPatch) -> N
         load_settings()
 
 
-def test_max_buffered_defaults_to_four_times_max_in_flight(env: pytest.MonkeyPatch) -> None:
+def test_held_records_are_bounded_by_memory_unless_a_count_is_set(env: pytest.MonkeyPatch) -> None:
+    # Queues per workflow id must be able to form for coalescing to pay: by default the bound
+    # is bytes, not a small count (it used to be 4 x max_in_flight).
     env.setenv("LOOM_DISPATCH__MAX_IN_FLIGHT", "64")
-    assert load_settings().dispatch.buffered_bound == 256
+    dispatch = load_settings().dispatch
+    assert dispatch.buffered_bound is None
+    assert dispatch.max_buffered_bytes == 64 * 1024 * 1024
     env.setenv("LOOM_DISPATCH__MAX_BUFFERED", "0")
-    assert load_settings().dispatch.buffered_bound == 256
+    assert load_settings().dispatch.buffered_bound is None
+    env.setenv("LOOM_DISPATCH__MAX_BUFFERED_BYTES", "1048576")
+    assert load_settings().dispatch.max_buffered_bytes == 1024 * 1024
     env.setenv("LOOM_DISPATCH__MAX_BUFFERED", "64")  # the single bound of earlier versions
     assert load_settings().dispatch.buffered_bound == 64
     env.setenv("LOOM_DISPATCH__MAX_BUFFERED", "63")

@@ -49,7 +49,10 @@ def routes(
             err.print(f"wrote {asyncapi}")
         return
     table = Table(title=f"routes ({spec}, unmatched: {router.unmatched.value})")
-    columns = ("name", "match", "data", "action", "workflow_type", "workflow_id", "task_queue", "handler")
+    columns = (
+        "name", "match", "data", "action", "workflow_type", "workflow_id", "task_queue", "handler",
+        "coalesce",
+    )
     for column in columns:
         table.add_column(column.replace("_", " "), overflow="fold")
     for row in router.describe():

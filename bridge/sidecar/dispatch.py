@@ -15,11 +15,20 @@ batch (events of the same workflow close together in a partition). ``max_buffere
 
 One worker task runs per key that has work, and ends when the key's queue empties, so no
 per-key state outlives its work (millions of workflow ids stay bounded in memory).
+
+**Coalescing.** With a :class:`Coalescing` rule, when a key's turn comes the items queued
+behind it that may share the call ride in one call with it (up to a count and a size): the
+bound is calls, not items, and a hot key is no longer limited to one item per round trip.
+Each item of the call is done when the call succeeded; a retriable error retries the call;
+any other error splits it: its items run one by one, so each bad one fails with its own
+error and the good ones go through. Memory can be bounded in bytes (``max_buffered_bytes``)
+rather than by a count, so that queues per key can form.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 from collections import deque
@@ -28,8 +37,9 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from bridge.exceptions import LoomError
+from bridge.sidecar.retry import RetryPolicy, is_retriable
 
-__all__ = ["Dispatcher", "DispatcherClosedError", "RetryPolicy", "is_retriable"]
+__all__ = ["Coalescing", "Dispatcher", "DispatcherClosedError", "RetryPolicy", "is_retriable"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,60 +54,43 @@ class DispatcherClosedError(LoomError):
     reason = "dispatcher-closed"
 
 
-def is_retriable(exc: BaseException) -> bool:
-    """Whether ``exc`` asks to be retried: its ``retriable`` attribute is True.
-
-    The loom's errors (and aiokafka's) carry ``retriable`` as a class attribute; anything
-    without it counts as non-retriable.
-    """
-    return getattr(exc, "retriable", False) is True
-
-
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter.
+class Coalescing(Generic[K, T, R]):
+    """Which items of a key share one call, and how that call is made.
 
     Attributes:
-        initial: Delay cap after the first failure, in seconds.
-        maximum: Largest delay, in seconds.
-        multiplier: Growth of the cap per attempt.
-        jitter: Draw each delay uniformly from ``[0, cap]`` ("full jitter") so that many
-            keys failing together do not retry in lockstep; without it the delay is the cap.
-        max_attempts: Calls of the handler before a retriable error is treated as failed
-            (dead-lettered); None retries forever, which never skips an item.
+        handler: Does the work for several items of a key in one call (their order kept);
+            its result goes to ``on_done`` for each of them.
+        joins: ``joins(head, item)``: whether ``item``, queued behind ``head``, may ride in
+            ``head``'s call (False for a head that never shares its call).
+        size: Bytes an item adds to the call.
+        max_items: Most items in one call.
+        max_bytes: Most bytes in one call (an item larger than this goes alone).
+        on_split: Called with the items and the error when a call failed for good and its
+            items go one by one.
     """
 
-    initial: float = 0.1
-    maximum: float = 10.0
-    multiplier: float = 2.0
-    jitter: bool = True
-    max_attempts: int | None = None
+    handler: Callable[[K, list[T]], Awaitable[R]]
+    joins: Callable[[T, T], bool]
+    size: Callable[[T], int]
+    max_items: int = 500
+    max_bytes: int = 256 * 1024
+    on_split: Callable[[list[T], BaseException], None] | None = None
 
     def __post_init__(self) -> None:
-        if not 0 < self.initial <= self.maximum:
-            raise ValueError(f"RetryPolicy needs 0 < initial <= maximum, got {self!r}")
-        if self.multiplier < 1:
-            raise ValueError(f"RetryPolicy.multiplier must be >= 1, got {self.multiplier}")
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValueError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}")
+        if self.max_items < 1 or self.max_bytes < 1:
+            raise ValueError(f"Coalescing needs max_items >= 1 and max_bytes >= 1, got {self!r}")
 
-    def cap(self, attempt: int) -> float:
-        """The delay cap after failed attempt number ``attempt`` (1-based)."""
-        try:
-            return min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
-        except OverflowError:
-            return self.maximum
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """The delay to sleep after failed attempt number ``attempt`` (1-based)."""
-        cap = self.cap(attempt)
-        if not self.jitter:
-            return cap
-        return (rng or random).uniform(0.0, cap)
-
-    def gives_up(self, attempt: int) -> bool:
-        """Whether no further attempt follows failed attempt number ``attempt``."""
-        return self.max_attempts is not None and attempt >= self.max_attempts
+    def take(self, queue: deque[T]) -> int:
+        """How many items from the head of ``queue`` share the head's call (at least 1)."""
+        head = queue[0]
+        count, total = 1, self.size(head)
+        for item in itertools.islice(queue, 1, self.max_items):
+            total += self.size(item)
+            if total > self.max_bytes or not self.joins(head, item):
+                break  # order per key: nothing behind a stranger may overtake it
+            count += 1
+        return count
 
 
 class Dispatcher(Generic[K, T, R]):
@@ -124,6 +117,12 @@ class Dispatcher(Generic[K, T, R]):
         on_retry: Called as ``on_retry(item, attempt, exc, delay)`` before each backoff
             sleep, for metrics and logs.
         rng: Source of jitter (tests pass a seeded one).
+        coalescing: Lets items of a key share a call (see :class:`Coalescing`); without it
+            every item is a call of ``handler``.
+        max_buffered_bytes: Bound on the bytes (``weight``) of the items accepted and not
+            finished, beside ``max_buffered``: :meth:`submit` waits, and :attr:`full` turns
+            True, once it is reached. None: no bound in bytes.
+        weight: Bytes of memory an item holds while accepted (for ``max_buffered_bytes``).
 
     Example:
         >>> async def main() -> None:
@@ -152,6 +151,9 @@ class Dispatcher(Generic[K, T, R]):
         retry: RetryPolicy | None = None,
         on_retry: Callable[[T, int, BaseException, float], None] | None = None,
         rng: random.Random | None = None,
+        coalescing: Coalescing[K, T, R] | None = None,
+        max_buffered_bytes: int | None = None,
+        weight: Callable[[T], int] | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -169,6 +171,12 @@ class Dispatcher(Generic[K, T, R]):
         self._retry = retry or RetryPolicy()
         self._on_retry = on_retry
         self._rng = rng or random.Random()
+        self._coalescing = coalescing
+        if max_buffered_bytes is not None and (max_buffered_bytes < 1 or weight is None):
+            raise ValueError("max_buffered_bytes must be >= 1 and comes with a weight function")
+        self._max_bytes = max_buffered_bytes
+        self._weight = weight
+        self._bytes = 0
         # key -> (its pending items, head first and in progress; its worker task)
         self._keys: dict[K, tuple[deque[T], asyncio.Task[None]]] = {}
         self._in_flight = 0
@@ -211,16 +219,23 @@ class Dispatcher(Generic[K, T, R]):
         return self._max
 
     @property
+    def buffered_bytes(self) -> int:
+        """Bytes (``weight``) of the items accepted and not finished (0 without a weight)."""
+        return self._bytes
+
+    @property
     def free_slots(self) -> int:
         """How many more items :meth:`submit` accepts without waiting (under
-        :attr:`max_buffered`)."""
-        return self._max - self._in_flight
+        :attr:`max_buffered`; none once ``max_buffered_bytes`` is reached)."""
+        return 0 if self.full else self._max - self._in_flight
 
     @property
     def full(self) -> bool:
-        """True when :meth:`submit` would wait (:attr:`max_buffered` reached): the time to
-        pause partitions."""
-        return self._in_flight >= self._max
+        """True when :meth:`submit` would wait (:attr:`max_buffered` or
+        ``max_buffered_bytes`` reached): the time to pause partitions."""
+        return self._in_flight >= self._max or (
+            self._max_bytes is not None and self._bytes >= self._max_bytes
+        )
 
     @property
     def closed(self) -> bool:
@@ -249,11 +264,13 @@ class Dispatcher(Generic[K, T, R]):
         while True:
             if self._closed:
                 raise DispatcherClosedError("the dispatcher is closed")
-            if self._in_flight < self._max:
+            if not self.full:
                 break
             await self._space.wait()
         self._in_flight += 1
-        if self._in_flight >= self._max:
+        if self._weight is not None:
+            self._bytes += self._weight(item)
+        if self.full:
             self._space.clear()
         self._idle.clear()
         entry = self._keys.get(key)
@@ -296,6 +313,7 @@ class Dispatcher(Generic[K, T, R]):
         await asyncio.gather(*tasks, return_exceptions=True)
         self._keys.clear()
         self._in_flight = 0
+        self._bytes = 0
         # Wake submitters (they raise) and drainers (nothing is in flight any more).
         self._space.set()
         self._idle.set()
@@ -308,13 +326,20 @@ class Dispatcher(Generic[K, T, R]):
             # instead of starting a second worker for the key.
             while queue:
                 async with self._run_slots:
+                    # Counted once the slot is ours: items queued meanwhile ride along.
+                    rule = self._coalescing
+                    count = 1 if rule is None else rule.take(queue)
                     self._running += 1
                     try:
-                        await self._run_one(key, queue[0])
+                        if rule is None or count == 1:
+                            await self._run_one(key, queue[0])
+                        else:
+                            items = list(itertools.islice(queue, count))
+                            await self._run_batch(key, items, rule)
                     finally:
                         self._running -= 1
-                queue.popleft()
-                self._finished()
+                for _ in range(count):
+                    self._finished(queue.popleft())
         finally:
             # No await between the empty check and this removal: submit() cannot slip an
             # item into a queue whose worker is gone.
@@ -322,37 +347,83 @@ class Dispatcher(Generic[K, T, R]):
             if entry is not None and entry[0] is queue:
                 del self._keys[key]
 
-    def _finished(self) -> None:
+    def _finished(self, item: T) -> None:
         self._in_flight -= 1
+        if self._weight is not None:
+            self._bytes -= self._weight(item)
         if not self._space.is_set():
             self._space.set()
         if self._in_flight == 0:
             self._idle.set()
 
-    async def _run_one(self, key: K, item: T) -> None:
+    async def _run_batch(self, key: K, items: list[T], rule: Coalescing[K, T, R]) -> None:
+        clock = asyncio.get_running_loop().time
+        attempt, since = 0, None
+        error: BaseException
+        while True:
+            attempt += 1
+            try:
+                result = await rule.handler(key, items)
+            except Exception as exc:
+                since = self._failing_since(exc, since, clock)
+                if self._retries(exc, attempt, since, clock):
+                    await self._backoff(items[0], attempt, exc)
+                    continue
+                error = exc
+                break
+            for item in items:
+                self._done(key, item, result)
+            return
+        # Refused for good as a whole: each item alone, so that each bad one fails with its
+        # own error and the rest go through. A time-bounded error keeps its clock: the
+        # items do not each wait it out again.
+        if rule.on_split is not None:
+            try:
+                rule.on_split(items, error)
+            except Exception:
+                logger.exception("on_split raised")
+        for item in items:
+            await self._run_one(key, item, since)
+
+    @staticmethod
+    def _failing_since(
+        exc: BaseException, since: float | None, clock: Callable[[], float]
+    ) -> float | None:
+        # A retriable error may be retriable for a while only (``retry_for``: the per-run
+        # signal cap clears when the run continues as new, or never).
+        bound: float | None = getattr(exc, "retry_for", None)
+        return None if bound is None else (clock() if since is None else since)
+
+    def _retries(
+        self, exc: BaseException, attempt: int, since: float | None, clock: Callable[[], float]
+    ) -> bool:
+        bound: float | None = getattr(exc, "retry_for", None)
+        expired = bound is not None and since is not None and clock() - since >= bound
+        return is_retriable(exc) and not expired and not self._retry.gives_up(attempt)
+
+    def _done(self, key: K, item: T, result: R) -> None:
+        try:
+            self._on_done(item, result)
+        except Exception:
+            logger.exception("on_done raised for an item of key %r", key)
+
+    async def _run_one(self, key: K, item: T, since: float | None = None) -> None:
         attempt = 0
         clock = asyncio.get_running_loop().time
-        since: float | None = None  # start of a run of failures bounded in time
+        # ``since``: start of a run of failures bounded in time (a split call's carries on).
         while True:
             attempt += 1
             try:
                 result = await self._handler(key, item)
             # Every outcome is routed: retried, or handed to on_failed (dead-letter).
             except Exception as exc:
-                # A retriable error may be retriable for a while only (``retry_for``: the
-                # per-run signal cap clears when the run continues as new, or never).
-                bound: float | None = getattr(exc, "retry_for", None)
-                since = None if bound is None else (clock() if since is None else since)
-                expired = bound is not None and since is not None and clock() - since >= bound
-                if is_retriable(exc) and not expired and not self._retry.gives_up(attempt):
+                since = self._failing_since(exc, since, clock)
+                if self._retries(exc, attempt, since, clock):
                     await self._backoff(item, attempt, exc)
                     continue
                 await self._fail(item, exc)
                 return
-            try:
-                self._on_done(item, result)
-            except Exception:
-                logger.exception("on_done raised for an item of key %r", key)
+            self._done(key, item, result)
             return
 
     async def _fail(self, item: T, error: BaseException) -> None:

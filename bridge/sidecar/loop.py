@@ -7,10 +7,10 @@ docs/architecture.md:
 
 - an offset is committed only once its record was acknowledged by Temporal (every route of a
   fan-out) or written to the dead-letter topic, up to the highest contiguous finished offset;
-- calls for one workflow id run one at a time in partition order; different ids run
-  concurrently up to ``max_in_flight``; records taken and not finished (running or queued
-  behind their workflow id) are bounded by ``max_buffered``: when full, the partitions are
-  paused;
+- calls for one workflow id run one at a time in partition order (what queued behind one
+  shares it where the route allows: :mod:`.coalesce`); different ids run concurrently up to
+  ``max_in_flight``; records held are bounded by ``max_buffered_bytes`` (and
+  ``max_buffered``): when full, the partitions are paused;
 - bad input goes to the dead-letter topic byte for byte, transient Temporal errors are
   retried without skipping; no record stops the line: whatever raises while a record is
   taken dead-letters that record (reason ``internal`` for the unexpected), and a record the
@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -35,7 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from temporalio.client import Client
 
-from bridge.actions import ActionKind, Outcome
+from bridge.actions import ActionKind, Invocation, Outcome
 from bridge.exceptions import error_reason
 from bridge.kafka.clients import consumer_for, producer_for, start_client, stop_client
 from bridge.kafka.deadletters import DeadLetterWriter
@@ -43,6 +44,7 @@ from bridge.kafka.record import Record
 from bridge.routing import Router
 from bridge.settings import LoomSettings
 from bridge.sidecar.batches import BatchFetcher, Ownership
+from bridge.sidecar.coalesce import coalesced_invocation, coalescing, held_bytes
 from bridge.sidecar.dispatch import Dispatcher, RetryPolicy
 from bridge.sidecar.intake import Intake, Job, UnmatchedStopError, UnreadableRecordError
 from bridge.sidecar.metrics import Health, Metrics
@@ -99,11 +101,14 @@ class Loom:
         self.dispatcher: Dispatcher[str, Job, tuple[Outcome, Any]] = Dispatcher(
             self._call,
             max_in_flight=d.max_in_flight,
-            max_buffered=d.buffered_bound,
+            max_buffered=d.buffered_bound or sys.maxsize,
             on_done=self._on_done,
             on_failed=self._on_failed,
             retry=self._retry_policy,
             on_retry=self._on_retry,
+            coalescing=coalescing(d, self._call_batch, self.metrics),
+            max_buffered_bytes=d.max_buffered_bytes,
+            weight=held_bytes,
         )
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -311,15 +316,23 @@ class Loom:
     async def _take(self, tp: TopicPartition, record: Record) -> None:
         await self._started()[2].take(tp, record)
 
-    async def _call(self, key: str, job: Job) -> tuple[Outcome, Any]:
-        inv = job.invocation
+    async def _call_batch(self, key: str, jobs: list[Job]) -> tuple[Outcome, Any]:
+        return await self._perform(coalesced_invocation([job.invocation for job in jobs]))
+
+    async def _perform(self, inv: Invocation) -> tuple[Outcome, Any]:
         started = time.perf_counter()
         # Span "loom route <route>", child of the event's traceparent; current during the
         # call, so the executor's header hook (or the client's interceptor) sends it on.
         with route_span(inv):
             result = await self.executor.execute(inv)
         self.metrics.call_latency.labels(inv.kind.value).observe(time.perf_counter() - started)
+        self.metrics.batch_events.observe(len(inv.batch) or 1)
         self.health.temporal_connected = True
+        return result
+
+    async def _call(self, key: str, job: Job) -> tuple[Outcome, Any]:
+        inv = job.invocation
+        result = await self._perform(inv)
         if inv.kind is ActionKind.UPDATE_WITH_START and inv.reply_topic:
             producer = self._started()[1]
             await publish_reply(producer, inv, result[1], self.settings.kafka.group_id)
@@ -404,7 +417,6 @@ class Loom:
             self.health.assigned.add((tp.topic, tp.partition))
         self.metrics.partitions.set(len(self.health.assigned))
         self.metrics.assign_partitions((tp.topic, tp.partition) for tp in assigned)
-
 
 
 def _moved_back(tp: TopicPartition, last: int, offset: int) -> None:

@@ -71,6 +71,19 @@ class Metrics:
             registry=r,
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.batch_events = Histogram(
+            "loom_batch_events",
+            "Events per Temporal call (a coalesced call carries the events queued behind its "
+            "workflow id)",
+            registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+        )
+        self.batch_splits = Counter(
+            "loom_batch_splits",
+            "Coalesced calls refused for good: their events went one by one",
+            ["reason"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "loom_in_flight", "Records' calls accepted, not finished (bounded by max_buffered)",
             registry=r,

@@ -84,6 +84,7 @@ def settings_summary(settings: LoomSettings) -> dict[str, Any]:
         "temporal.codec": t.codec,
         "dispatch.max_in_flight": d.max_in_flight,
         "dispatch.max_buffered": d.buffered_bound,
+        "dispatch.max_buffered_bytes": d.max_buffered_bytes,
         "dispatch.drain_timeout_s": d.drain_timeout_s,
         "unmatched": settings.unmatched.value,
         "tracing.exporter": exporter,

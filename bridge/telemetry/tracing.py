@@ -53,7 +53,7 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from temporalio.converter import PayloadConverter
 
@@ -211,7 +211,8 @@ def route_span(inv: Invocation, *, otel_tracer: Tracer | None = None) -> Iterato
 
     The span is current in the body, so :func:`header_hook` sends it to Temporal. Without a
     ``traceparent`` the span starts a new trace. A loom error is recorded on the span and
-    re-raised.
+    re-raised. A coalesced call (``inv.batch``) is one span, child of its first event's
+    context, linked to the contexts of the others, with ``loom.batch_events``.
     """
     event = inv.event
     parent = context_from_event(event)
@@ -228,8 +229,16 @@ def route_span(inv: Invocation, *, otel_tracer: Tracer | None = None) -> Iterato
     }
     if event.subject is not None:
         attributes["cloudevents.event_subject"] = event.subject
+    links: list[Link] = []
+    if inv.batch:
+        attributes["loom.batch_events"] = str(len(inv.batch))
+        for other in inv.batch[1:]:
+            linked = context_from_event(other.event)
+            if linked is not None:
+                links.append(Link(trace.get_current_span(linked).get_span_context()))
     span = (otel_tracer or tracer()).start_span(
-        f"loom route {inv.route}", context=ctx, kind=SpanKind.CLIENT, attributes=attributes
+        f"loom route {inv.route}", context=ctx, kind=SpanKind.CLIENT, attributes=attributes,
+        links=links,
     )
     token = otel_context.attach(trace.set_span_in_context(span, ctx))
     try:

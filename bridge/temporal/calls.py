@@ -12,6 +12,9 @@ deterministic update id, and the client handles the multi-operation protocol.
 
 Cancel requests (:mod:`bridge.temporal.cancel`) go raw as well, with the same request id.
 
+A coalesced invocation (``inv.batch``: several events of one workflow id) is one call of the
+``loom_events`` signal with the events' payloads, made here like any other.
+
 Errors are classified by :mod:`bridge.temporal.errors`; "already started" answers to start
 requests are duplicates, not failures. An event refused because its workflow's run closed is
 a duplicate if that run saw it, else late (:mod:`bridge.temporal.closed`).
@@ -44,6 +47,7 @@ from temporalio.service import RPCError
 from bridge.actions import ActionKind, Invocation, MissingWorkflowPolicy, Outcome
 from bridge.events import EVENT_SIGNAL, EVENT_UPDATE
 from bridge.exceptions import (
+    BatchRefusedError,
     PayloadTooLargeError,
     PermanentTemporalError,
     SignalLimitError,
@@ -182,6 +186,8 @@ class TemporalExecutor:
             TransientTemporalError: Retry later: server unavailable, deadline, overload,
                 ``NamespaceUnavailableError``, ``PayloadCodecError``, ``SignalLimitError``
                 (the per-run signal cap; retried for ``signal_limit_retry_s``).
+            BatchRefusedError: A coalesced call to a workflow whose run closed (the caller
+                sends its events one by one: each is a redelivery or late on its own).
             PermanentTemporalError: Anything else the server refused.
         """
         try:
@@ -241,6 +247,10 @@ class TemporalExecutor:
             run_id = already_started_run_id(err)
             if run_id is None:
                 raise
+            if inv.batch:  # each event of a closed run is a redelivery or late on its own
+                raise BatchRefusedError(
+                    f"workflow {inv.workflow_id!r}: run {run_id} is closed"
+                ) from err
             if inv.kind is ActionKind.SIGNAL_WITH_START:
                 return await self._closed(inv, run_id)
             # Start-only: the workflow exists already; its id is the event's by design.

@@ -11,10 +11,12 @@ in aiokafka or anything that does I/O. Workflow modules may import it inside
 - entities (:mod:`bridge.workflow.entity`, :mod:`bridge.workflow.handlers`):
   ``EntityWorkflow[State]`` runs the inbox's loop for you, hands each event to the method
   marked ``@handles(type)`` and carries the state across continue-as-new;
-- inbound (:mod:`bridge.workflow.inbox`): routed events arrive as signals; the ``Inbox``
-  drops repeats by CloudEvent identity and carries its memory and unprocessed events across
-  continue-as-new (guarantee 2a), bounded in bytes (:mod:`bridge.workflow.memory`: identity
-  digests); ``LoomWorkflow`` answers routed updates once each and the ``loom_seen`` query;
+- inbound (:mod:`bridge.workflow.inbox`): routed events arrive as signals, one by one or
+  several in one coalesced call; the ``Inbox`` drops repeats by CloudEvent identity and
+  carries its memory and unprocessed events across continue-as-new (guarantee 2a), bounded
+  in bytes (:mod:`bridge.workflow.memory`: identity digests); ``LoomWorkflow``
+  (:mod:`bridge.workflow.loom`) feeds it, answers routed updates once each and the
+  ``loom_seen`` query;
 - outbound (:mod:`bridge.workflow.outbound`): ``emit`` publishes through the ``loom.publish``
   activity with deterministic ids (guarantee 7), ``request`` awaits the reply;
 - sagas (:mod:`bridge.workflow.saga`): ``Compensations``.
@@ -43,8 +45,8 @@ from bridge.workflow.inbox import (
     EventMatcher,
     Inbox,
     InboxState,
-    LoomWorkflow,
 )
+from bridge.workflow.loom import LoomWorkflow
 from bridge.workflow.outbound import (
     PUBLISH_ACTIVITY,
     ContentMode,

@@ -42,7 +42,8 @@ from temporalio import workflow
 
 from bridge.events import Event
 from bridge.workflow.handlers import EntityHandler, HandlerTable
-from bridge.workflow.inbox import InboxState, LoomWorkflow
+from bridge.workflow.inbox import InboxState
+from bridge.workflow.loom import LoomWorkflow
 from bridge.workflow.memory import json_size
 
 __all__ = [

@@ -1,6 +1,7 @@
 """The workflow's inbox: ordered, deduplicated events routed to it, carried across runs.
 
-Routed events arrive as signals named ``EVENT_SIGNAL`` carrying ``Event.to_payload()``. The
+Routed events arrive as signals named ``EVENT_SIGNAL`` carrying ``Event.to_payload()``, or
+several in one signal named ``EVENTS_SIGNAL`` (a coalesced call, in partition order). The
 ``Inbox`` drops repeats by CloudEvent identity (``source`` + ``id``) with a bounded FIFO
 memory of identity digests, and carries that memory, the unprocessed events and the results
 of applied updates across continue-as-new (guarantee 2a). It keeps the carried state under
@@ -13,21 +14,13 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, NoReturn
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
-from bridge.events import (
-    EVENT_SEEN_DIGESTS_QUERY,
-    EVENT_SEEN_QUERY,
-    EVENT_SIGNAL,
-    EVENT_UPDATE,
-    Event,
-    event_key,
-)
+from bridge.events import EVENT_SIGNAL, EVENT_UPDATE, EVENTS_SIGNAL, Event, event_key
 from bridge.workflow.batching import (
     ARRIVAL_JSON_BYTES,
     Arrivals,
@@ -57,20 +50,19 @@ __all__ = [
     "EventMatcher",
     "Inbox",
     "InboxState",
-    "LoomWorkflow",
 ]
 
 #: How many event identities the inbox remembers (FIFO) to drop repeats.
 DEFAULT_SEEN_LIMIT = 10_000
 #: Signals per run after which the inbox asks for continue-as-new, whatever Temporal suggests.
-#: Temporal caps a run at 10,000 signals and its suggestion tracks history length only.
+#: Temporal caps a run at 10,000 signals; its suggestion tracks the history's length and size.
 DEFAULT_MAX_SIGNALS_PER_RUN = 2_000
 
 
 class Inbox(Batching):
     """Ordered, deduplicated queue of the events routed to a workflow.
 
-    Feed it from a signal handler (``LoomWorkflow`` does; or call :meth:`install`), take
+    Feed it from signal handlers (``LoomWorkflow`` does; or call :meth:`install`), take
     events with :meth:`next` or :meth:`wait_for_event` (or in batches: :meth:`collect`,
     :meth:`debounce`), and call
     :meth:`continue_as_new_if_needed` between two events of the workflow's main loop.
@@ -142,6 +134,16 @@ class Inbox(Batching):
         self.signals_this_run += 1
         return self._enqueue(Event.from_payload(payload), payload)
 
+    def handle_batch(self, payloads: Sequence[Mapping[str, Any]]) -> int:
+        """Take one coalesced signal: its events in order, each deduplicated on its own.
+
+        It counts as one signal (Temporal counts signals toward its per-run cap, not the
+        events they carry; their bytes count toward the history size, which Temporal's
+        continue-as-new suggestion watches). Returns how many events were new.
+        """
+        self.signals_this_run += 1
+        return sum(self._enqueue(Event.from_payload(p), p) for p in payloads)
+
     def push(self, event: Event) -> bool:
         """Queue ``event`` unless its identity was seen; False for a repeat."""
         return self._enqueue(event, None)
@@ -166,12 +168,15 @@ class Inbox(Batching):
                 self._pending_bytes += size
         self._unmeasured.clear()
 
-    def install(self, signal: str = EVENT_SIGNAL) -> None:
-        """Register :meth:`handle` as the workflow's handler for ``signal`` (dynamically).
+    def install(self, signal: str = EVENT_SIGNAL, batch_signal: str | None = EVENTS_SIGNAL) -> None:
+        """Register :meth:`handle` as the workflow's handler for ``signal``, and
+        :meth:`handle_batch` for ``batch_signal`` (coalesced calls), dynamically.
 
         Signals that arrived before are buffered by Temporal and delivered now.
         """
         workflow.set_signal_handler(signal, self.handle)
+        if batch_signal is not None:
+            workflow.set_signal_handler(batch_signal, self.handle_batch)
 
     def restore(self, state: InboxState) -> None:
         """Merge state carried from the previous run.
@@ -386,58 +391,3 @@ class Inbox(Batching):
         """Continue-as-new now, carrying the inbox (see :meth:`continue_as_new_if_needed`)."""
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(make_input(self.snapshot()))
-
-
-class LoomWorkflow:
-    """Mixin for workflow classes: an :class:`Inbox` fed by the ``loom_event`` signal.
-
-    Restore the carried state at the start of the run (``self.inbox.restore(input.inbox)``);
-    events signalled before that are kept and ordered after the carried ones. Override
-    :meth:`make_inbox` to change the inbox's limits, and :meth:`on_update` to answer the
-    updates of update-with-start routes (each applied once, across continue-as-new too).
-    The ``loom_seen`` and ``loom_seen_digests`` queries tell whether an event reached this
-    workflow (a redelivery) or not (a late event for a closed workflow).
-    """
-
-    def make_inbox(self) -> Inbox:
-        """Build the inbox (called once per run, on first use)."""
-        return Inbox()
-
-    @property
-    def inbox(self) -> Inbox:
-        """The run's inbox."""
-        # Created lazily: signal handlers may run before the subclass's __init__ body is done
-        # with, and subclasses need not call super().__init__().
-        box: Inbox | None = self.__dict__.get("_loom_inbox")
-        if box is None:
-            box = self.make_inbox()
-            self.__dict__["_loom_inbox"] = box
-        return box
-
-    @workflow.signal(name=EVENT_SIGNAL)
-    def loom_event(self, payload: dict[str, Any]) -> None:
-        """Signal handler of routed events."""
-        self.inbox.handle(payload)
-
-    @workflow.update(name=EVENT_UPDATE)
-    async def loom_event_update(self, payload: dict[str, Any]) -> Any:
-        """Update handler of update-with-start routes: :meth:`on_update`, once per update."""
-        return await self.inbox.apply_update(payload, self.on_update)
-
-    def on_update(self, event: Event) -> Any:
-        """Answer a routed update (override; may be async). The result is the reply."""
-        raise ApplicationError(
-            f"{type(self).__name__} does not answer updates: override on_update",
-            type="LoomNoUpdateHandler",
-            non_retryable=True,
-        )
-
-    @workflow.query(name=EVENT_SEEN_QUERY)
-    def loom_seen(self, source: str, id: str) -> bool:
-        """Whether the event ``source`` + ``id`` reached this workflow (within the memory)."""
-        return self.inbox.has_seen(source, id)
-
-    @workflow.query(name=EVENT_SEEN_DIGESTS_QUERY)
-    def loom_seen_digests(self) -> list[str]:
-        """Digests of the identities this workflow remembers (the sidecar's closed-run check)."""
-        return self.inbox.seen_digests()

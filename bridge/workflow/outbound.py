@@ -22,7 +22,8 @@ from temporalio.exceptions import ApplicationError
 
 from bridge._ids import emitted_event_id
 from bridge.events import CAUSATION, CORRELATION, PARTITION_KEY, Event
-from bridge.workflow.inbox import Inbox, LoomWorkflow
+from bridge.workflow.inbox import Inbox
+from bridge.workflow.loom import LoomWorkflow
 
 __all__ = [
     "PUBLISH_ACTIVITY",

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from kit import LoomProcess, StartLoom
+from recorder import InboxRecorderWorkflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -25,11 +26,12 @@ def fault_results(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Row], N
 
 @pytest.fixture
 async def recorder_worker(temporal_client: Client, task_queue: str) -> AsyncIterator[Worker]:
-    """A worker for :class:`FaultRecorder` on the session server and the test's task queue."""
+    """A worker for :class:`FaultRecorder` (and the inbox recorder of the coalesced routes)
+    on the session server and the test's task queue."""
     async with Worker(
         temporal_client,
         task_queue=task_queue,
-        workflows=[FaultRecorder],
+        workflows=[FaultRecorder, InboxRecorderWorkflow],
         max_concurrent_workflow_tasks=100,
     ) as worker:
         yield worker

@@ -61,8 +61,41 @@ async def _busy(sidecar: LoomProcess, at_least: int, timeout: float = 60) -> flo
                             interval=0.01, what=f"{sidecar.name} with {at_least} calls in flight")
 
 
+#: Scenarios 1 and 4 run as they were, and again with coalescing on (``1c``, ``4c``: the
+#: route to the inbox recorder coalesces; a kill or a rebalance lands mid-batch).
+COALESCING = pytest.mark.parametrize("coalesced", [
+    pytest.param(False, id="one-per-call"),
+    pytest.param(True, id="coalesced", marks=pytest.mark.slow),
+])
+
+
+def _routes(coalesced: bool) -> str:
+    return "faults.workload:coalesced_router" if coalesced else "faults.workload:router"
+
+
+def _events_per_call(metrics_text: str) -> float:
+    """Mean events per Temporal call so far (``loom_batch_events``), 0 before any call."""
+    calls = metric_value(metrics_text, "loom_batch_events_count")
+    return metric_value(metrics_text, "loom_batch_events_sum") / calls if calls else 0.0
+
+
+async def _mid_batch(sidecar: LoomProcess, timeout: float = 60) -> tuple[float, float]:
+    """Wait until the sidecar made calls carrying several events and still has calls in
+    flight (a fault then lands mid-batch); returns (events per call, in flight)."""
+
+    async def state() -> tuple[float, float]:
+        sidecar.check_running()  # an exit fails the wait at once
+        scrape = await sidecar.metrics()
+        return _events_per_call(scrape), metric_value(scrape, "loom_in_flight")
+
+    return await eventually(state, until=lambda s: s[0] > 1 and s[1] >= 1, timeout=timeout,
+                            interval=0.01, what=f"{sidecar.name} coalescing, calls in flight")
+
+
 @pytest.mark.timeout(TIMEOUT)
+@COALESCING
 async def test_sigkill_mid_stream_then_restart(
+    coalesced: bool,
     temporal_client: Client,
     recorder_worker: Worker,
     loom_kafka_bootstrap: str,
@@ -71,7 +104,9 @@ async def test_sigkill_mid_stream_then_restart(
     sidecars: Sidecars,
     fault_results: Callable[[Row], None],
 ) -> None:
-    """1. SIGKILL mid-stream, restart: 0 lost, 0 duplicated, order kept."""
+    """1. SIGKILL mid-stream, restart: 0 lost, 0 duplicated, order kept. With coalescing
+    (1c): each kill lands once calls carrying several events went through and more are in
+    flight."""
     started = time.monotonic()
     entities, per_entity = size(40, 100), size(20, 50)
     kills = size(1, 2)
@@ -80,7 +115,7 @@ async def test_sigkill_mid_stream_then_restart(
     expected = expected_by_workflow(events)
     settings = fault_settings(
         bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g1"),
-        temporal=temporal_client.service_client.config.target_host,
+        temporal=temporal_client.service_client.config.target_host, routes=_routes(coalesced),
     )
     producer = await make_producer()
     # A backlog, then a steady stream: every kill lands while calls are in flight (taken
@@ -93,8 +128,13 @@ async def test_sigkill_mid_stream_then_restart(
         publish_paced(producer, topic, events[backlog:], rate=len(events) / 10)
     )
     busy: list[float] = []
+    per_call: list[float] = []
     for n in range(kills):
-        busy.append(await _busy(sidecar, 16))
+        in_flight = await _busy(sidecar, 16)
+        if coalesced:  # its coalesced calls went through, and more are in flight
+            calls, in_flight = await _mid_batch(sidecar)
+            per_call.append(calls)
+        busy.append(in_flight)
         await sidecar.kill()  # SIGKILL: no drain, no commit
         assert sidecar.returncode == -signal.SIGKILL
         sidecar = await sidecars(settings, f"s1-{n + 1}")
@@ -105,10 +145,13 @@ async def test_sigkill_mid_stream_then_restart(
         group=settings.kafka.group_id, topic=topic, timeout=TIMEOUT / 2,
     )
     letters = await dead_letters(loom_kafka_bootstrap, dlq)
+    batches = (f"; coalesced: {', '.join(f'{p:.1f}' for p in per_call)} events per call "
+               "before the kills") if coalesced else ""
     fault_results(Row.measured(
-        "1. sidecar SIGKILLed mid-stream, restarted", result, letters, started,
+        "1c. sidecar SIGKILLed mid-batch (coalescing), restarted" if coalesced
+        else "1. sidecar SIGKILLed mid-stream, restarted", result, letters, started,
         f"{kills} kill(s) with {', '.join(f'{b:.0f}' for b in busy)} calls in flight, "
-        f"{result.workflows} workflows",
+        f"{result.workflows} workflows{batches}",
         passed=result.clean and not letters,
     ))
     assert result.clean, result
@@ -196,7 +239,9 @@ async def test_temporal_down_mid_stream(
 
 
 @pytest.mark.timeout(TIMEOUT)
+@COALESCING
 async def test_second_sidecar_joins_then_is_killed(
+    coalesced: bool,
     temporal_client: Client,
     recorder_worker: Worker,
     loom_kafka_bootstrap: str,
@@ -205,7 +250,9 @@ async def test_second_sidecar_joins_then_is_killed(
     sidecars: Sidecars,
     fault_results: Callable[[Row], None],
 ) -> None:
-    """4. A second sidecar joins the group, then is SIGKILLed: 0 lost, 0 duplicated."""
+    """4. A second sidecar joins the group, then is SIGKILLed: 0 lost, 0 duplicated. With
+    coalescing (4c): it is killed once its coalesced calls went through and more are in
+    flight."""
     started = time.monotonic()
     entities, per_entity = size(40, 100), size(20, 30)
     topic, dlq = await new_topic(partitions=4), await new_topic()
@@ -213,7 +260,7 @@ async def test_second_sidecar_joins_then_is_killed(
     expected = expected_by_workflow(events)
     settings = fault_settings(
         bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g4"),
-        temporal=temporal_client.service_client.config.target_host,
+        temporal=temporal_client.service_client.config.target_host, routes=_routes(coalesced),
     )
     producer = await make_producer()
     first = await sidecars(settings, "s4-first")
@@ -229,6 +276,9 @@ async def test_second_sidecar_joins_then_is_killed(
     # A burst: the second member holds calls in flight when it is killed.
     burst = asyncio.create_task(publish(producer, topic, events[trickle:]))
     busy = await _busy(second, 16)
+    per_call = 0.0
+    if coalesced:  # its coalesced calls went through, and more are in flight
+        per_call, busy = await _mid_batch(second)
     routed_by_second = metric_value(await second.metrics(), "loom_events_routed_total")
     await second.kill()
     await burst
@@ -239,8 +289,10 @@ async def test_second_sidecar_joins_then_is_killed(
     assert first.returncode is None, first.tail()
     letters = await dead_letters(loom_kafka_bootstrap, dlq)
     fault_results(Row.measured(
-        "4. second sidecar joins, then SIGKILLed (rebalances)", result, letters, started,
-        f"the second routed {routed_by_second:.0f} and had {busy:.0f} in flight at its kill",
+        "4c. second sidecar joins, then SIGKILLed mid-batch (coalescing)" if coalesced
+        else "4. second sidecar joins, then SIGKILLed (rebalances)", result, letters, started,
+        f"the second routed {routed_by_second:.0f} and had {busy:.0f} in flight at its kill"
+        + (f", {per_call:.1f} events per call" if coalesced else ""),
         passed=result.clean and not letters,
     ))
     assert result.clean, result

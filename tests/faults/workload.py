@@ -4,6 +4,12 @@ The sidecar subprocess loads :data:`router` with ``--routes faults.workload:rout
 task queue comes from ``LOOM_FAULTS_TASK_QUEUE`` so every scenario gets its own. The
 workflow keeps every event it receives, duplicates included (no workflow-side dedup), so the
 tally sees exactly what Temporal delivered.
+
+:data:`coalesced_router` (``--routes faults.workload:coalesced_router``) routes the same
+events to :class:`~recorder.InboxRecorderWorkflow`, a ``LoomWorkflow``: its route coalesces
+(the events queued behind a workflow id ride in one call), and the tally sees what its inbox
+let through, each event once: a batch redelivered after a fault may be cut differently, so
+the server lets its repeats through and the inbox drops them (guarantee 2a).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 
 import recorder
 from pydantic import BaseModel, field_validator
-from recorder import RECORDER, RecorderWorkflow, publish
+from recorder import RECORDER, InboxRecorderWorkflow, RecorderWorkflow, publish
 
 from bridge.actions import SignalWithStart
 from bridge.events import Event
@@ -51,16 +57,17 @@ class Strict(Step):
         return value
 
 
-def make_router(task_queue: str) -> Router:
+def make_router(task_queue: str, *, coalesced: bool = False) -> Router:
     """The suite's route, ``faults.step`` -> signal-with-start ``fault-{entity}``, and the same
-    for ``faults.strict`` through a model whose code raises on some input."""
+    for ``faults.strict`` through a model whose code raises on some input; ``coalesced``: to
+    the inbox recorder, whose routes coalesce."""
     return Router([
         Route(
             name,
             match=Match(type=event_type),
             data=model,
             action=SignalWithStart(
-                workflow=RECORDER,
+                workflow=InboxRecorderWorkflow if coalesced else RECORDER,
                 task_queue=task_queue,
                 workflow_id=WORKFLOW_PREFIX + "{data.entity}",
             ),
@@ -71,6 +78,10 @@ def make_router(task_queue: str) -> Router:
 
 #: What ``loom run --routes faults.workload:router`` loads in the sidecar subprocess.
 router = make_router(os.environ.get("LOOM_FAULTS_TASK_QUEUE", "loom-faults"))
+#: The same with coalescing (``--routes faults.workload:coalesced_router``).
+coalesced_router = make_router(
+    os.environ.get("LOOM_FAULTS_TASK_QUEUE", "loom-faults"), coalesced=True
+)
 
 
 def step_events(prefix: str, entities: int, per_entity: int) -> list[Event]:
