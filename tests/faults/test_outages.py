@@ -136,8 +136,10 @@ async def test_slow_temporal_in_flight_and_memory_bounded(
     task_queue: str,
     fault_results: Callable[[Row], None],
 ) -> None:
-    """5. Temporal slowed by the proxy, low bound: calls running within ``max_in_flight``,
-    records held within ``max_buffered`` (its default, 4 x max_in_flight), memory bounded."""
+    """5. Temporal slowed by the proxy, low bounds: calls running within ``max_in_flight``,
+    records held within ``max_buffered`` (4 x max_in_flight here; by default only
+    ``max_buffered_bytes`` bounds them, so that queues per workflow id form and coalesce),
+    memory bounded."""
     started = time.monotonic()
     bound = 8
     entities, per_entity = size(40, 100), size(10, 20)
@@ -155,7 +157,7 @@ async def test_slow_temporal_in_flight_and_memory_bounded(
         slow = await Client.connect(proxy.address, data_converter=pydantic_data_converter)
         settings = fault_settings(
             bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g5"),
-            temporal=proxy.address, max_in_flight=bound,
+            temporal=proxy.address, max_in_flight=bound, dispatch={"max_buffered": 4 * bound},
         )
         buffered = settings.dispatch.buffered_bound
         assert buffered == 4 * bound
