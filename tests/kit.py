@@ -361,13 +361,14 @@ class LoomProcess:
     def tail(self, lines: int = 40) -> str:
         return "".join(self.lines[-lines:]) or "(no output)"
 
-    async def get(self, path: str) -> tuple[int, str]:
-        """(status, body) of ``GET path`` on its HTTP server; (0, error) when it does not answer."""
-        return await http_get(self.http_port, path)
+    async def get(self, path: str, timeout: float = 2.0) -> tuple[int, str]:
+        """(status, body) of ``GET path`` on its HTTP server; (0, error) when it does not answer
+        within ``timeout`` seconds."""
+        return await http_get(self.http_port, path, timeout)
 
-    async def probe(self, path: str) -> int:
-        """HTTP status of ``path`` (0 when the server does not answer)."""
-        return (await self.get(path))[0]
+    async def probe(self, path: str, timeout: float = 2.0) -> int:
+        """HTTP status of ``path`` (0 when the server does not answer within ``timeout``)."""
+        return (await self.get(path, timeout))[0]
 
     async def metrics(self) -> str:
         status, text = await self.get("/metrics")

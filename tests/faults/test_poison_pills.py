@@ -122,9 +122,11 @@ async def test_poison_pills_mixed_into_good_traffic(
         await sidecar.wait_ready()
 
         async def watch() -> None:
-            # Both probes every 0.1 s: the measurement itself, not a wait.
+            # Both probes every 0.1 s: the measurement itself, not a wait. A probe answers
+            # within 5 s (the default timeout of a Kubernetes probe is 1 s, but this machine
+            # runs two test workers, their servers and the sidecar on 2 cores).
             while True:
-                health.append((await sidecar.probe("/livez"), await sidecar.probe("/readyz")))
+                health.append((await sidecar.probe("/livez", 5), await sidecar.probe("/readyz", 5)))
                 await asyncio.sleep(0.1)
 
         watcher = asyncio.create_task(watch())
