@@ -177,8 +177,9 @@ class Dispatcher(Generic[K, T, R]):
         self._max_bytes = max_buffered_bytes
         self._weight = weight
         self._bytes = 0
-        # key -> (its pending items, head first and in progress; its worker task)
-        self._keys: dict[K, tuple[deque[T], asyncio.Task[None]]] = {}
+        # key -> (its pending items, head first and in progress; the weight each item added
+        # at submit, removed as it is at finish; its worker task)
+        self._keys: dict[K, tuple[deque[T], deque[int], asyncio.Task[None]]] = {}
         self._in_flight = 0
         self._running = 0
         # FIFO across keys: a key worker that finished an item queues behind waiting keys.
@@ -248,7 +249,7 @@ class Dispatcher(Generic[K, T, R]):
         A free slot is not reserved: with several submitters, :meth:`submit` may still wait.
         """
         while self.full and not self._closed:
-            await self._space.wait()
+            await self._wait_space()
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -266,20 +267,28 @@ class Dispatcher(Generic[K, T, R]):
                 raise DispatcherClosedError("the dispatcher is closed")
             if not self.full:
                 break
-            await self._space.wait()
+            await self._wait_space()
+        weight = 0 if self._weight is None else self._weight(item)
         self._in_flight += 1
-        if self._weight is not None:
-            self._bytes += self._weight(item)
-        if self.full:
-            self._space.clear()
+        self._bytes += weight
         self._idle.clear()
         entry = self._keys.get(key)
         if entry is not None:
             entry[0].append(item)
+            entry[1].append(weight)
             return
         queue: deque[T] = deque((item,))
-        task = asyncio.create_task(self._work(key, queue), name=f"loom-dispatch-{key!r}")
-        self._keys[key] = (queue, task)
+        weights = deque((weight,))
+        task = asyncio.create_task(self._work(key, queue, weights), name=f"loom-dispatch-{key!r}")
+        self._keys[key] = (queue, weights, task)
+
+    async def _wait_space(self) -> None:
+        # Called only while full. A set event's wait() returns without suspending, so the
+        # event is cleared first: the caller re-checks its condition after a real suspension,
+        # woken by a finish or close(). (Waiting on a set event while still full spun the
+        # loop and starved the completions that free space: issue 21.)
+        self._space.clear()
+        await self._space.wait()
 
     async def drain(self, timeout: float) -> bool:
         """Waits until every accepted item finished.
@@ -307,7 +316,7 @@ class Dispatcher(Generic[K, T, R]):
         their offsets are not committed and Kafka redelivers them.
         """
         self._closed = True
-        tasks = [task for _, task in self._keys.values()]
+        tasks = [task for _, _, task in self._keys.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -320,7 +329,7 @@ class Dispatcher(Generic[K, T, R]):
 
     # --- workers ----------------------------------------------------------------------------
 
-    async def _work(self, key: K, queue: deque[T]) -> None:
+    async def _work(self, key: K, queue: deque[T], weights: deque[int]) -> None:
         try:
             # The head stays in the queue while it runs, so submit() appends behind it
             # instead of starting a second worker for the key.
@@ -339,7 +348,8 @@ class Dispatcher(Generic[K, T, R]):
                     finally:
                         self._running -= 1
                 for _ in range(count):
-                    self._finished(queue.popleft())
+                    queue.popleft()
+                    self._finished(weights.popleft())
         finally:
             # No await between the empty check and this removal: submit() cannot slip an
             # item into a queue whose worker is gone.
@@ -347,11 +357,12 @@ class Dispatcher(Generic[K, T, R]):
             if entry is not None and entry[0] is queue:
                 del self._keys[key]
 
-    def _finished(self, item: T) -> None:
+    def _finished(self, weight: int) -> None:
         self._in_flight -= 1
-        if self._weight is not None:
-            self._bytes -= self._weight(item)
-        if not self._space.is_set():
+        self._bytes -= weight
+        # Waiters are woken only when one of them can go on: a finish that leaves the
+        # dispatcher full wakes nobody.
+        if not self.full:
             self._space.set()
         if self._in_flight == 0:
             self._idle.set()
