@@ -110,6 +110,10 @@ class Loom:
             max_buffered_bytes=d.max_buffered_bytes,
             weight=held_bytes,
         )
+        # Read at each scrape from the dispatcher itself: true at rest too (set from a
+        # callback, they lagged the dispatcher's own counts by the last call).
+        self.metrics.in_flight.set_function(lambda: self.dispatcher.in_flight)
+        self.metrics.running.set_function(lambda: self.dispatcher.running)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._intake: Intake | None = None
@@ -161,8 +165,7 @@ class Loom:
             self._producer, k.deadletter_topic, backoff=self._retry_policy.delay, on_retry=self._dlq_retry
         )
         self._intake = Intake(
-            self.router, self.tracker, self.dispatcher, deadletters, self.metrics,
-            self._gauge_in_flight,
+            self.router, self.tracker, self.dispatcher, deadletters, self.metrics
         )
 
     async def run(self) -> None:
@@ -362,10 +365,6 @@ class Loom:
     def _dlq_retry(self, attempt: int, err: BaseException, delay: float) -> None:
         self.metrics.retries.labels("deadletter-write").inc()
         log.warning("dead-letter write failed (attempt %d, retry in %.2fs): %s", attempt, delay, err)
-
-    def _gauge_in_flight(self) -> None:
-        self.metrics.in_flight.set(self.dispatcher.in_flight)
-        self.metrics.running.set(self.dispatcher.running)
 
     # --- offsets ------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from bridge.exceptions import SettingsError
 from bridge.routing import Router
 from bridge.settings import LoomSettings
 from bridge.sidecar.http import HealthServer
+from bridge.sidecar.liveness import LoopWatch
 from bridge.sidecar.loop import Loom
 from bridge.sidecar.metrics import Health, Metrics
 from bridge.telemetry import tracing
@@ -134,6 +135,7 @@ class Sidecar:
         if "unmatched" in settings.model_fields_set:
             router.unmatched = settings.unmatched
         self.metrics = Metrics()
+        self.watch = LoopWatch(self.metrics.loop_lag.observe)
         # The Temporal client's own metrics, when the sidecar connects its client itself.
         self.temporal_metrics: TemporalMetrics | None = None
         self.loom: Loom | None = None
@@ -198,18 +200,22 @@ class Sidecar:
         )
         for warning in unconsumed_topic_warnings(self.router, self.settings):
             log.warning("%s", warning)
+        self.watch.start()
         if self.settings.http_port:
             self.http = HealthServer(
                 lambda: self.health,
                 self.metrics.registry,
                 host=self.settings.http_host,
                 port=self.settings.http_port,
+                watch=self.watch,
+                stall_after_s=self.settings.liveness_stall_s,
             )
             await self.http.start()
             log.info("health and metrics on http://%s:%d", self.settings.http_host, self.http.port)
         try:
             return await self._run_loom()
         finally:
+            self.watch.stop()
             if self.http is not None:
                 await self.http.stop()
 
