@@ -135,3 +135,10 @@ def test_every_page_is_in_the_nav() -> None:
     nav = (ROOT / "mkdocs.yml").read_text()
     for page in DOCS.rglob("*.md"):
         assert page.relative_to(DOCS).as_posix() in nav, page
+
+
+def test_the_publishing_workflow_builds_as_the_tests_do() -> None:
+    workflow = (ROOT / ".github" / "workflows" / "docs.yml").read_text()
+    assert "mkdocs build --strict" in workflow
+    assert "scripts/docs_reference.py --check" in workflow
+    assert 'tags: ["v*"]' in workflow
