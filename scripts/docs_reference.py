@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# The checkout's library, also when it is not the one installed (run as a script, sys.path[0]
+# is scripts/).
+sys.path.insert(0, str(ROOT))
 REFERENCE = ROOT / "docs" / "reference"
 _BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
 
