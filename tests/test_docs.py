@@ -18,7 +18,6 @@ from temporalio.service import RPCError
 
 from bridge.dev import create_topic, free_port
 from bridge.kafka.binding import decode
-from bridge.settings import settings_reference
 from bridge.testing import TemporalServer, read_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,19 +47,13 @@ def test_the_two_commands_are_the_ones_ci_and_users_run() -> None:
     assert "loom dev" in (ROOT / "scripts" / "dev").read_text()
 
 
-def settings_table() -> str:
-    """The README's configuration table, as the settings model says it."""
-    rows = ["| variable | type | default |", "| --- | --- | --- |"]
-    rows += [
-        f"| `{env}` | {kind.replace('|', chr(92) + '|')} | {default} |"
-        for env, kind, default in settings_reference()
-    ]
-    return "\n".join(rows) + "\n"
-
-
-def test_every_setting_is_documented() -> None:
-    # Regenerate with: python -c "from tests.test_docs import settings_table as t; print(t())"
-    assert settings_table() in README
+def test_the_readme_is_the_front_door() -> None:
+    """At most 200 lines; everything else lives in the documentation site, which it links."""
+    assert len(README.splitlines()) <= 200
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README):
+        if not target.startswith(("http://", "https://")):
+            assert (ROOT / target).exists(), f"README links to {target}, which is not there"
+    assert "docs/getting-started/tutorial.md" in README
 
 
 def test_every_page_is_collected() -> None:
@@ -72,7 +65,7 @@ def test_every_page_is_collected() -> None:
 def test_the_tutorial_files_are_only_in_the_tutorial() -> None:
     # A hello/ block elsewhere would be skipped by the page test below and built by no one.
     for page in PAGES:
-        if page not in (TUTORIAL, ROOT / "README.md"):  # the README's copy: until it is the front door
+        if page != TUTORIAL:
             assert not any(_FILE_HEADER.match(b) for b in python_blocks(page.read_text())), page
 
 
