@@ -371,7 +371,7 @@ def load_settings(**overrides: Any) -> LoomSettings:
 
 
 def settings_reference() -> list[tuple[str, str, str]]:
-    """Every setting as ``(environment variable, type, default)``, for the README's table.
+    """Every setting as ``(environment variable, type, default)``, for the settings reference.
 
     The default is Markdown: a value in backquotes, or what the setting falls back to.
     """
