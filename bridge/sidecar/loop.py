@@ -50,6 +50,7 @@ from bridge.sidecar.intake import Intake, Job, UnmatchedStopError, UnreadableRec
 from bridge.sidecar.metrics import Health, Metrics
 from bridge.sidecar.offsets import OffsetTracker
 from bridge.sidecar.replies import publish_reply
+from bridge.telemetry.logs import CLIENT_ERRORS
 from bridge.telemetry.tracing import header_hook, route_span
 from bridge.temporal.calls import TemporalExecutor
 
@@ -121,6 +122,7 @@ class Loom:
         self._stopping = asyncio.Event()
         self._deadline: float | None = None  # loop time by which a stop must be done
         self._last_commit = 0.0
+        self._kafka_lost: float | None = None  # when the metadata probe first failed
         self._commit_lock = asyncio.Lock()
         self.error: BaseException | None = None
 
@@ -310,7 +312,14 @@ class Loom:
                 ok = True
             except Exception as exc:  # any failure means "not connected" for readiness
                 if self.health.kafka_connected:
+                    self._kafka_lost = time.monotonic()
                     log.warning("Kafka metadata probe failed: %s", exc or type(exc).__name__)
+        if ok and self._kafka_lost is not None:
+            log.warning(
+                "Kafka answers again after %.0f s (%d repeated client errors summarised)",
+                time.monotonic() - self._kafka_lost, CLIENT_ERRORS.settle(),
+            )
+            self._kafka_lost = None
         self.health.kafka_connected = ok
         return ok
 
