@@ -97,17 +97,17 @@ async def test_backlog_past_the_byte_bound_drains_with_probes_answered(
     sidecars: Sidecars,
     fault_results: Callable[[Row], None],
 ) -> None:
-    """13. A backlog past the byte bound on a route that does not coalesce: drained, 0 lost,
+    """16. A backlog past the byte bound on a route that does not coalesce: drained, 0 lost,
     0 duplicated, probes answered within 1 s throughout, SIGTERM obeyed within the drain
     timeout."""
     started = time.monotonic()
     drain_timeout = 10.0
     entities, per_entity = size(50, 500), size(30, 60)
     topic, dlq = await new_topic(partitions=2), await new_topic()
-    events = _uneven(step_events(unique("t13"), entities, per_entity), seed=13)
+    events = _uneven(step_events(unique("t16"), entities, per_entity), seed=16)
     expected = expected_by_workflow(events)
     settings = fault_settings(
-        bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g13"),
+        bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g16"),
         temporal=temporal_client.service_client.config.target_host,
         max_in_flight=16, drain_timeout_s=drain_timeout,
         # About 30 records of 4-10 KB held: the backlog is many times the bound.
@@ -118,7 +118,7 @@ async def test_backlog_past_the_byte_bound_drains_with_probes_answered(
 
     prober = Prober()
     try:
-        sidecar = await sidecars(settings, "s13-0")
+        sidecar = await sidecars(settings, "s16-0")
         await sidecar.wait_ready()
         prober.watch(sidecar)
 
@@ -136,7 +136,7 @@ async def test_backlog_past_the_byte_bound_drains_with_probes_answered(
         exit_after = time.monotonic() - term_at
         assert code is not None, f"still running after SIGTERM:\n{sidecar.tail(60)}"
 
-        restarted = await sidecars(settings, "s13-1")
+        restarted = await sidecars(settings, "s16-1")
         await restarted.wait_ready()
         prober.watch(restarted)
         result, lag = await settle(
@@ -148,7 +148,7 @@ async def test_backlog_past_the_byte_bound_drains_with_probes_answered(
     letters = await dead_letters(loom_kafka_bootstrap, dlq)
     worst = max((t for _, t in prober.answers), default=0.0)
     fault_results(Row.measured(
-        "13. backlog past the byte bound, non-coalescing route", result, letters, started,
+        "16. backlog past the byte bound, non-coalescing route", result, letters, started,
         f"{len(prober.answers)} probes, slowest {worst * 1000:.0f} ms, "
         f"{len(prober.unanswered)} unanswered in 1 s; SIGTERM: exit {code} after {exit_after:.1f} s",
         passed=result.clean and not prober.unanswered and code == 0,
