@@ -13,7 +13,6 @@ probe asks ``/healthz`` every 100 ms throughout, each answer within 1 s.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import random
 import signal
@@ -22,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from kit import LoomProcess, eventually, metric_value
+from kit import Prober, eventually, metric_value
 from recorder import publish
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -36,46 +35,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
 PROBE_BUDGET_S = 1.0
 #: What a kubelet and a Prometheus scrape ask.
 PATHS = ("/livez", "/metrics")
-
-
-class Prober:
-    """Asks a sidecar's liveness and metrics every 100 ms; keeps each answer's status and
-    time."""
-
-    def __init__(self) -> None:
-        self.answers: list[tuple[int, float]] = []  # (status, seconds), -1: no answer in time
-        self._task: asyncio.Task[None] | None = None
-        self.sidecar: LoomProcess | None = None
-
-    def watch(self, sidecar: LoomProcess | None) -> None:
-        """Probe ``sidecar`` from now on (None: none, e.g. while one drains to its exit: a
-        draining sidecar is no longer live, by design)."""
-        self.sidecar = sidecar
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            sidecar = self.sidecar
-            if sidecar is not None and sidecar.returncode is None:
-                for path in PATHS:
-                    began = time.monotonic()
-                    try:
-                        status = await sidecar.probe(path, timeout=PROBE_BUDGET_S)
-                    except Exception:
-                        status = -1
-                    if sidecar.returncode is None:  # an answer lost to the exit is no stall
-                        self.answers.append((status, time.monotonic() - began))
-            await asyncio.sleep(0.1)  # the probe's period, as a kubelet's
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    @property
-    def unanswered(self) -> list[tuple[int, float]]:
-        return [(s, t) for s, t in self.answers if s != 200 or t > PROBE_BUDGET_S]
 
 
 def _uneven(events: list[Event], seed: int) -> list[Event]:
@@ -116,11 +75,11 @@ async def test_backlog_past_the_byte_bound_drains_with_probes_answered(
     producer = await make_producer()
     await publish(producer, topic, events)  # the whole backlog is there before the start
 
-    prober = Prober()
+    prober = Prober(PATHS, budget=PROBE_BUDGET_S)
     try:
         sidecar = await sidecars(settings, "s16-0")
         await sidecar.wait_ready()
-        prober.watch(sidecar)
+        prober.watch(sidecar.http_port)
 
         async def delivered() -> float:
             sidecar.check_running()
@@ -138,22 +97,21 @@ async def test_backlog_past_the_byte_bound_drains_with_probes_answered(
 
         restarted = await sidecars(settings, "s16-1")
         await restarted.wait_ready()
-        prober.watch(restarted)
+        prober.watch(restarted.http_port)
         result, lag = await settle(
             temporal_client, expected, bootstrap=loom_kafka_bootstrap,
             group=settings.kafka.group_id, topic=topic, timeout=180,
         )
     finally:
-        await prober.stop()
+        prober.close()
     letters = await dead_letters(loom_kafka_bootstrap, dlq)
-    worst = max((t for _, t in prober.answers), default=0.0)
     fault_results(Row.measured(
         "16. backlog past the byte bound, non-coalescing route", result, letters, started,
-        f"{len(prober.answers)} probes, slowest {worst * 1000:.0f} ms, "
-        f"{len(prober.unanswered)} unanswered in 1 s; SIGTERM: exit {code} after {exit_after:.1f} s",
-        passed=result.clean and not prober.unanswered and code == 0,
+        f"{len(prober.answers)} probes, slowest {prober.slowest * 1000:.0f} ms, "
+        f"{len(prober.failures())} unanswered in 1 s; SIGTERM: exit {code} after {exit_after:.1f} s",
+        passed=result.clean and not prober.failures() and code == 0,
     ))
-    assert not prober.unanswered, f"probes unanswered within 1 s: {prober.unanswered[:10]}"
+    assert not prober.failures(), f"probes unanswered within 1 s: {prober.failures()[:10]}"
     assert len(prober.answers) > 10
     assert code == 0, sidecar.tail()
     assert exit_after <= drain_timeout + 5
