@@ -49,6 +49,7 @@ from bridge.sidecar.dispatch import Dispatcher, RetryPolicy
 from bridge.sidecar.intake import Intake, Job, UnmatchedStopError, UnreadableRecordError
 from bridge.sidecar.metrics import Health, Metrics
 from bridge.sidecar.offsets import OffsetTracker
+from bridge.sidecar.redo import Redo, moved_back
 from bridge.sidecar.replies import publish_reply
 from bridge.telemetry.tracing import header_hook, route_span
 from bridge.temporal.calls import TemporalExecutor
@@ -96,8 +97,9 @@ class Loom:
         self._retry_policy = RetryPolicy(
             initial=d.retry_initial_s, maximum=d.retry_max_s, multiplier=d.retry_multiplier
         )
-        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker(on_reset=_moved_back)
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker(on_reset=moved_back)
         self.ownership = Ownership()
+        self.redo = Redo.from_settings(settings.kafka, self.ownership, self.metrics)
         self.dispatcher: Dispatcher[str, Job, tuple[Outcome, Any]] = Dispatcher(
             self._call,
             max_in_flight=d.max_in_flight,
@@ -157,12 +159,11 @@ class Loom:
         # replay starts its own consumer after it).
         k = self.settings.kafka
         self._producer = await start_client(producer_for(k))
-        deadletters = DeadLetterWriter(
-            self._producer, k.deadletter_topic, backoff=self._retry_policy.delay, on_retry=self._dlq_retry
-        )
+        deadletters = DeadLetterWriter(self._producer, k.deadletter_topic, group=k.group_id,
+                                       backoff=self._retry_policy.delay, on_retry=self._dlq_retry)
         self._intake = Intake(
             self.router, self.tracker, self.dispatcher, deadletters, self.metrics,
-            self._gauge_in_flight,
+            self._gauge_in_flight, finished=self.redo.skips,
         )
 
     async def run(self) -> None:
@@ -231,6 +232,7 @@ class Loom:
                 timeout_ms=min(200, int(interval * 1000)),
                 max_records=min(self.dispatcher.free_slots, self.settings.kafka.max_poll_records),
             )
+            await self.redo.prepare(batch)  # before a new assignment's first record is taken
             for tp, records in batch.records.items():
                 self.metrics.consumed.labels(tp.topic).inc(len(records))
                 epoch = batch.epochs.get(tp)
@@ -417,13 +419,6 @@ class Loom:
             self.health.assigned.add((tp.topic, tp.partition))
         self.metrics.partitions.set(len(self.health.assigned))
         self.metrics.assign_partitions((tp.topic, tp.partition) for tp in assigned)
-
-
-def _moved_back(tp: TopicPartition, last: int, offset: int) -> None:
-    log.warning(
-        "%s[%d]: offset %d after %d (a seek or an offset reset): tracking the partition again",
-        tp.topic, tp.partition, offset, last,
-    )
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

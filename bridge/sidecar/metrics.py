@@ -84,6 +84,21 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # Issue 23: what a new owner of a partition did again, and what it knew to skip.
+        self.redo_records = Counter(
+            "loom_redo_records",
+            "Records taken again after a crash or a rebalance, below the highest offset known "
+            "finished (the commit's metadata, the dead-letter topic)",
+            ["topic"],
+            registry=r,
+        )
+        self.redo_skipped = Counter(
+            "loom_redo_skipped",
+            "Records skipped after a crash or a rebalance: finished before (delivered or "
+            "dead-lettered), known from the commit's metadata or the dead-letter topic",
+            ["topic"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "loom_in_flight", "Records' calls accepted, not finished (bounded by max_buffered)",
             registry=r,

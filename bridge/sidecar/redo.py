@@ -1,0 +1,261 @@
+"""Redo after a crash or a rebalance: bounded, reported, and never a second dead letter.
+
+The commit point of a partition is its contiguous finished prefix (guarantee 1), so when a
+member dies, or a partition moves, what was finished beyond it is taken again by the new
+owner. For a delivered event that costs a call the inbox drops; for a dead-lettered record it
+would cost a second dead letter: a second page and a second re-drive for an operator.
+
+Before the first record of a new assignment of a partition is taken, :class:`Redo` learns
+what is already finished beyond the committed offset, from two places:
+
+- **the dead-letter topic**: the letters this consumer group wrote for the partition since
+  its first uncommitted record was produced (``offsets_for_times`` at that record's
+  timestamp minus :attr:`~bridge.settings.KafkaSettings.redo_scan_margin_s`, read up to the
+  topic's end). A letter acknowledged before the crash is found and its record skipped; a
+  letter never acknowledged was never counted as done, and its record is dead-lettered once
+  more (the one window left: written by the broker, its ack lost with the process);
+- **the commit's metadata** (:mod:`.finished`), on a broker that keeps it (detected at start:
+  the embedded broker accepts metadata and answers it empty).
+
+Records skipped count in ``loom_redo_skipped``; records taken again that lie below the
+highest offset known finished count in ``loom_redo_records``, and each assignment logs
+"redoing N records from offset X (M already finished)".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bridge.kafka.clients import consumer_for, log_ends, started
+from bridge.kafka.deadletters import GROUP, OFFSET, PARTITION, TOPIC
+from bridge.kafka.record import Record
+from bridge.settings import KafkaSettings
+from bridge.sidecar.batches import Batch, Ownership
+from bridge.sidecar.metrics import Metrics
+
+__all__ = ["Redo", "letters_since", "moved_back"]
+
+log = logging.getLogger("loom")
+
+Origin = tuple[str, int]
+
+
+@dataclass(slots=True)
+class _Assignment:
+    """What is known finished beyond the commit point of one assignment of a partition."""
+
+    epoch: int
+    start: int
+    finished: set[int] = field(default_factory=set)
+    high: int = -1  # the highest offset known finished when the assignment began
+
+
+def _header(headers: Iterable[tuple[str, bytes | None]], name: str) -> str | None:
+    for key, value in headers:
+        if key == name and value is not None:
+            return value.decode("utf-8", "replace")
+    return None
+
+
+def _origin(headers: Iterable[tuple[str, bytes | None]]) -> tuple[str, int, int] | None:
+    """The original topic, partition and offset a letter names (None: a letter it cannot be)."""
+    topic, partition, offset = (_header(headers, n) for n in (TOPIC, PARTITION, OFFSET))
+    if topic is None or partition is None or offset is None:
+        return None
+    if not partition.isdigit() or not offset.isdigit():
+        return None
+    return topic, int(partition), int(offset)
+
+
+async def letters_since(
+    consumer: AIOKafkaConsumer,
+    topic: str,
+    since_ms: int,
+    *,
+    group: str,
+    origins: set[Origin],
+    max_records: int,
+    timeout: float = 30.0,
+) -> dict[Origin, set[int]]:
+    """The origin offsets of the letters ``group`` wrote to ``topic`` for ``origins``, among
+    those written from ``since_ms`` (broker timestamps, ms) to the topic's end now.
+
+    Reads at most ``max_records`` letters (a warning when the bound cuts the read short).
+
+    Args:
+        consumer: A started consumer outside any group (it is assigned and moved).
+        topic: The dead-letter topic.
+        since_ms: Where to start, by timestamp (``offsets_for_times``).
+        group: Only letters carrying this ``loom-dlq-group`` count.
+        origins: The original (topic, partition) pairs asked about.
+        max_records: Bound on the letters read.
+        timeout: Bound on the read, in seconds.
+    """
+    found: dict[Origin, set[int]] = {}
+    if topic not in await consumer.topics():  # also refreshes the cluster metadata
+        return found
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    if not tps:
+        return found
+    ends = await log_ends(consumer, tps)
+    answers = await consumer.offsets_for_times(dict.fromkeys(tps, max(0, since_ms)))
+    starts: dict[TopicPartition, int] = {}
+    for tp in tps:
+        answer = answers.get(tp)
+        # None: nothing at or after the time. The embedded broker answers that with offset 0
+        # and timestamp -1, which would read the whole topic: also nothing.
+        if answer is None or answer.timestamp < 0:
+            continue
+        if answer.offset < ends[tp]:
+            starts[tp] = answer.offset
+    if not starts:
+        return found
+    consumer.assign(list(starts))
+    for tp, offset in starts.items():
+        consumer.seek(tp, offset)
+    remaining = set(starts)
+    read = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while remaining and read < max_records and loop.time() < deadline:
+        batch = await consumer.getmany(*remaining, timeout_ms=200)
+        for tp, records in batch.items():
+            for rec in records:
+                if rec.offset >= ends[tp]:
+                    break
+                read += 1
+                headers = Record.from_aiokafka(rec).headers
+                if _header(headers, GROUP) != group:
+                    continue
+                origin = _origin(headers)
+                if origin is not None and origin[:2] in origins:
+                    found.setdefault(origin[:2], set()).add(origin[2])
+        for tp in list(remaining):
+            if await consumer.position(tp) >= ends[tp]:
+                remaining.discard(tp)
+    if remaining:
+        log.warning(
+            "reading the dead-letter topic %r stopped after %d letters (bound %d, %.0fs): "
+            "records dead-lettered before may be dead-lettered again", topic, read,
+            max_records, timeout,
+        )
+    return found
+
+
+def moved_back(tp: TopicPartition, last: int, offset: int) -> None:
+    """The tracker's ``on_reset``: a partition's offset went back (a seek, an offset reset)."""
+    log.warning(
+        "%s[%d]: offset %d after %d (a seek or an offset reset): tracking the partition again",
+        tp.topic, tp.partition, offset, last,
+    )
+
+
+class Redo:
+    """What a new owner of a partition need not do again, and what it reports about it.
+
+    Args:
+        reader: Builds a (not started) consumer outside any group, to read the dead-letter
+            topic.
+        ownership: The loop's view of the assignments (their epochs).
+        deadletter_topic: Where the loom writes dead letters.
+        group: The consumer group (only its own letters count).
+        metrics: ``loom_redo_records`` and ``loom_redo_skipped``.
+        margin_s: How far before a partition's first uncommitted record the dead-letter topic
+            is read (clock skew between producers and the loom).
+        max_scan: Bound on the letters read per assignment.
+    """
+
+    def __init__(
+        self,
+        reader: Callable[[], AIOKafkaConsumer],
+        ownership: Ownership,
+        *,
+        deadletter_topic: str,
+        group: str,
+        metrics: Metrics,
+        margin_s: float,
+        max_scan: int,
+    ) -> None:
+        self._reader = reader
+        self._ownership = ownership
+        self._topic = deadletter_topic
+        self._group = group
+        self._metrics = metrics
+        self._margin_ms = int(margin_s * 1000)
+        self._max_scan = max_scan
+        self._assignments: dict[TopicPartition, _Assignment] = {}
+        # Finished offsets beyond the committed one, read from the commit's metadata at
+        # assignment (``.finished``), waiting for the partition's first record.
+        self.from_metadata: dict[TopicPartition, tuple[int, set[int]]] = {}
+
+    @classmethod
+    def from_settings(cls, kafka: KafkaSettings, ownership: Ownership, metrics: Metrics) -> Redo:
+        """The loom's: its group, its dead-letter topic, the ``redo_scan_*`` settings."""
+        return cls(
+            lambda: consumer_for(kafka, group_id=None, enable_auto_commit=False),
+            ownership, deadletter_topic=kafka.deadletter_topic, group=kafka.group_id,
+            metrics=metrics, margin_s=kafka.redo_scan_margin_s, max_scan=kafka.redo_scan_max,
+        )
+
+    def _new(self, batch: Batch) -> dict[TopicPartition, int]:
+        """The partitions of ``batch`` whose current assignment is not prepared yet."""
+        new: dict[TopicPartition, int] = {}
+        for tp, records in batch.records.items():
+            epoch = batch.epochs.get(tp)
+            if not records or epoch is None or not self._ownership.owns(tp, epoch):
+                continue
+            known = self._assignments.get(tp)
+            if known is None or known.epoch != epoch:
+                new[tp] = epoch
+        return new
+
+    async def prepare(self, batch: Batch) -> None:
+        """Learn what is finished beyond the commit point of each partition of ``batch`` taken
+        for the first time under its current assignment (before any of its records is)."""
+        new = self._new(batch)
+        if not new:
+            return
+        firsts = {tp: batch.records[tp][0] for tp in new}
+        stamps = [r.timestamp for r in firsts.values() if r.timestamp is not None]
+        since = min(stamps, default=0) - self._margin_ms
+        letters: dict[Origin, set[int]] = {}
+        try:
+            async with started(self._reader()) as reader:
+                letters = await letters_since(
+                    reader, self._topic, since, group=self._group,
+                    origins={(tp.topic, tp.partition) for tp in new}, max_records=self._max_scan,
+                )
+        except Exception as exc:  # the scan saves repeats: it must never stop the line
+            log.warning("reading the dead-letter topic %r at assignment failed (records "
+                        "dead-lettered before may be dead-lettered again): %r", self._topic, exc)
+        for tp, epoch in new.items():
+            start = firsts[tp].offset
+            done = {o for o in letters.get((tp.topic, tp.partition), ()) if o >= start}
+            base, finished = self.from_metadata.pop(tp, (start, set()))
+            if base == start:
+                done |= finished
+            state = self._assignments[tp] = _Assignment(epoch, start, done, max(done, default=-1))
+            redo = max(0, state.high - start + 1 - len(done))
+            log.info(
+                "%s[%d]: redoing %d records from offset %d (%d already finished)",
+                tp.topic, tp.partition, redo, start, len(done),
+            )
+
+    def skips(self, tp: TopicPartition, offset: int) -> bool:
+        """Whether the record at ``offset`` is already finished (skip it); counts the record
+        as skipped, or as redone when it lies below the highest offset known finished."""
+        state = self._assignments.get(tp)
+        if state is None or not state.finished or offset < state.start:
+            return False
+        if offset in state.finished:
+            state.finished.discard(offset)
+            self._metrics.redo_skipped.labels(tp.topic).inc()
+            return True
+        if offset < state.high:
+            self._metrics.redo_records.labels(tp.topic).inc()
+        return False
