@@ -79,6 +79,9 @@ class KafkaSettings(BaseModel):
     # skipped; at most redo_scan_max letters are read.
     redo_scan_margin_s: float = Field(default=300.0, ge=0)
     redo_scan_max: int = Field(default=100_000, gt=0)
+    # A revoked partition's records in flight get this long (at most half the session
+    # timeout) to finish before its commit, so the next owner need not redo them.
+    revoke_drain_s: float = Field(default=5.0, ge=0)
     heartbeat_interval_ms: int = Field(default=3_000, gt=0)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

@@ -99,6 +99,16 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.metadata_fallbacks = Counter(
+            "loom_commit_metadata_fallbacks",
+            "Commits whose finished offsets could not fit in the metadata (plain commit)",
+            registry=r,
+        )
+        self.metadata_undecodable = Counter(
+            "loom_commit_metadata_undecodable",
+            "Committed offsets whose metadata the loom cannot read (ignored)",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "loom_in_flight", "Records' calls accepted, not finished (bounded by max_buffered)",
             registry=r,

@@ -26,19 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
 
 from bridge.kafka.clients import consumer_for, log_ends, started
 from bridge.kafka.deadletters import GROUP, OFFSET, PARTITION, TOPIC
 from bridge.kafka.record import Record
 from bridge.settings import KafkaSettings
 from bridge.sidecar.batches import Batch, Ownership
+from bridge.sidecar.finished import MetadataError, decode, encode
 from bridge.sidecar.metrics import Metrics
+from bridge.sidecar.offsets import OffsetTracker
 
-__all__ = ["Redo", "letters_since", "moved_back"]
+__all__ = ["ReadAhead", "Redo", "broker_keeps_metadata", "letters_since", "moved_back", "settle"]
 
 log = logging.getLogger("loom")
 
@@ -155,6 +159,68 @@ def moved_back(tp: TopicPartition, last: int, offset: int) -> None:
     )
 
 
+async def broker_keeps_metadata(
+    consumer: AIOKafkaConsumer, sent: Mapping[TopicPartition, OffsetAndMetadata]
+) -> bool:
+    """Whether the group's committed offsets, fetched back, carry the metadata just committed
+    (``sent``: a commit of ``consumer``'s group). The embedded broker accepts metadata and
+    answers it empty."""
+    fetched = await consumer._coordinator.fetch_committed_offsets(list(sent))
+    return all(
+        (got := fetched.get(tp)) is not None and got.metadata == meta.metadata
+        for tp, meta in sent.items()
+    )
+
+
+async def settle(
+    tracker: OffsetTracker[TopicPartition], tps: Iterable[TopicPartition], timeout: float
+) -> bool:
+    """Wait, at most ``timeout`` seconds, until no record of ``tps`` is in flight: a revoked
+    partition committed then hands nothing finished over to be redone. True when settled.
+
+    Polls every 20 ms (a real suspension each time): the records finish in other tasks.
+    """
+    tps = list(tps)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while any(tracker.in_flight(tp) for tp in tps):
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+class ReadAhead:
+    """A bound on the records read ahead of each partition's commit point: what a crash or a
+    rebalance redoes, at most. A partition at the bound is paused until its commit moves.
+
+    Args:
+        bound: Records (offsets) beyond the commit point; 0: no bound.
+        metrics: ``loom_partition_pauses`` counts the pauses.
+    """
+
+    def __init__(self, bound: int, metrics: Metrics) -> None:
+        self.bound = bound
+        self._metrics = metrics
+        self.paused: set[TopicPartition] = set()
+
+    def apply(self, consumer: AIOKafkaConsumer, tracker: OffsetTracker[TopicPartition]) -> None:
+        """Pause the partitions at the bound, resume those below it (before each fetch)."""
+        if not self.bound:
+            return
+        assignment = consumer.assignment()
+        self.paused &= assignment
+        for tp in assignment:
+            if tracker.uncommitted(tp) >= self.bound:
+                consumer.pause(tp)  # again too: a pause for space resumes every partition
+                if tp not in self.paused:
+                    self.paused.add(tp)
+                    self._metrics.paused.inc()
+            elif tp in self.paused:
+                self.paused.discard(tp)
+                consumer.resume(tp)
+
+
 class Redo:
     """What a new owner of a partition need not do again, and what it reports about it.
 
@@ -192,6 +258,10 @@ class Redo:
         # Finished offsets beyond the committed one, read from the commit's metadata at
         # assignment (``.finished``), waiting for the partition's first record.
         self.from_metadata: dict[TopicPartition, tuple[int, set[int]]] = {}
+        #: Whether the broker keeps commit metadata: None until the first commit carrying
+        #: finished offsets was fetched back and compared.
+        self.metadata_kept: bool | None = None
+        self._undecodable_logged = False
 
     @classmethod
     def from_settings(cls, kafka: KafkaSettings, ownership: Ownership, metrics: Metrics) -> Redo:
@@ -259,3 +329,96 @@ class Redo:
         if offset < state.high:
             self._metrics.redo_records.labels(tp.topic).inc()
         return False
+
+    async def hand_over(
+        self,
+        consumer: AIOKafkaConsumer | None,
+        tracker: OffsetTracker[TopicPartition],
+        revoked: set[TopicPartition],
+        kafka: KafkaSettings,
+    ) -> dict[TopicPartition, int]:
+        """Revoke ``revoked`` from ``tracker`` and commit them; returns the offsets committed.
+
+        What is in flight finishes first, for at most ``revoke_drain_s`` (and half the
+        session timeout, or the group would expel this member): the commit then hands
+        nothing finished over to be redone. What is left finished beyond the commit point
+        travels in its metadata, where the broker keeps it.
+        """
+        await settle(tracker, revoked, min(kafka.revoke_drain_s, kafka.session_timeout_ms / 2000))
+        offsets = tracker.revoke(revoked, with_finished=self.metadata_kept is not False)
+        if not offsets or consumer is None:
+            return {}
+        finished = tracker.revoked_finished
+        try:
+            await consumer.commit(
+                self.commit_offsets(offsets, lambda tp, _: finished.get(tp, set()))
+            )
+        except KafkaError as exc:  # CommitFailedError is one
+            log.warning("commit on revocation failed (records will be redelivered): %s", exc)
+            return {}
+        return offsets
+
+    # --- the commit's metadata -------------------------------------------------------------
+
+    def commit_offsets(
+        self, offsets: Mapping[TopicPartition, int],
+        finished: Callable[[TopicPartition, int], set[int]],
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """``offsets`` with the offsets finished beyond each in the metadata (none once the
+        broker is known to drop metadata; none, counted, when they cannot fit)."""
+        result: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, offset in offsets.items():
+            text: str | None = ""
+            if self.metadata_kept is not False:
+                text = encode(offset, finished(tp, offset))
+                if text is None:
+                    self._metrics.metadata_fallbacks.inc()
+                    text = ""
+            result[tp] = OffsetAndMetadata(offset, text)
+        return result
+
+    async def committed(
+        self, consumer: AIOKafkaConsumer, sent: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        """After a commit: the first one carrying finished offsets tells whether the broker
+        keeps them (commit, fetch, compare)."""
+        if self.metadata_kept is not None or not any(m.metadata for m in sent.values()):
+            return
+        try:
+            kept = await broker_keeps_metadata(consumer, sent)
+        except Exception as exc:  # asked again at the next commit
+            log.info("could not fetch the commit back to compare its metadata: %r", exc)
+            return
+        self.metadata_kept = kept
+        if kept:
+            log.info("the broker keeps commit metadata: finished offsets beyond the commit "
+                     "point travel in it, and a new owner skips them")
+        else:
+            log.warning("the broker drops commit metadata (it answers it empty): only the "
+                        "dead-letter topic tells a new owner what was finished, so records "
+                        "delivered beyond the commit point are redone after a crash")
+
+    async def read_metadata(self, consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition]) -> None:
+        """At assignment: the finished offsets the last commit of each partition carries."""
+        tps = list(tps)
+        if self.metadata_kept is False or not tps:
+            return
+        try:
+            fetched = await consumer._coordinator.fetch_committed_offsets(tps)
+        except Exception as exc:  # the metadata saves redo: it must never stop the line
+            log.warning("fetching the committed offsets' metadata failed: %r", exc)
+            return
+        for tp, meta in fetched.items():
+            try:
+                decoded = decode(meta.metadata or "")
+            except MetadataError as exc:
+                self._metrics.metadata_undecodable.inc()
+                if not self._undecodable_logged:
+                    self._undecodable_logged = True
+                    log.warning(
+                        "%s[%d]: commit metadata the loom cannot read (%s): the committed "
+                        "offset alone counts (logged once)", tp.topic, tp.partition, exc,
+                    )
+                continue
+            if decoded is not None and decoded[0] == meta.offset:
+                self.from_metadata[tp] = decoded
