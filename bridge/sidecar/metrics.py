@@ -89,14 +89,12 @@ class Metrics:
             "loom_redo_records",
             "Records taken again after a crash or a rebalance, below the highest offset known "
             "finished (the commit's metadata, the dead-letter topic)",
-            ["topic"],
             registry=r,
         )
         self.redo_skipped = Counter(
             "loom_redo_skipped",
             "Records skipped after a crash or a rebalance: finished before (delivered or "
             "dead-lettered), known from the commit's metadata or the dead-letter topic",
-            ["topic"],
             registry=r,
         )
         self.metadata_fallbacks = Counter(

@@ -311,7 +311,8 @@ class Redo:
                 done |= finished
             state = self._assignments[tp] = _Assignment(epoch, start, done, max(done, default=-1))
             redo = max(0, state.high - start + 1 - len(done))
-            log.info(
+            log.log(
+                logging.WARNING if redo or done else logging.INFO,
                 "%s[%d]: redoing %d records from offset %d (%d already finished)",
                 tp.topic, tp.partition, redo, start, len(done),
             )
@@ -324,10 +325,10 @@ class Redo:
             return False
         if offset in state.finished:
             state.finished.discard(offset)
-            self._metrics.redo_skipped.labels(tp.topic).inc()
+            self._metrics.redo_skipped.inc()
             return True
         if offset < state.high:
-            self._metrics.redo_records.labels(tp.topic).inc()
+            self._metrics.redo_records.inc()
         return False
 
     async def hand_over(
