@@ -22,7 +22,17 @@ from temporalio.worker import Worker
 
 from bridge.events import Event
 from bridge.kafka import deadletters as dl
-from faults.harness import FULL, Row, Sidecars, dead_letters, fault_settings, settle, size, unique
+from faults.harness import (
+    FULL,
+    Row,
+    Sidecars,
+    consumed,
+    dead_letters,
+    fault_settings,
+    settle,
+    size,
+    unique,
+)
 from faults.workload import SOURCE, STRICT_TYPE, expected_by_workflow, step_events
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
@@ -87,12 +97,12 @@ async def test_two_sigkills_with_poison_records_dead_letter_each_once(
     await publish(producer, topic, stream)  # the whole backlog first: the loom reads ahead
     sidecar = await sidecars(settings, "s1p-0")
     await sidecar.wait_ready()
-    consumed = 0.0  # records taken by the killed sidecars (scraped just before each kill)
+    read = 0  # records taken by the killed sidecars (scraped just before each kill)
     for n in range(2):
         # The first kill once a quarter of the poison is dead-lettered; the second whenever
         # calls are in flight (the restarted loom may have no poison left to write).
         scrape = await _draining(sidecar, letters_at_least=len(poison) // 4 if n == 0 else 0)
-        consumed += metric_value(scrape, "loom_events_consumed_total")
+        read += consumed(scrape)
         await sidecar.kill()  # SIGKILL: no drain, no commit
         assert sidecar.returncode == -signal.SIGKILL
         sidecar = await sidecars(settings, f"s1p-{n + 1}")
@@ -102,11 +112,11 @@ async def test_two_sigkills_with_poison_records_dead_letter_each_once(
         group=settings.kafka.group_id, topic=topic, timeout=TIMEOUT / 2,
     )
     final = await sidecar.metrics()
-    consumed += metric_value(final, "loom_events_consumed_total")
+    read += consumed(final)
     skipped = metric_value(final, "loom_redo_skipped_total")
     letters = [dl.parse_deadletter(r) for r in await dead_letters(loom_kafka_bootstrap, dlq)]
     origins = {(int(x.info["partition"]), int(x.info["offset"])) for x in letters}
-    redone = int(consumed) - len(stream)
+    redone = read - len(stream)
     repeated = len(letters) - len(origins)
     fault_results(Row.measured(
         "1p. sidecar SIGKILLed twice while a backlog with poison records drains (coalescing)",
@@ -114,7 +124,7 @@ async def test_two_sigkills_with_poison_records_dead_letter_each_once(
         f"{len(poison)} poison records, {len(letters)} dead letters ({repeated} repeated), "
         f"{redone} records read again (consumed twice), {skipped:.0f} skipped as finished",
         passed=result.clean and len(letters) == len(origins) == len(poison),
-        sent=len(stream),
+        sent=len(stream), redone=redone,
     ))
     assert result.clean, result
     assert lag == 0
@@ -178,7 +188,7 @@ async def test_a_join_mid_backlog_redoes_at_most_the_records_in_flight(
         f"0 repeated dead letters (none expected: no bad input), {redone} records redone, at "
         f"most {max(in_flight):.0f} in flight in the first member around the join; the second "
         f"routed {routed[1]:.0f}",
-        passed=result.clean and not letters and redone <= max(in_flight),
+        passed=result.clean and not letters and redone <= max(in_flight), redone=redone,
     ))
     assert result.clean, result
     assert lag == 0
