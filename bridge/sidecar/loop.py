@@ -348,6 +348,8 @@ class Loom:
 
     async def _on_failed(self, job: Job, exc: BaseException) -> None:
         intake = self._started()[2]
+        if not self.tracker.holds(job.pending.ticket):  # revoked: its new owner takes it again
+            return
         if await intake.deadletter(job.record, exc, job.invocation.route):
             intake.finish(job)
 

@@ -187,6 +187,16 @@ class OffsetTracker(Generic[P]):
         part.last_done = last
         return True
 
+    def holds(self, ticket: Ticket[P]) -> bool:
+        """Whether ``ticket`` is still tracked and unfinished (its partition not revoked or
+        started over since it was taken)."""
+        part = self._partitions.get(ticket.tp)
+        return (
+            part is not None and part.generation == ticket.generation
+            and bool(part.pending) and ticket.offset >= part.pending[0]
+            and ticket.offset not in part.done
+        )
+
     def committable(self, *, with_finished: bool = False) -> dict[P, int]:
         """The offsets to commit now: per partition, those that moved since the last commit.
 
