@@ -3,6 +3,7 @@ the commit's metadata (detected, read, refused when undecodable), the read-ahead
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -231,3 +232,40 @@ async def test_a_new_owner_skips_what_the_commit_metadata_names(
             running(loom):
         await eventually(seen, until=lambda got: got == wanted, timeout=60)
         assert metric_total(loom.metrics.redo_skipped) == 3
+
+
+@pytest.mark.timeout(120)
+async def test_a_record_dead_lettered_before_a_crash_is_skipped_and_the_redo_is_logged(
+    temporal_client: Client,
+    loom_kafka_bootstrap: str,
+    new_topic: Callable[..., Awaitable[str]],
+    make_producer: Callable[..., Awaitable[Any]],
+    task_queue: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A "crashed owner" of the group dead-lettered offset 2 (acknowledged) and committed
+    # nothing: the next owner skips it, redoes 0 and 1, and takes 3 and 4 as new.
+    topic, dlq = await new_topic(), await new_topic()
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    events = step_events(uuid.uuid4().hex[:6], entities=1, per_entity=5)
+    poison = dataclasses.replace(events[2], data={"entity": "x"})  # fails the Step model
+    producer = await make_producer()
+    await publish(producer, topic, [*events[:2], poison, *events[3:]])
+    writer = dl.DeadLetterWriter(producer, dlq, group=group)
+    await writer.write(Record(topic, 0, 2, None, b"x", ()), DecodeError("bad"), "step")
+    settings = loom_settings(loom_kafka_bootstrap, [topic], dlq, group_id=group, kafka=FAST_GROUP)
+    loom = Loom(recorder_router(task_queue), temporal_client, settings)
+    good = [e for i, e in enumerate(events) if i != 2]
+    expected = expected_by_workflow(good)
+
+    async def seen() -> dict[str, list[str]]:
+        return await query_all(temporal_client, expected)
+
+    with caplog.at_level(logging.INFO, logger="loom"):
+        async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]), \
+                running(loom):
+            await eventually(seen, until=lambda got: got == expected, timeout=60)
+    assert metric_total(loom.metrics.redo_skipped) == 1
+    assert metric_total(loom.metrics.redo_records) == 2
+    assert metric_total(loom.metrics.deadlettered) == 0  # not dead-lettered a second time
+    assert f"{topic}[0]: redoing 2 records from offset 0 (1 already finished)" in caplog.text
