@@ -88,7 +88,7 @@ class Intake:
         deadletters: The dead-letter writer (it retries transient errors itself).
         metrics: The loom's metrics.
         on_change: Called when the number of records in flight changed (gauges).
-        finished: ``finished(tp, offset)`` is True for a record finished before a crash or a
+        finished: ``finished(tp, record)`` is True for a record finished before a crash or a
             rebalance (:class:`~bridge.sidecar.redo.Redo`): it is marked done, not taken again.
     """
 
@@ -100,7 +100,7 @@ class Intake:
         deadletters: DeadLetterWriter,
         metrics: Metrics,
         on_change: Callable[[], None],
-        finished: Callable[[TopicPartition, int], bool] | None = None,
+        finished: Callable[[TopicPartition, Record], bool] | None = None,
     ) -> None:
         self.router = router
         self.tracker = tracker
@@ -113,7 +113,7 @@ class Intake:
     async def take(self, tp: TopicPartition, record: Record) -> None:
         """Track ``record`` and submit its invocations, or dead-letter it."""
         ticket = self.tracker.track(tp, record.offset)
-        if self._finished is not None and self._finished(tp, record.offset):
+        if self._finished is not None and self._finished(tp, record):
             self.tracker.done(ticket)
             return
         try:

@@ -14,8 +14,12 @@ what is already finished beyond the committed offset, from two places:
   topic's end). A letter acknowledged before the crash is found and its record skipped; a
   letter never acknowledged was never counted as done, and its record is dead-lettered once
   more (the one window left: written by the broker, its ack lost with the process);
-- **the commit's metadata** (:mod:`.finished`), on a broker that keeps it (detected at start:
-  the embedded broker accepts metadata and answers it empty).
+- **the commit's metadata** (:mod:`.finished`), on a broker that keeps it (detected at the
+  first commit that carries some: the embedded broker accepts metadata and answers it empty).
+
+A letter also names its original record's timestamp: a record at a named offset with another
+timestamp is another record (a topic deleted and created again under the same name) and is
+taken. Nothing is skipped on a guess: only what a letter of this group or the commit names.
 
 Records skipped count in ``loom_redo_skipped``; records taken again that lie below the
 highest offset known finished count in ``loom_redo_records``, and each assignment logs
@@ -34,7 +38,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from bridge.kafka.clients import consumer_for, log_ends, started
-from bridge.kafka.deadletters import GROUP, OFFSET, PARTITION, TOPIC
+from bridge.kafka.deadletters import GROUP, OFFSET, PARTITION, TIMESTAMP, TOPIC
 from bridge.kafka.record import Record
 from bridge.settings import KafkaSettings
 from bridge.sidecar.batches import Batch, Ownership
@@ -57,6 +61,9 @@ class _Assignment:
     start: int
     finished: set[int] = field(default_factory=set)
     high: int = -1  # the highest offset known finished when the assignment began
+    # The original timestamps the dead letters name: a record at a finished offset with
+    # another timestamp is another record (a topic recreated under the same name).
+    stamps: dict[int, int] = field(default_factory=dict)
 
 
 def _header(headers: Iterable[tuple[str, bytes | None]], name: str) -> str | None:
@@ -66,14 +73,19 @@ def _header(headers: Iterable[tuple[str, bytes | None]], name: str) -> str | Non
     return None
 
 
-def _origin(headers: Iterable[tuple[str, bytes | None]]) -> tuple[str, int, int] | None:
-    """The original topic, partition and offset a letter names (None: a letter it cannot be)."""
-    topic, partition, offset = (_header(headers, n) for n in (TOPIC, PARTITION, OFFSET))
+def _origin(
+    headers: Iterable[tuple[str, bytes | None]],
+) -> tuple[str, int, int, int | None] | None:
+    """The original topic, partition, offset and timestamp a letter names (None: a letter it
+    cannot be)."""
+    topic, partition, offset, stamp = (
+        _header(headers, n) for n in (TOPIC, PARTITION, OFFSET, TIMESTAMP)
+    )
     if topic is None or partition is None or offset is None:
         return None
     if not partition.isdigit() or not offset.isdigit():
         return None
-    return topic, int(partition), int(offset)
+    return topic, int(partition), int(offset), int(stamp) if stamp and stamp.isdigit() else None
 
 
 async def letters_since(
@@ -85,9 +97,10 @@ async def letters_since(
     origins: set[Origin],
     max_records: int,
     timeout: float = 30.0,
-) -> dict[Origin, set[int]]:
+) -> dict[Origin, dict[int, int | None]]:
     """The origin offsets of the letters ``group`` wrote to ``topic`` for ``origins``, among
-    those written from ``since_ms`` (broker timestamps, ms) to the topic's end now.
+    those written from ``since_ms`` (broker timestamps, ms) to the topic's end now, each with
+    the original record's timestamp (None when the letter does not say).
 
     Reads at most ``max_records`` letters (a warning when the bound cuts the read short).
 
@@ -100,7 +113,7 @@ async def letters_since(
         max_records: Bound on the letters read.
         timeout: Bound on the read, in seconds.
     """
-    found: dict[Origin, set[int]] = {}
+    found: dict[Origin, dict[int, int | None]] = {}
     if topic not in await consumer.topics():  # also refreshes the cluster metadata
         return found
     tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -137,8 +150,8 @@ async def letters_since(
                 if _header(headers, GROUP) != group:
                     continue
                 origin = _origin(headers)
-                if origin is not None and origin[:2] in origins:
-                    found.setdefault(origin[:2], set()).add(origin[2])
+                if origin is not None and (origin[0], origin[1]) in origins:
+                    found.setdefault((origin[0], origin[1]), {})[origin[2]] = origin[3]
         for tp in list(remaining):
             if await consumer.position(tp) >= ends[tp]:
                 remaining.discard(tp)
@@ -293,7 +306,7 @@ class Redo:
         firsts = {tp: batch.records[tp][0] for tp in new}
         stamps = [r.timestamp for r in firsts.values() if r.timestamp is not None]
         since = min(stamps, default=0) - self._margin_ms
-        letters: dict[Origin, set[int]] = {}
+        letters: dict[Origin, dict[int, int | None]] = {}
         try:
             async with started(self._reader()) as reader:
                 letters = await letters_since(
@@ -305,11 +318,15 @@ class Redo:
                         "dead-lettered before may be dead-lettered again): %r", self._topic, exc)
         for tp, epoch in new.items():
             start = firsts[tp].offset
-            done = {o for o in letters.get((tp.topic, tp.partition), ()) if o >= start}
+            named = {o: t for o, t in letters.get((tp.topic, tp.partition), {}).items() if o >= start}
+            done = set(named)
             base, finished = self.from_metadata.pop(tp, (start, set()))
             if base == start:
                 done |= finished
-            state = self._assignments[tp] = _Assignment(epoch, start, done, max(done, default=-1))
+            state = self._assignments[tp] = _Assignment(
+                epoch, start, done, max(done, default=-1),
+                {o: t for o, t in named.items() if t is not None},
+            )
             redo = max(0, state.high - start + 1 - len(done))
             log.log(
                 logging.WARNING if redo or done else logging.INFO,
@@ -317,12 +334,16 @@ class Redo:
                 tp.topic, tp.partition, redo, start, len(done),
             )
 
-    def skips(self, tp: TopicPartition, offset: int) -> bool:
-        """Whether the record at ``offset`` is already finished (skip it); counts the record
-        as skipped, or as redone when it lies below the highest offset known finished."""
+    def skips(self, tp: TopicPartition, record: Record) -> bool:
+        """Whether ``record`` is already finished (skip it); counts the record as skipped, or
+        as redone when it lies below the highest offset known finished."""
         state = self._assignments.get(tp)
+        offset = record.offset
         if state is None or not state.finished or offset < state.start:
             return False
+        stamp = state.stamps.get(offset)
+        if stamp is not None and record.timestamp is not None and stamp != record.timestamp:
+            state.finished.discard(offset)  # a letter for another record at this offset
         if offset in state.finished:
             state.finished.discard(offset)
             self._metrics.redo_skipped.inc()
