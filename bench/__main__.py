@@ -30,6 +30,9 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--max-buffered", type=int, default=0,
                    help="the loom's max_buffered (0: its default, no bound on the count: "
                         "max_buffered_bytes bounds the records held)")
+    p.add_argument("--max-uncommitted", type=int, default=None,
+                   help="the loom's kafka.max_uncommitted, records read past a partition's "
+                        "commit point (default: the setting's; 0: no bound, as before it)")
     p.add_argument("--faststream-events", type=int, default=None,
                    help="events for the FastStream subscriber (default: as --naive-events)")
     p.add_argument("--hot-workflows", type=int, default=10,
@@ -76,6 +79,7 @@ def parse(argv: list[str] | None = None) -> Options:
         partitions=a.partitions,
         concurrency=a.concurrency,
         max_buffered=a.max_buffered,
+        max_uncommitted=a.max_uncommitted,
         latency_events=a.latency_events if a.latency_events is not None else max(1, a.events // 10),
         soak=a.soak,
         soak_events=a.soak_events,

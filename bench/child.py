@@ -248,6 +248,8 @@ async def run_loom(cfg: dict[str, Any]) -> None:
         "kafka": {
             "bootstrap": cfg["bootstrap"], "topics": [cfg["topic"]],
             "deadletter_topic": cfg["deadletter_topic"], "group_id": f"loom-{cfg['phase']}",
+            **({} if cfg.get("max_uncommitted") is None
+               else {"max_uncommitted": cfg["max_uncommitted"]}),
         },
         "dispatch": {
             "max_in_flight": cfg["concurrency"], "max_buffered": cfg.get("max_buffered") or None,

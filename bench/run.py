@@ -61,6 +61,7 @@ class Options:
     partitions: int = 4
     concurrency: int = 256
     max_buffered: int = 0  # the loom's; 0: no bound on the count (its bytes bound it)
+    max_uncommitted: int | None = None  # the loom's read-ahead per partition (None: default)
     naive_events: int = 5_000
     faststream_events: int = 5_000
     hot_workflows: int = 10  # the hot-key workload: the same events over this many ids
@@ -175,7 +176,8 @@ class Bench:
             "temporal": self.temporal.address, "bootstrap": self.kafka.bootstrap,
             "task_queue": self.task_queue, "phase": phase, "events": events,
             "workflows": self.opts.workflows, "concurrency": self.opts.concurrency,
-            "max_buffered": self.opts.max_buffered, **extra,
+            "max_buffered": self.opts.max_buffered,
+            "max_uncommitted": self.opts.max_uncommitted, **extra,
         }
 
     async def topic(self, phase: str) -> str:
@@ -409,7 +411,9 @@ def render(summary: dict[str, Any], opts: Options, console: Console) -> None:
         f"temporal-loom on {os.cpu_count()} cores shared by broker, Temporal server, worker "
         f"and the measured path - {opts.partitions} partitions, {opts.workflows} workflow ids, "
         f"concurrency {opts.concurrency}, loom max_buffered "
-        f"{opts.max_buffered or 'by bytes'}, hot key: {opts.hot_workflows} ids, "
+        f"{opts.max_buffered or 'by bytes'}, read-ahead per partition "
+        f"{'default' if opts.max_uncommitted is None else opts.max_uncommitted or 'unbounded'}, "
+        f"hot key: {opts.hot_workflows} ids, "
         f"binary-mode CloudEvents"
     ))
     for col in ("run", "events", "s", "events/s", "÷ its ceiling", "own CPU µs/ev",

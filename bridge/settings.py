@@ -70,6 +70,18 @@ class KafkaSettings(BaseModel):
     # data arrives; the embedded broker tends to hold the full time, so lower it there.
     fetch_max_wait_ms: int = Field(default=500, ge=0)
     session_timeout_ms: int = Field(default=30_000, gt=0)
+    # Issue 23. Records read ahead of a partition's commit point, at most (offsets from the
+    # commit point to the last record taken); reaching it pauses that partition. A crash or a
+    # rebalance redoes at most this many of its records. 0: no bound.
+    max_uncommitted: int = Field(default=5_000, ge=0)
+    # At assignment, the dead-letter topic is read from this long before the partition's first
+    # uncommitted record (producer clock skew), so its records dead-lettered before are
+    # skipped; at most redo_scan_max letters are read.
+    redo_scan_margin_s: float = Field(default=300.0, ge=0)
+    redo_scan_max: int = Field(default=100_000, gt=0)
+    # A revoked partition's records in flight get this long (at most half the session
+    # timeout) to finish before its commit, so the next owner need not redo them.
+    revoke_drain_s: float = Field(default=5.0, ge=0)
     heartbeat_interval_ms: int = Field(default=3_000, gt=0)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

@@ -37,6 +37,8 @@ REQUIRED = {
     "loom_in_flight",
     "loom_temporal_call_seconds_bucket",  # call latency quantiles
     "loom_partition_pauses_total",
+    "loom_redo_records_total",  # redo after a crash or a rebalance (issue 23)
+    "loom_redo_skipped_total",
 }
 #: Queried metrics whose series exist only after a transient Temporal error: a labelled
 #: counter exports no sample before its first increment, only its HELP and TYPE.

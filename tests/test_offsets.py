@@ -240,3 +240,15 @@ def test_interleaved_track_and_done(n: int, data: st.DataObject) -> None:
             tracked.append(next_offset)
             next_offset += data.draw(st.integers(1, 3))
         assert tracker.committable().get(TP) == _reference(tracked, finished)
+
+
+def test_holds_a_ticket_until_it_is_done_or_its_partition_revoked() -> None:
+    tracker = _tracker()
+    a, b = tracker.track(TP, 0), tracker.track(TP, 1)
+    assert tracker.holds(a) and tracker.holds(b)
+    tracker.done(b)
+    assert tracker.holds(a) and not tracker.holds(b)
+    tracker.revoke([TP])
+    assert not tracker.holds(a)
+    c = tracker.track(TP, 0)  # assigned again: the old ticket stays stale
+    assert tracker.holds(c) and not tracker.holds(a)

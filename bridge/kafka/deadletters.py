@@ -49,6 +49,9 @@ FAILED_AT = PREFIX + "failed-at"
 RAW_HEADERS = PREFIX + "raw-headers"
 BODY = PREFIX + "body"
 WRITE_ERROR = PREFIX + "write-error"
+#: The consumer group that wrote the letter: a new owner of a partition skips the records its
+#: own group already dead-lettered (``bridge.sidecar.redo``), never another group's (a replay).
+GROUP = PREFIX + "group"
 
 #: Bound on each ``loom-dlq-*`` header value (bytes), but the raw headers, which are data.
 MAX_HEADER_BYTES = 4096
@@ -226,6 +229,7 @@ class DeadLetterWriter:
         topic: The dead-letter topic.
         backoff: Seconds to wait after failed attempt number ``attempt`` (1-based).
         on_retry: Called as ``on_retry(attempt, error, delay)`` before each wait (metrics, logs).
+        group: The consumer group writing, carried in ``loom-dlq-group`` (None: no header).
     """
 
     def __init__(
@@ -235,9 +239,11 @@ class DeadLetterWriter:
         *,
         backoff: Callable[[int], float] = lambda attempt: min(10.0, 0.2 * 2 ** (attempt - 1)),
         on_retry: Callable[[int, BaseException, float], None] | None = None,
+        group: str | None = None,
     ) -> None:
         self.producer = producer
         self.topic = topic
+        self._own = [] if group is None else [(GROUP, _text(group))]
         self._backoff = backoff
         self._on_retry = on_retry
 
@@ -250,7 +256,7 @@ class DeadLetterWriter:
         """
         refusal: BaseException | None
         try:
-            headers = deadletter_headers(record, exc, route)
+            headers = [*deadletter_headers(record, exc, route), *self._own]
         except Exception as err:  # headers are built to always encode: never stop on a bug
             refusal = err
         else:
@@ -263,7 +269,9 @@ class DeadLetterWriter:
             type(refusal).__name__, refusal,
         )
         # An empty value, not None: aiokafka refuses a record with neither key nor value.
-        final = await self._send(None, b"", summary_headers(record, exc, route, refusal))
+        final = await self._send(
+            None, b"", [*summary_headers(record, exc, route, refusal), *self._own]
+        )
         if final is not None:
             raise DeadLetterRefusedError(
                 f"the dead-letter topic {self.topic!r} refuses even a headers-only record: "

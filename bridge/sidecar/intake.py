@@ -86,6 +86,8 @@ class Intake:
         dispatcher: Where a record's invocations run.
         deadletters: The dead-letter writer (it retries transient errors itself).
         metrics: The loom's metrics.
+        finished: ``finished(tp, record)`` is True for a record finished before a crash or a
+            rebalance (:class:`~bridge.sidecar.redo.Redo`): it is marked done, not taken again.
     """
 
     def __init__(
@@ -95,16 +97,21 @@ class Intake:
         dispatcher: Dispatcher[str, Job, tuple[Outcome, Any]],
         deadletters: DeadLetterWriter,
         metrics: Metrics,
+        finished: Callable[[TopicPartition, Record], bool] | None = None,
     ) -> None:
         self.router = router
         self.tracker = tracker
         self.dispatcher = dispatcher
         self.deadletters = deadletters
         self.metrics = metrics
+        self._finished = finished
 
     async def take(self, tp: TopicPartition, record: Record) -> None:
         """Track ``record`` and submit its invocations, or dead-letter it."""
         ticket = self.tracker.track(tp, record.offset)
+        if self._finished is not None and self._finished(tp, record):
+            self.tracker.done(ticket)
+            return
         try:
             event = _decode(record)
             invocations = self.router.resolve(event, topic=record.topic)

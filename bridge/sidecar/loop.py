@@ -49,6 +49,7 @@ from bridge.sidecar.dispatch import Dispatcher, RetryPolicy
 from bridge.sidecar.intake import Intake, Job, UnmatchedStopError, UnreadableRecordError
 from bridge.sidecar.metrics import Health, Metrics
 from bridge.sidecar.offsets import OffsetTracker
+from bridge.sidecar.redo import ReadAhead, Redo, moved_back
 from bridge.sidecar.replies import publish_reply
 from bridge.telemetry.logs import CLIENT_ERRORS
 from bridge.telemetry.tracing import header_hook, route_span
@@ -97,8 +98,10 @@ class Loom:
         self._retry_policy = RetryPolicy(
             initial=d.retry_initial_s, maximum=d.retry_max_s, multiplier=d.retry_multiplier
         )
-        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker(on_reset=_moved_back)
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker(on_reset=moved_back)
         self.ownership = Ownership()
+        self.redo = Redo.from_settings(settings.kafka, self.ownership, self.metrics)
+        self.read_ahead = ReadAhead(settings.kafka.max_uncommitted, self.metrics)
         self.dispatcher: Dispatcher[str, Job, tuple[Outcome, Any]] = Dispatcher(
             self._call,
             max_in_flight=d.max_in_flight,
@@ -163,11 +166,11 @@ class Loom:
         # replay starts its own consumer after it).
         k = self.settings.kafka
         self._producer = await start_client(producer_for(k))
-        deadletters = DeadLetterWriter(
-            self._producer, k.deadletter_topic, backoff=self._retry_policy.delay, on_retry=self._dlq_retry
-        )
+        deadletters = DeadLetterWriter(self._producer, k.deadletter_topic, group=k.group_id,
+                                       backoff=self._retry_policy.delay, on_retry=self._dlq_retry)
         self._intake = Intake(
-            self.router, self.tracker, self.dispatcher, deadletters, self.metrics
+            self.router, self.tracker, self.dispatcher, deadletters, self.metrics,
+            finished=self.redo.skips,
         )
 
     async def run(self) -> None:
@@ -232,10 +235,12 @@ class Loom:
             if self.dispatcher.full:
                 await self._pause_until_space(consumer)
                 continue
+            self.read_ahead.apply(consumer, self.tracker)  # pause partitions read far ahead
             batch = await fetcher.fetch(
                 timeout_ms=min(200, int(interval * 1000)),
                 max_records=min(self.dispatcher.free_slots, self.settings.kafka.max_poll_records),
             )
+            await self.redo.prepare(batch)  # before a new assignment's first record is taken
             for tp, records in batch.records.items():
                 self.metrics.consumed.labels(tp.topic).inc(len(records))
                 epoch = batch.epochs.get(tp)
@@ -356,6 +361,8 @@ class Loom:
 
     async def _on_failed(self, job: Job, exc: BaseException) -> None:
         intake = self._started()[2]
+        if not self.tracker.holds(job.pending.ticket):  # revoked: its new owner takes it again
+            return
         if await intake.deadletter(job.record, exc, job.invocation.route):
             intake.finish(job)
 
@@ -384,11 +391,13 @@ class Loom:
             return {}
         async with self._commit_lock:
             self._last_commit = time.monotonic()
-            offsets = self.tracker.committable()
+            offsets = self.tracker.committable(with_finished=self.redo.metadata_kept is not False)
             if not offsets:
                 return {}
+            sent = self.redo.commit_offsets(offsets, self.tracker.finished_after)
             try:
-                await consumer.commit(offsets)
+                await consumer.commit(sent)
+                await self.redo.committed(consumer, sent)
             except (CommitFailedError, KafkaError) as exc:
                 # A rebalance is under way: the revocation handler commits what is ours.
                 if force:
@@ -401,16 +410,10 @@ class Loom:
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
         self.ownership.revoked(revoked)
-        offsets = self.tracker.revoke(revoked)
         for tp in revoked:
             self.health.assigned.discard((tp.topic, tp.partition))
         self.metrics.partitions.set(len(self.health.assigned))
-        if offsets and self._consumer is not None:
-            try:
-                await self._consumer.commit(offsets)
-            except (CommitFailedError, KafkaError) as exc:
-                log.warning("commit on revocation failed (records will be redelivered): %s", exc)
-                offsets = {}
+        offsets = await self.redo.hand_over(self._consumer, self.tracker, revoked, self.settings.kafka)
         self.metrics.revoke_partitions(
             [(tp.topic, tp.partition) for tp in revoked],
             {(tp.topic, tp.partition): offset for tp, offset in offsets.items()},
@@ -427,13 +430,6 @@ class Loom:
         self.metrics.assign_partitions((tp.topic, tp.partition) for tp in assigned)
 
 
-def _moved_back(tp: TopicPartition, last: int, offset: int) -> None:
-    log.warning(
-        "%s[%d]: offset %d after %d (a seek or an offset reset): tracking the partition again",
-        tp.topic, tp.partition, offset, last,
-    )
-
-
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, loom: Loom) -> None:
         self.loom = loom
@@ -443,6 +439,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.loom._assigned(assigned)
+        if self.loom.consumer is not None:  # what the last owner finished beyond its commit
+            await self.loom.redo.read_metadata(self.loom.consumer, assigned)
 
 
 @contextlib.asynccontextmanager

@@ -84,6 +84,29 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # Issue 23: what a new owner of a partition did again, and what it knew to skip.
+        self.redo_records = Counter(
+            "loom_redo_records",
+            "Records taken again after a crash or a rebalance, below the highest offset known "
+            "finished (the commit's metadata, the dead-letter topic)",
+            registry=r,
+        )
+        self.redo_skipped = Counter(
+            "loom_redo_skipped",
+            "Records skipped after a crash or a rebalance: finished before (delivered or "
+            "dead-lettered), known from the commit's metadata or the dead-letter topic",
+            registry=r,
+        )
+        self.metadata_fallbacks = Counter(
+            "loom_commit_metadata_fallbacks",
+            "Commits whose finished offsets could not fit in the metadata (plain commit)",
+            registry=r,
+        )
+        self.metadata_undecodable = Counter(
+            "loom_commit_metadata_undecodable",
+            "Committed offsets whose metadata the loom cannot read (ignored)",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "loom_in_flight", "Records' calls accepted, not finished (bounded by max_buffered)",
             registry=r,

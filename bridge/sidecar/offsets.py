@@ -45,7 +45,10 @@ class Ticket(NamedTuple, Generic[P]):
 class _Partition:
     """State of one assigned partition."""
 
-    __slots__ = ("committed", "done", "generation", "last_done", "last_tracked", "pending")
+    __slots__ = (
+        "committed", "committed_finished", "done", "first", "generation", "last_done",
+        "last_tracked", "pending",
+    )
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
@@ -57,6 +60,8 @@ class _Partition:
         self.last_done: int | None = None
         self.last_tracked: int | None = None
         self.committed: int | None = None
+        self.first: int | None = None  # the first offset tracked in this assignment
+        self.committed_finished = 0  # len(done) when last committed (the commit's metadata)
 
     def position(self) -> int | None:
         """The offset to commit, or None while nothing has finished yet."""
@@ -70,6 +75,16 @@ class _Partition:
 
     def in_flight(self) -> int:
         return len(self.pending) - len(self.done)
+
+    def commit_point(self, with_finished: bool) -> int | None:
+        """:meth:`position`, or with ``with_finished`` the head when only offsets finished
+        beyond it changed since the last commit (they travel in the commit's metadata)."""
+        position = self.position()
+        if position is not None and position != self.committed:
+            return position
+        if with_finished and self.pending and len(self.done) != self.committed_finished:
+            return self.pending[0]
+        return None
 
 
 class OffsetTracker(Generic[P]):
@@ -104,6 +119,9 @@ class OffsetTracker(Generic[P]):
         # of an earlier assignment can never match a later one.
         self._generations = count(1)
         self._in_flight = 0
+        #: Offsets finished beyond the commit point of the partitions last revoked with
+        #: ``with_finished`` (read by the revocation's commit).
+        self.revoked_finished: dict[P, set[int]] = {}
 
     def track(self, tp: P, offset: int) -> Ticket[P]:
         """Registers a record taken from the consumer.
@@ -132,6 +150,8 @@ class OffsetTracker(Generic[P]):
             if self._on_reset is not None:
                 self._on_reset(tp, last, offset)
         part.last_tracked = offset
+        if part.first is None:
+            part.first = offset
         part.pending.append(offset)
         self._in_flight += 1
         return Ticket(tp, offset, part.generation)
@@ -167,8 +187,23 @@ class OffsetTracker(Generic[P]):
         part.last_done = last
         return True
 
-    def committable(self) -> dict[P, int]:
+    def holds(self, ticket: Ticket[P]) -> bool:
+        """Whether ``ticket`` is still tracked and unfinished (its partition not revoked or
+        started over since it was taken)."""
+        part = self._partitions.get(ticket.tp)
+        return (
+            part is not None and part.generation == ticket.generation
+            and bool(part.pending) and ticket.offset >= part.pending[0]
+            and ticket.offset not in part.done
+        )
+
+    def committable(self, *, with_finished: bool = False) -> dict[P, int]:
         """The offsets to commit now: per partition, those that moved since the last commit.
+
+        Args:
+            with_finished: Also the partitions whose offsets finished beyond the commit point
+                (:meth:`finished_after`) changed since the last commit, at their commit
+                point, when the commit carries them in its metadata.
 
         Returns:
             ``{tp: offset}`` where ``offset`` is the next offset to consume (Kafka's commit
@@ -176,10 +211,24 @@ class OffsetTracker(Generic[P]):
         """
         result: dict[P, int] = {}
         for tp, part in self._partitions.items():
-            position = part.position()
-            if position is not None and position != part.committed:
-                result[tp] = position
+            point = part.commit_point(with_finished)
+            if point is not None:
+                result[tp] = point
         return result
+
+    def finished_after(self, tp: P, offset: int) -> set[int]:
+        """The offsets of ``tp`` finished beyond ``offset`` (its commit point), out of order."""
+        part = self._partitions.get(tp)
+        return set() if part is None else {o for o in part.done if o > offset}
+
+    def uncommitted(self, tp: P) -> int:
+        """Records of ``tp`` read beyond its last commit (counted by offset: gaps count), the
+        records a crash would make the next owner take again, at most."""
+        part = self._partitions.get(tp)
+        if part is None or part.last_tracked is None or part.first is None:
+            return 0
+        base = part.first if part.committed is None else part.committed
+        return max(0, part.last_tracked + 1 - base)
 
     def mark_committed(self, offsets: Mapping[P, int]) -> None:
         """Records that ``offsets`` (as returned by :meth:`committable`) were committed.
@@ -188,10 +237,11 @@ class OffsetTracker(Generic[P]):
         """
         for tp, offset in offsets.items():
             part = self._partitions.get(tp)
-            if part is not None and (part.committed is None or offset > part.committed):
+            if part is not None and (part.committed is None or offset >= part.committed):
                 part.committed = offset
+                part.committed_finished = len(part.done)
 
-    def revoke(self, tps: Iterable[P]) -> dict[P, int]:
+    def revoke(self, tps: Iterable[P], *, with_finished: bool = False) -> dict[P, int]:
         """Forgets revoked partitions and returns their last committable offsets.
 
         Tickets of these partitions that finish later are ignored, even if the partition is
@@ -199,20 +249,25 @@ class OffsetTracker(Generic[P]):
 
         Args:
             tps: The revoked partitions; unknown ones are skipped.
+            with_finished: As for :meth:`committable`; the offsets finished beyond each
+                commit point are then left in :attr:`revoked_finished` for the commit.
 
         Returns:
             ``{tp: offset}`` for the finished work not yet committed, to commit before the
             revocation completes.
         """
         result: dict[P, int] = {}
+        self.revoked_finished = {}
         for tp in tps:
             part = self._partitions.pop(tp, None)
             if part is None:
                 continue
             self._in_flight -= part.in_flight()
-            position = part.position()
-            if position is not None and position != part.committed:
-                result[tp] = position
+            point = part.commit_point(with_finished)
+            if point is not None:
+                result[tp] = point
+                if with_finished:
+                    self.revoked_finished[tp] = {o for o in part.done if o > point}
         return result
 
     def in_flight(self, tp: P | None = None) -> int:

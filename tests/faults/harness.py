@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kit import LoomProcess, eventually, loom_settings
+from kit import LoomProcess, eventually, loom_settings, metric_value
 from recorder import query_all, wait_delivered
 
+from bridge.kafka.deadletters import PREFIX
 from bridge.kafka.record import Record
 from bridge.settings import LoomSettings
 from bridge.testing import read_records
@@ -48,6 +49,10 @@ class Row:
     seconds: float = 0.0
     notes: str = ""
     passed: bool = True
+    #: Dead letters beyond one per original record (their ``loom-dlq-*`` coordinates).
+    repeated: int = 0
+    #: Records the loom read more than once (None: not measured in this scenario).
+    redone: int | None = None
 
     @classmethod
     def measured(
@@ -60,13 +65,32 @@ class Row:
         *,
         passed: bool,
         sent: int | None = None,
+        redone: int | None = None,
     ) -> Row:
         """The row of a scenario from its tally, its dead letters and its ``time.monotonic()``
-        start (``sent`` when more went out than the tally counts, as bad input)."""
+        start (``sent`` when more went out than the tally counts, as bad input; ``redone``:
+        records read more than once, when the scenario measures it)."""
         return cls(
             scenario, result.sent if sent is None else sent, result.lost, result.duplicated,
             result.out_of_order, len(letters), time.monotonic() - started, notes, passed,
+            repeated_letters(letters), redone,
         )
+
+
+def repeated_letters(letters: list[Any]) -> int:
+    """Dead letters beyond the first for the same original record (records read back from
+    the dead-letter topic, or ``DeadLetter`` values)."""
+    origins = set()
+    for letter in letters:
+        record = getattr(letter, "record", letter)
+        headers = dict(record.headers)
+        origins.add(tuple(headers.get(PREFIX + n) for n in ("topic", "partition", "offset")))
+    return len(letters) - len(origins)
+
+
+def consumed(metrics_text: str) -> int:
+    """Records a sidecar took from Kafka (``loom_events_consumed_total``) in one scrape."""
+    return int(metric_value(metrics_text, "loom_events_consumed_total"))
 
 
 @dataclass
@@ -84,13 +108,15 @@ class Results:
     def markdown(self) -> str:
         head = (
             "| scenario | events sent | lost | duplicated | out of order | dead-lettered "
-            "| time (s) | notes |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            "| repeated dead letters | records redone | time (s) | notes |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
         )
         lines = [head]
         for r in self.rows:
+            redone = "not measured" if r.redone is None else f"{r.redone:,}"
             lines.append(
                 f"| {r.scenario} | {r.sent:,} | {r.lost} | {r.duplicated} | {r.out_of_order} "
-                f"| {r.deadlettered} | {r.seconds:.1f} | {r.notes} |"
+                f"| {r.deadlettered} | {r.repeated} | {redone} | {r.seconds:.1f} | {r.notes} |"
             )
         return "\n".join(lines)
 

@@ -26,6 +26,7 @@ from faults.harness import (
     FULL,
     Row,
     Sidecars,
+    consumed,
     dead_letters,
     fault_settings,
     settle,
@@ -129,12 +130,14 @@ async def test_sigkill_mid_stream_then_restart(
     )
     busy: list[float] = []
     per_call: list[float] = []
+    read = 0  # records the killed sidecars took (scraped just before each kill)
     for n in range(kills):
         in_flight = await _busy(sidecar, 16)
         if coalesced:  # its coalesced calls went through, and more are in flight
             calls, in_flight = await _mid_batch(sidecar)
             per_call.append(calls)
         busy.append(in_flight)
+        read += consumed(await sidecar.metrics())
         await sidecar.kill()  # SIGKILL: no drain, no commit
         assert sidecar.returncode == -signal.SIGKILL
         sidecar = await sidecars(settings, f"s1-{n + 1}")
@@ -144,6 +147,7 @@ async def test_sigkill_mid_stream_then_restart(
         temporal_client, expected, bootstrap=loom_kafka_bootstrap,
         group=settings.kafka.group_id, topic=topic, timeout=TIMEOUT / 2,
     )
+    read += consumed(await sidecar.metrics())
     letters = await dead_letters(loom_kafka_bootstrap, dlq)
     batches = (f"; coalesced: {', '.join(f'{p:.1f}' for p in per_call)} events per call "
                "before the kills") if coalesced else ""
@@ -152,7 +156,7 @@ async def test_sigkill_mid_stream_then_restart(
         else "1. sidecar SIGKILLed mid-stream, restarted", result, letters, started,
         f"{kills} kill(s) with {', '.join(f'{b:.0f}' for b in busy)} calls in flight, "
         f"{result.workflows} workflows{batches}",
-        passed=result.clean and not letters,
+        passed=result.clean and not letters, redone=read - len(events),
     ))
     assert result.clean, result
     assert lag == 0
@@ -279,7 +283,9 @@ async def test_second_sidecar_joins_then_is_killed(
     per_call = 0.0
     if coalesced:  # its coalesced calls went through, and more are in flight
         per_call, busy = await _mid_batch(second)
-    routed_by_second = metric_value(await second.metrics(), "loom_events_routed_total")
+    scrape = await second.metrics()
+    routed_by_second = metric_value(scrape, "loom_events_routed_total")
+    read = consumed(scrape)
     await second.kill()
     await burst
     result, lag = await settle(
@@ -287,13 +293,14 @@ async def test_second_sidecar_joins_then_is_killed(
         group=settings.kafka.group_id, topic=topic, timeout=TIMEOUT / 2,
     )
     assert first.returncode is None, first.tail()
+    read += consumed(await first.metrics())
     letters = await dead_letters(loom_kafka_bootstrap, dlq)
     fault_results(Row.measured(
         "4c. second sidecar joins, then SIGKILLed mid-batch (coalescing)" if coalesced
         else "4. second sidecar joins, then SIGKILLed (rebalances)", result, letters, started,
         f"the second routed {routed_by_second:.0f} and had {busy:.0f} in flight at its kill"
         + (f", {per_call:.1f} events per call" if coalesced else ""),
-        passed=result.clean and not letters,
+        passed=result.clean and not letters, redone=read - len(events),
     ))
     assert result.clean, result
     assert lag == 0
