@@ -365,6 +365,7 @@ class Dispatcher(Generic[K, T, R]):
             try:
                 result = await rule.handler(key, items)
             except Exception as exc:
+                _raise_if_cancelling(exc)
                 since = self._failing_since(exc, since, clock)
                 if self._retries(exc, attempt, since, clock):
                     await self._backoff(items[0], attempt, exc)
@@ -417,6 +418,7 @@ class Dispatcher(Generic[K, T, R]):
                 result = await self._handler(key, item)
             # Every outcome is routed: retried, or handed to on_failed (dead-letter).
             except Exception as exc:
+                _raise_if_cancelling(exc)
                 since = self._failing_since(exc, since, clock)
                 if self._retries(exc, attempt, since, clock):
                     await self._backoff(item, attempt, exc)
@@ -445,3 +447,16 @@ class Dispatcher(Generic[K, T, R]):
             except Exception:
                 logger.exception("on_retry raised")
         await asyncio.sleep(delay)
+
+
+def _raise_if_cancelling(exc: Exception) -> None:
+    """A call cancelled by :meth:`Dispatcher.close` is cancelled, whatever it raised.
+
+    Temporal's client answers a cancelled update-with-start wait with an RPC error
+    (DEADLINE_EXCEEDED, "Timeout or cancellation waiting for update"): taken as a failure,
+    it was retried (``close()`` never returned, nor the sidecar's stop) or dead-lettered
+    (an event never refused).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc

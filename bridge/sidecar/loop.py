@@ -18,7 +18,9 @@ docs/architecture.md:
 - the rest of a batch fetched before a rebalance is never taken (:mod:`.batches`);
 - :meth:`Loom.stop` stops fetching, drains until ``drain_timeout_s`` after the stop (a
   record blocked past that, e.g. on an unreachable dead-letter topic, is abandoned
-  uncommitted), commits and closes.
+  uncommitted), commits and closes; :meth:`Loom.abandon` (a second signal) ends the wait at
+  once, and the consumer still leaves its group (a member that vanishes without a LeaveGroup
+  holds its partitions until its session times out).
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ class Loom:
         self._fetcher: BatchFetcher | None = None
         self._stopping = asyncio.Event()
         self._deadline: float | None = None  # loop time by which a stop must be done
+        self._abandoned = asyncio.Event()
         self._last_commit = 0.0
         self._commit_lock = asyncio.Lock()
         self.error: BaseException | None = None
@@ -184,6 +187,23 @@ class Loom:
             self._deadline = time.monotonic() + self.settings.dispatch.drain_timeout_s
         self._stopping.set()
 
+    def abandon(self) -> None:
+        """Stop without waiting for what is in flight (a second SIGTERM): the drain ends now,
+        the calls still running are cancelled (their records stay uncommitted, Kafka
+        redelivers them), what finished is committed and the consumer leaves its group."""
+        self._deadline = time.monotonic()
+        self._stopping.set()
+        self._abandoned.set()
+
+    async def _until_abandoned(self, *aws: asyncio.Future[Any], timeout: float) -> None:
+        """Wait for ``aws`` up to ``timeout``, or until :meth:`abandon`."""
+        abandoned = asyncio.ensure_future(self._abandoned.wait())
+        try:
+            await asyncio.wait({*aws, abandoned}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            abandoned.cancel()
+
     def _time_left(self) -> float:
         if self._deadline is None:
             return self.settings.dispatch.drain_timeout_s
@@ -204,7 +224,7 @@ class Loom:
         try:
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
-                await asyncio.wait({task}, timeout=self._time_left())
+                await self._until_abandoned(task, timeout=self._time_left())
             if not task.done():
                 log.warning("the loop is still taking a record at the stop deadline: it is "
                             "abandoned, uncommitted (Kafka redelivers it)")
@@ -268,7 +288,12 @@ class Loom:
     async def _shutdown(self) -> None:
         self.health.running = False
         try:
-            drained = await self.dispatcher.drain(self._time_left())
+            drain = asyncio.ensure_future(self.dispatcher.drain(self._time_left()))
+            await self._until_abandoned(drain, timeout=self._time_left() + 1)
+            drained = drain.done() and drain.result()
+            if not drain.done():
+                drain.cancel()
+                await asyncio.gather(drain, return_exceptions=True)
             if not drained:
                 log.warning(
                     "drain timeout: %d calls still in flight are left to redelivery",
