@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from bridge.exceptions import LoomError
-from bridge.sidecar.retry import RetryPolicy, is_retriable
+from bridge.sidecar.retry import RetryPolicy, is_retriable, raise_if_cancelling
 
 __all__ = ["Coalescing", "Dispatcher", "DispatcherClosedError", "RetryPolicy", "is_retriable"]
 
@@ -365,7 +365,7 @@ class Dispatcher(Generic[K, T, R]):
             try:
                 result = await rule.handler(key, items)
             except Exception as exc:
-                _raise_if_cancelling(exc)
+                raise_if_cancelling(exc)
                 since = self._failing_since(exc, since, clock)
                 if self._retries(exc, attempt, since, clock):
                     await self._backoff(items[0], attempt, exc)
@@ -418,7 +418,7 @@ class Dispatcher(Generic[K, T, R]):
                 result = await self._handler(key, item)
             # Every outcome is routed: retried, or handed to on_failed (dead-letter).
             except Exception as exc:
-                _raise_if_cancelling(exc)
+                raise_if_cancelling(exc)
                 since = self._failing_since(exc, since, clock)
                 if self._retries(exc, attempt, since, clock):
                     await self._backoff(item, attempt, exc)
@@ -448,15 +448,3 @@ class Dispatcher(Generic[K, T, R]):
                 logger.exception("on_retry raised")
         await asyncio.sleep(delay)
 
-
-def _raise_if_cancelling(exc: Exception) -> None:
-    """A call cancelled by :meth:`Dispatcher.close` is cancelled, whatever it raised.
-
-    Temporal's client answers a cancelled update-with-start wait with an RPC error
-    (DEADLINE_EXCEEDED, "Timeout or cancellation waiting for update"): taken as a failure,
-    it was retried (``close()`` never returned, nor the sidecar's stop) or dead-lettered
-    (an event never refused).
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc

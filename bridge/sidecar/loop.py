@@ -18,9 +18,7 @@ docs/architecture.md:
 - the rest of a batch fetched before a rebalance is never taken (:mod:`.batches`);
 - :meth:`Loom.stop` stops fetching, drains until ``drain_timeout_s`` after the stop (a
   record blocked past that, e.g. on an unreachable dead-letter topic, is abandoned
-  uncommitted), commits and closes; :meth:`Loom.abandon` (a second signal) ends the wait at
-  once, and the consumer still leaves its group (a member that vanishes without a LeaveGroup
-  holds its partitions until its session times out).
+  uncommitted), commits and closes; :meth:`Loom.abandon` ends the wait now (and still closes).
 """
 
 from __future__ import annotations
@@ -52,6 +50,7 @@ from bridge.sidecar.intake import Intake, Job, UnmatchedStopError, UnreadableRec
 from bridge.sidecar.metrics import Health, Metrics
 from bridge.sidecar.offsets import OffsetTracker
 from bridge.sidecar.replies import publish_reply
+from bridge.sidecar.stopping import StopClock
 from bridge.telemetry.tracing import header_hook, route_span
 from bridge.temporal.calls import TemporalExecutor
 
@@ -116,9 +115,8 @@ class Loom:
         self._producer: AIOKafkaProducer | None = None
         self._intake: Intake | None = None
         self._fetcher: BatchFetcher | None = None
-        self._stopping = asyncio.Event()
-        self._deadline: float | None = None  # loop time by which a stop must be done
-        self._abandoned = asyncio.Event()
+        self._clock = StopClock(settings.dispatch.drain_timeout_s)
+        self._stopping = self._clock.stopping
         self._last_commit = 0.0
         self._commit_lock = asyncio.Lock()
         self.error: BaseException | None = None
@@ -183,31 +181,13 @@ class Loom:
     def stop(self) -> None:
         """Ask the loop to stop fetching; :meth:`run` then drains, commits and returns, within
         ``drain_timeout_s`` of this call."""
-        if self._deadline is None:
-            self._deadline = time.monotonic() + self.settings.dispatch.drain_timeout_s
-        self._stopping.set()
+        self._clock.stop()
 
     def abandon(self) -> None:
         """Stop without waiting for what is in flight (a second SIGTERM): the drain ends now,
         the calls still running are cancelled (their records stay uncommitted, Kafka
         redelivers them), what finished is committed and the consumer leaves its group."""
-        self._deadline = time.monotonic()
-        self._stopping.set()
-        self._abandoned.set()
-
-    async def _until_abandoned(self, *aws: asyncio.Future[Any], timeout: float) -> None:
-        """Wait for ``aws`` up to ``timeout``, or until :meth:`abandon`."""
-        abandoned = asyncio.ensure_future(self._abandoned.wait())
-        try:
-            await asyncio.wait({*aws, abandoned}, timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            abandoned.cancel()
-
-    def _time_left(self) -> float:
-        if self._deadline is None:
-            return self.settings.dispatch.drain_timeout_s
-        return max(0.0, self._deadline - time.monotonic())
+        self._clock.abandon()
 
     def _started(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer, Intake]:
         if self._consumer is None or self._producer is None or self._intake is None:
@@ -224,7 +204,7 @@ class Loom:
         try:
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
-                await self._until_abandoned(task, timeout=self._time_left())
+                await self._clock.wait(task, timeout=self._clock.time_left())
             if not task.done():
                 log.warning("the loop is still taking a record at the stop deadline: it is "
                             "abandoned, uncommitted (Kafka redelivers it)")
@@ -288,12 +268,7 @@ class Loom:
     async def _shutdown(self) -> None:
         self.health.running = False
         try:
-            drain = asyncio.ensure_future(self.dispatcher.drain(self._time_left()))
-            await self._until_abandoned(drain, timeout=self._time_left() + 1)
-            drained = drain.done() and drain.result()
-            if not drain.done():
-                drain.cancel()
-                await asyncio.gather(drain, return_exceptions=True)
+            drained = await self._clock.run(self.dispatcher.drain(self._clock.time_left()), False)
             if not drained:
                 log.warning(
                     "drain timeout: %d calls still in flight are left to redelivery",
@@ -310,7 +285,7 @@ class Loom:
                 # Its flush is bounded: a dead-letter write abandoned at the stop deadline
                 # would otherwise hold the exit for request_timeout_ms.
                 if self._producer is not None:
-                    await stop_client(self._producer, flush_timeout=max(self._time_left(), 1.0))
+                    await stop_client(self._producer, flush_timeout=max(self._clock.time_left(), 1.0))
                 self.health.kafka_connected = False
 
     @property
