@@ -134,6 +134,11 @@ class Match:
         if self.subject is not None:
             checks.append(("subject", _Pattern(self.subject)))
         for name, pattern in self.extensions.items():
+            if isinstance(name, str) and GLOB_CHARS & set(name):
+                raise RouteDefinitionError(
+                    f"match: extension name {name!r} holds a pattern character, and extension "
+                    "names do not glob: name each extension (its value globs)"
+                )
             if name in CORE_ATTRIBUTES:
                 raise RouteDefinitionError(
                     f"match: {name!r} is a core attribute, not an extension; use its own field"

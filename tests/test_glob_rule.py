@@ -65,6 +65,11 @@ def test_a_pattern_character_in_type_prefix_is_refused_naming_the_field_to_use(
         Match(type_prefix=prefix)
 
 
+def test_a_pattern_character_in_an_extension_name_is_refused() -> None:
+    with pytest.raises(RouteDefinitionError, match="extension names do not glob"):
+        Match(extensions={"ten*": "acme"})
+
+
 def test_exact_types_are_a_dict_lookup_not_a_scan() -> None:
     index: TypeIndex[int] = TypeIndex()
     for n in range(1000):
