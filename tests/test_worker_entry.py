@@ -37,6 +37,20 @@ async def without_stop():
         note("stopped")
 
 
+def blocking_with_stop(settings, stop):
+    note("ready")
+    stop.wait()  # a threading.Event for a plain function
+    note("stopped")
+
+
+async def deaf(stop):
+    note("ready")
+    try:
+        await asyncio.Event().wait()  # ignores its stop event: the second signal ends it
+    finally:
+        note("stopped")
+
+
 def blocking(settings):
     note("ready")
     try:
@@ -47,7 +61,7 @@ def blocking(settings):
 '''
 
 
-@pytest.mark.parametrize("attr", ["with_stop", "without_stop", "blocking"])
+@pytest.mark.parametrize("attr", ["with_stop", "without_stop", "blocking", "blocking_with_stop"])
 async def test_sigterm_stops_the_entry_point_cleanly(
     attr: str, tmp_path: Path, start_loom: StartLoom
 ) -> None:
@@ -64,3 +78,24 @@ async def test_sigterm_stops_the_entry_point_cleanly(
     code = await proc.wait(30)
     assert code == 0, proc.tail()
     assert marks.read_text().split() == ["ready", "stopped"]
+
+
+async def test_a_second_sigterm_abandons_an_entry_point_that_does_not_stop(
+    tmp_path: Path, start_loom: StartLoom
+) -> None:
+    (tmp_path / "entrymod.py").write_text(ENTRY)
+    marks = tmp_path / "marks.txt"
+    proc = await start_loom("worker", "--entry", "entrymod:deaf", python_path=[tmp_path])
+
+    def ready() -> list[str]:
+        proc.check_running()
+        return marks.read_text().split() if marks.exists() else []
+
+    await eventually(ready, timeout=30, what="the entry point started")
+    proc.send(signal.SIGTERM)
+    await eventually(lambda: "stopping the worker" in proc.output, timeout=30,
+                     what="the first SIGTERM was taken")
+    proc.check_running()  # it ignores its stop event
+    proc.send(signal.SIGTERM)
+    assert await proc.wait(30) == 130, proc.tail()
+    assert marks.read_text().split() == ["ready", "stopped"]  # cancelled: its finally ran
