@@ -14,6 +14,7 @@ non-deterministic calls.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,6 +50,31 @@ EVENT_SEEN_QUERY = "loom_seen"
 EVENT_SEEN_DIGESTS_QUERY = "loom_seen_digests"
 
 
+#: An RFC 3339 leap second: ``23:59:60`` (any fraction), which ``datetime`` cannot hold.
+_LEAP_SECOND = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:)60(?:\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+
+
+def parse_time(text: str) -> tuple[datetime, str | None]:
+    """Parse the ``time`` attribute (RFC 3339).
+
+    A leap second (``2016-12-31T23:59:60Z``), valid RFC 3339 that ``datetime`` cannot hold,
+    is clamped to ``23:59:59.999999``: it still sorts after every earlier instant.
+
+    Returns:
+        The time, and the original text when it was clamped (None otherwise).
+
+    Raises:
+        ValueError: The text is not a timestamp.
+    """
+    try:
+        return datetime.fromisoformat(text), None
+    except ValueError:
+        leap = _LEAP_SECOND.fullmatch(text)
+        if leap is None:
+            raise
+    return datetime.fromisoformat(f"{leap[1]}59.999999{leap[2]}"), text
+
+
 def event_key(source: str, id: str) -> str:
     """Identity of an event for deduplication: ``source`` and ``id``."""
     return f"{source}\x1f{id}"
@@ -69,6 +95,9 @@ class Event:
         dataschema: URI of the schema ``data`` adheres to.
         extensions: Extension attributes (lower-case alphanumeric names).
         specversion: Always ``"1.0"``.
+        time_text: The ``time`` attribute as written, when ``time`` could not hold it
+            exactly: a leap second (``...T23:59:60Z``), which ``time`` holds as
+            ``23:59:59.999999``. The payload form carries this text. None otherwise.
     """
 
     id: str
@@ -81,6 +110,7 @@ class Event:
     dataschema: str | None = None
     extensions: Mapping[str, Any] = field(default_factory=dict)
     specversion: str = "1.0"
+    time_text: str | None = None
 
     @property
     def key(self) -> str:
@@ -116,6 +146,8 @@ class Event:
         out: dict[str, Any] = {}
         for name, value in self.attributes().items():
             out[name] = value.isoformat() if isinstance(value, datetime) else value
+        if self.time_text is not None and self.time is not None:
+            out["time"] = self.time_text
         if isinstance(self.data, bytes | bytearray):
             out["data_base64"] = base64.b64encode(bytes(self.data)).decode("ascii")
         elif self.data is not None:
@@ -130,8 +162,9 @@ class Event:
         if "data_base64" in values:
             data = base64.b64decode(values.pop("data_base64"))
         time = values.pop("time", None)
+        time_text = None
         if isinstance(time, str):
-            time = datetime.fromisoformat(time.replace("Z", "+00:00"))
+            time, time_text = parse_time(time)
         core = {name: values.pop(name) for name in list(values) if name in CORE_ATTRIBUTES}
         return cls(
             id=str(core.pop("id")),
@@ -144,4 +177,5 @@ class Event:
             datacontenttype=core.get("datacontenttype"),
             dataschema=core.get("dataschema"),
             extensions=values,
+            time_text=time_text,
         )

@@ -5,7 +5,10 @@
 all: exact types are a dict lookup, type prefixes a dict probed once per distinct prefix
 length (never more probes than the type has characters), globs are compiled regexes in a
 separate, usually short, list, and matches without a type condition sit in a catch-all list.
-Globs that are plain strings or ``"<prefix>*"`` are indexed as exact types or prefixes.
+Every matcher follows the one pattern rule of :mod:`bridge._glob` (fnmatch globs, ``[*]``
+for a literal ``*``); a type pattern that matches one string is indexed as an exact type,
+``"<literal>*"`` as a prefix. ``type_prefix`` does not glob: a pattern character there is
+refused when the route is declared, with the field to use instead.
 ``MatchIndex`` puts topics in front: unbound matches in one ``TypeIndex``, and for each topic
 with bound matches, built the first time it is looked up, a ``TypeIndex`` of the matches that
 apply to it: a lookup costs one type-index lookup, however many topics routes are bound to.
@@ -13,28 +16,18 @@ apply to it: a lookup costs one type-index lookup, however many topics routes ar
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from bridge._glob import GLOB_CHARS, compile_glob, escape, is_glob, literal
 from bridge.events import CORE_ATTRIBUTES, Event
 from bridge.exceptions import RouteDefinitionError
 
-_GLOB_CHARS = frozenset("*?[")
+__all__ = ["Match", "MatchIndex", "TypeIndex", "as_text", "compile_glob", "is_glob", "qualname"]
+
 T = TypeVar("T")
-
-
-def is_glob(pattern: str) -> bool:
-    """Whether the pattern has fnmatch wildcards (``*``, ``?``, ``[``)."""
-    return any(char in _GLOB_CHARS for char in pattern)
-
-
-def compile_glob(pattern: str) -> re.Pattern[str]:
-    """Compile an fnmatch glob into an anchored, case-sensitive regex."""
-    # fnmatch.translate is case-sensitive and anchored; "*" also crosses dots.
-    return re.compile(fnmatch.translate(pattern))
 
 
 def as_text(value: Any) -> str:
@@ -50,13 +43,14 @@ def qualname(obj: Any) -> str:
 
 
 class _Pattern:
-    """An exact string or an fnmatch glob, for ``source``, ``subject`` and extensions."""
+    """An fnmatch glob for ``source``, ``subject`` and extensions; a literal compares equal."""
 
     __slots__ = ("regex", "text")
 
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.regex = compile_glob(text) if is_glob(text) else None
+    def __init__(self, pattern: str) -> None:
+        text = literal(pattern)
+        self.text = pattern if text is None else text
+        self.regex = compile_glob(pattern) if text is None else None
 
     def __call__(self, value: Any) -> bool:
         if value is None:
@@ -69,14 +63,22 @@ class _Pattern:
 class Match:
     """Which events a route applies to. All given conditions must hold; none given matches all.
 
+    Every field but ``type_prefix`` and ``where`` is an fnmatch glob (``*``, ``?``,
+    ``[...]``; ``*`` also matches dots), and a pattern without those characters is the exact
+    string. A literal ``*``, ``?`` or ``[`` is written in brackets: ``"io.x.[*]"`` is the
+    type ``io.x.*`` exactly (:func:`bridge._glob.escape` writes it).
+
     Args:
-        type: Exact event type, e.g. ``"order.placed"``.
-        type_prefix: Event types starting with this string, e.g. ``"order."``.
-        type_glob: fnmatch pattern over the type, e.g. ``"order.*.failed"`` (``*`` also
-            matches dots). At most one of ``type``, ``type_prefix``, ``type_glob``.
-        source: Exact source, or a glob when it contains ``*``, ``?`` or ``[``.
-        subject: Exact subject, or a glob (same rule); an event without subject never matches.
-        extensions: Extension name to exact value or glob; the extension must be present
+        type: The event type or a glob over it, e.g. ``"order.placed"``, ``"order.*"``.
+            Held normalized: ``type`` is the exact type (escapes undone) when the pattern
+            matches one type only, else None and the pattern is in ``type_glob``.
+        type_prefix: Event types starting with this string, e.g. ``"order."``. It does not
+            glob: a pattern character in it is refused (write ``type="order.*"``).
+        type_glob: The same as ``type`` (from 0.1, where ``type`` did not glob). At most one
+            of ``type``, ``type_prefix``, ``type_glob``.
+        source: The source, or a glob over it.
+        subject: The subject, or a glob; an event without subject never matches.
+        extensions: Extension name to value or glob; the extension must be present
             (``{"tenant": "*"}`` requires it with any value). Non-string values compare by
             their CloudEvents string form.
         where: Predicate on the route's validated data (the model instance, or the raw data
@@ -99,6 +101,7 @@ class Match:
     _topic_check: _Patterns | None = field(init=False, repr=False, compare=False)
     _type_regex: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     _checks: tuple[tuple[str, _Pattern], ...] = field(init=False, repr=False, compare=False)
+    _type_0_1: str | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         given = [n for n in ("type", "type_prefix", "type_glob") if getattr(self, n) is not None]
@@ -110,12 +113,32 @@ class Match:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise RouteDefinitionError(f"match: {name} must be a non-empty str, got {value!r}")
+        if self.type_prefix is not None and GLOB_CHARS & set(self.type_prefix):
+            raise RouteDefinitionError(
+                f"match: type_prefix {self.type_prefix!r} holds a pattern character, and "
+                f"type_prefix does not glob: write type={self.type_prefix + '*'!r} for a "
+                f"pattern (type globs), or type={escape(self.type_prefix) + '*'!r} for "
+                "types that start with these characters literally"
+            )
+        pattern = self.type if self.type is not None else self.type_glob
+        # Given as ``type`` with a pattern character: the exact type in 0.1, a pattern now.
+        changed = self.type is not None and bool(GLOB_CHARS & set(self.type))
+        object.__setattr__(self, "_type_0_1", self.type if changed else None)
+        if pattern is not None:  # one rule: held as the exact type, or as the glob
+            exact = literal(pattern)
+            object.__setattr__(self, "type", exact)
+            object.__setattr__(self, "type_glob", pattern if exact is None else None)
         checks: list[tuple[str, _Pattern]] = []
         if self.source is not None:
             checks.append(("source", _Pattern(self.source)))
         if self.subject is not None:
             checks.append(("subject", _Pattern(self.subject)))
         for name, pattern in self.extensions.items():
+            if isinstance(name, str) and GLOB_CHARS & set(name):
+                raise RouteDefinitionError(
+                    f"match: extension name {name!r} holds a pattern character, and extension "
+                    "names do not glob: name each extension (its value globs)"
+                )
             if name in CORE_ATTRIBUTES:
                 raise RouteDefinitionError(
                     f"match: {name!r} is a core attribute, not an extension; use its own field"
@@ -133,6 +156,21 @@ class Match:
         object.__setattr__(self, "_topic_check", _Patterns(topics) if topics else None)
         object.__setattr__(self, "_type_regex", regex)
         object.__setattr__(self, "_checks", tuple(checks))
+
+    def changed_meaning(self) -> str | None:
+        """How 0.2.0's one pattern rule changed this match, if it did (``loom check``).
+
+        In 0.1 ``type`` was the exact type whatever it held; since 0.2.0 it globs.
+        """
+        given = self._type_0_1
+        if given is None:
+            return None
+        now = literal(given)
+        meaning = "a glob" if now is None else f"the exact type {now!r}"
+        return (
+            f"type {given!r} is {meaning} since 0.2.0; in 0.1 it was the exact type "
+            f"{given!r}: write type={escape(given)!r} to keep that"
+        )
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -180,7 +218,7 @@ class Match:
         """A one-line summary, e.g. ``type=order.placed source=shop/* ext.tenant=acme``."""
         parts = []
         if self.type is not None:
-            parts.append(f"type={self.type}")
+            parts.append(f"type={escape(self.type)}")
         if self.type_prefix is not None:
             parts.append(f"type^={self.type_prefix}")
         if self.type_glob is not None:
@@ -204,8 +242,9 @@ class _Patterns:
 
     def __init__(self, patterns: Iterable[str]) -> None:
         patterns = tuple(patterns)
-        self.exact = frozenset(p for p in patterns if not is_glob(p))
-        self.globs = tuple(compile_glob(p) for p in patterns if is_glob(p))
+        exact = {p: literal(p) for p in patterns}
+        self.exact = frozenset(text for text in exact.values() if text is not None)
+        self.globs = tuple(compile_glob(p) for p, text in exact.items() if text is None)
 
     def __call__(self, topic: str) -> bool:
         return topic in self.exact or any(regex.match(topic) for regex in self.globs)
@@ -250,15 +289,14 @@ class TypeIndex(Generic[T]):
         rest = match._rest_matches if match._checks else None
         entry = (self._count, rest, value)
         self._count += 1
-        glob = match.type_glob
+        glob = match.type_glob  # a real glob: a literal pattern is held as ``type``
+        head = literal(glob[:-1]) if glob is not None and glob.endswith("*") else None
         if match.type is not None:
             self._exact.setdefault(match.type, []).append(entry)
         elif match.type_prefix is not None:
             self._add_prefix(match.type_prefix, entry)
-        elif glob is not None and not is_glob(glob):
-            self._exact.setdefault(glob, []).append(entry)
-        elif glob is not None and glob.endswith("*") and not is_glob(glob[:-1]):
-            self._add_prefix(glob[:-1], entry)  # "order.*" is the prefix "order."
+        elif head is not None:
+            self._add_prefix(head, entry)  # "order.*" is the prefix "order."
         elif glob is not None:
             self._globs.append((compile_glob(glob), entry))
         else:

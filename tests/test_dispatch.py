@@ -758,3 +758,38 @@ async def test_a_submitter_waiting_on_the_byte_bound_yields_while_a_finish_leave
     assert await d.drain(timeout=5)
     assert done == [1, 20, 2]
     assert (d.in_flight, d.buffered_bytes) == (0, 0)
+
+
+@pytest.mark.parametrize("retriable", [True, False])
+async def test_close_cancels_a_call_that_answers_its_cancellation_with_an_error(
+    retriable: bool,
+) -> None:
+    # Temporal's client answers a cancelled update-with-start wait with an RPC error
+    # (DEADLINE_EXCEEDED, "Timeout or cancellation waiting for update"): close() must still
+    # cancel the item, neither retried (close() then never returned) nor failed (a call that
+    # was never refused must not be dead-lettered).
+    started = asyncio.Event()
+    failed: list[BaseException] = []
+    calls = 0
+
+    async def handler(key: str, item: int) -> int:
+        nonlocal calls
+        calls += 1
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if retriable:
+                raise TransientTemporalError("Timeout or cancellation waiting for update") from None
+            raise ValueError("cancelled, said as an error") from None
+        return item
+
+    dispatcher: Dispatcher[str, int, int] = Dispatcher(
+        handler, max_in_flight=2, on_done=lambda item, result: None,
+        on_failed=lambda item, exc: failed.append(exc),
+        retry=RetryPolicy(initial=0.01, maximum=0.01),
+    )
+    await dispatcher.submit("k", 1)
+    await started.wait()
+    await asyncio.wait_for(dispatcher.close(), 5)
+    assert (calls, failed, dispatcher.in_flight) == (1, [], 0)

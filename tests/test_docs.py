@@ -102,6 +102,13 @@ def tutorial_commands() -> tuple[dict[str, str], list[str]]:
     return env, commands
 
 
+def tutorial_topics() -> list[str]:
+    """The topics the tutorial tells the reader to create."""
+    listed = re.search(r"Create \w+ topics: ((?:`[^`]+`(?:, | and ))*`[^`]+`)", TUTORIAL.read_text())
+    assert listed is not None, "the tutorial names the topics to create"
+    return re.findall(r"`([^`]+)`", listed.group(1))
+
+
 def write_hello_package(directory: Path) -> None:
     files = tutorial_files()
     assert set(files) == {
@@ -122,15 +129,20 @@ async def test_the_tutorial_works_end_to_end(
     new_topic: Callable[..., Awaitable[str]],
     start_loom: StartLoom,
 ) -> None:
-    """The tutorial's commands as a user types them: `loom run`, `loom worker --workflows ...`
-    and `loom publish`, subprocesses configured by the tutorial's own exports."""
-    # The tutorial's topics have fixed names: create them (once per broker).
-    for topic in ("greetings", "greetings.sent"):
+    """The tutorial's commands as a user types them: `loom check`, `loom run`, `loom worker
+    --workflows ...` and `loom publish`, subprocesses configured by the tutorial's own exports."""
+    # The tutorial's topics have fixed names: create them as it says (once per broker).
+    topics = tutorial_topics()
+    assert {"greetings", "greetings.sent", "loom.deadletter"} <= set(topics)
+    for topic in topics:
         with contextlib.suppress(Exception):  # already there from an earlier run on this broker
             await create_topic(loom_kafka_bootstrap, topic)
     write_hello_package(tmp_path)
     exports, commands = tutorial_commands()
-    assert [c.split()[:2] for c in commands] == [["loom", "run"], ["loom", "worker"], ["loom", "publish"]]
+    assert [c.split()[:2] for c in commands] == [
+        ["loom", "check"], ["loom", "run"], ["loom", "worker"], ["loom", "publish"]
+    ]
+    check, commands = commands[0], commands[1:]
     assert "--entry" not in commands[1]
     name = f"Ada{uuid.uuid4().hex[:6]}"
     workflow_id = f"greeter-{name}"
@@ -141,7 +153,6 @@ async def test_the_tutorial_works_end_to_end(
         "LOOM_TEMPORAL__ADDRESS": loom_temporal.address,
         "LOOM_TEMPORAL__NAMESPACE": loom_temporal.namespace,
         "LOOM_KAFKA__GROUP_ID": f"g-{uuid.uuid4().hex[:8]}",
-        "LOOM_KAFKA__DEADLETTER_TOPIC": await new_topic(),
         "LOOM_KAFKA__SESSION_TIMEOUT_MS": "6000", "LOOM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
         "LOOM_DISPATCH__COMMIT_INTERVAL_S": "0.2", "LOOM_HTTP_PORT": str(free_port()),
     }
@@ -150,6 +161,10 @@ async def test_the_tutorial_works_end_to_end(
         argv = shlex.split(command.replace("--id ada-", f"--id {name}-").replace('"Ada"', f'"{name}"'))
         return await start_loom(*argv[1:], env=env, name=argv[1])
 
+    # A user who followed the tutorial sees every check ok, none warned about.
+    checked = await loom(check)
+    assert await checked.wait(60) == 0, checked.output
+    assert "all checks passed" in checked.output and "warn" not in checked.output, checked.output
     sidecar, worker = await loom(commands[0]), await loom(commands[1])
     await sidecar.wait_ready(60)
     worker.check_running()

@@ -54,3 +54,12 @@ def test_identity_and_attributes() -> None:
     assert event.attribute("partitionkey") == "k"
     assert event.attribute("missing") is None
     assert event.to_payload()["time"] == "2026-01-02T00:00:00+00:00"
+
+
+def test_payload_time_leap_second_is_clamped_and_kept_as_text() -> None:
+    event = Event.from_payload(
+        {"id": "1", "source": "s", "type": "t", "time": "2016-12-31T23:59:60Z"}
+    )
+    assert event.time == datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert event.time_text == "2016-12-31T23:59:60Z"
+    assert event.to_payload()["time"] == "2016-12-31T23:59:60Z"

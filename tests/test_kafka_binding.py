@@ -855,3 +855,48 @@ def test_fuzz_decoded_text_is_always_unicode(members: dict[str, Any]) -> None:
     for text in texts:
         text.encode("utf-8")
     request_id("r", event), update_id("r", event), reply_id("r", event)
+
+
+# --- a leap second (RFC 3339 allows :60) -------------------------------------------------------
+
+LEAP = "2016-12-31T23:59:60Z"
+LEAP_CLAMPED = datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def test_leap_second_binary_is_clamped_and_keeps_its_text() -> None:
+    event = decode(rec([*BASE, ("ce_time", LEAP.encode())], b"1"))
+    assert event.time == LEAP_CLAMPED
+    assert event.time_text == LEAP
+    assert type(event.time) is datetime  # a plain datetime, whatever carried the text
+    assert event.to_payload()["time"] == LEAP
+    assert Event.from_payload(event.to_payload()) == event
+
+
+def test_leap_second_structured_with_offset_and_fraction() -> None:
+    text = "1990-12-31T15:59:60.5-08:00"  # RFC 3339's own example, with a fraction
+    event = decode(rec(STRUCTURED, body(time=text)))
+    assert event.time == datetime(1990, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert event.time_text == text
+
+
+def test_ordinary_time_keeps_no_text() -> None:
+    event = decode(rec([*BASE, ("ce_time", b"2018-04-05T03:56:24Z")], b"1"))
+    assert event.time_text is None
+
+
+@pytest.mark.parametrize(
+    "text", ["2016-12-31T23:59:61Z", "2016-12-31T23:60:00Z", "2016-12-31T23:59:6Z", "x:60"]
+)
+def test_not_a_leap_second_is_still_refused(text: str) -> None:
+    assert "not an RFC 3339 timestamp" in decode_error(
+        rec([*BASE, ("ce_time", text.encode())], b"1")
+    )
+
+
+def test_the_sdk_cannot_produce_a_leap_second() -> None:
+    # Why the leap-second records above are written by hand: the cloudevents SDK's event holds
+    # ``time`` as a datetime, so no SDK producer sends ``:60``; other producers may.
+    from cloudevents.core.v1.event import CloudEvent
+
+    with pytest.raises(Exception, match="time"):
+        CloudEvent({"type": "t", "source": "/s", "id": "1", "specversion": "1.0", "time": LEAP})

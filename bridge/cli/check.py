@@ -1,4 +1,8 @@
-"""``loom check``: validate the settings and the routes, then connect to Kafka and Temporal."""
+"""``loom check``: validate the settings and the routes, then connect to Kafka and Temporal.
+
+A route whose meaning 0.2.0's one pattern rule changed (a ``type`` with ``*``, ``?`` or
+``[``, exact in 0.1, a glob now) is reported as a warning with the way to keep the old one.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from bridge.settings import LoomSettings
 from bridge.sidecar.process import settings_summary, unconsumed_topic_warnings
 from bridge.temporal.client import check_namespace, connect_options, connect_temporal
 
-__all__ = ["CheckResult", "check", "check_kafka", "check_temporal"]
+__all__ = ["CheckResult", "check", "check_kafka", "check_temporal", "pattern_rule_warnings"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,15 @@ class CheckResult:
     ok: bool
     detail: str
     warning: bool = False
+
+
+def pattern_rule_warnings(router: Router) -> list[CheckResult]:
+    """The routes whose meaning 0.2.0's one pattern rule changed (``type`` globs now)."""
+    return [
+        CheckResult(f"route {route.name}", True, note, warning=True)
+        for route in router.routes
+        if (note := route.match.changed_meaning()) is not None
+    ]
 
 
 async def check_kafka(settings: LoomSettings, timeout: float = 10) -> list[CheckResult]:
@@ -122,6 +135,7 @@ def check(
         spec = settings.route_spec()
         router = load_router(spec)
         results.append(CheckResult("routes", True, f"{spec}: {len(router)} routes"))
+        results.extend(pattern_rule_warnings(router))
     except SettingsError as exc:
         results.append(CheckResult("routes", False, str(exc)))
     try:

@@ -14,6 +14,7 @@ import asyncio
 import signal
 import threading
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from typing import Annotated
 
 import typer
@@ -75,7 +76,12 @@ def replay(
         ),
     ] = "1m",
     route: Annotated[
-        str | None, typer.Option("--route", help="Replay through this route only.")
+        str | None,
+        typer.Option(
+            "--route",
+            help="Replay through the routes so named only: a name or a glob ('orders-*'; "
+            "'[*]' is a literal '*').",
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would be routed, per route; call nothing.")
@@ -162,11 +168,11 @@ def _router(settings: LoomSettings, name: str | None) -> Router:
         router.unmatched = settings.unmatched
     if name is None:
         return router
-    chosen = [r for r in router.routes if r.name == name]
+    chosen = [r for r in router.routes if fnmatchcase(r.name, name)]  # the one glob rule
     if not chosen:
         names = ", ".join(r.name for r in router.routes) or "none"
         raise SettingsError(f"--route: no route is named {name!r} (routes: {names})")
-    # Only this route: the events it does not take are none of this replay's business.
+    # Only these routes: the events they do not take are none of this replay's business.
     return Router(chosen, unmatched=UnmatchedPolicy.SKIP, replies=False)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
 from typing import Annotated
@@ -33,6 +32,7 @@ from bridge.sidecar.process import run_sidecar
 from bridge.telemetry import tracing
 from bridge.telemetry.logs import configure_logging
 from bridge.temporal.client import connect_options, make_data_converter
+from bridge.worker.entry import serve_entry
 from bridge.worker.run import load_activities, load_workflows, serve_worker
 
 __all__ = ["run", "worker"]
@@ -114,7 +114,9 @@ def worker(
     activity that emit() needs, connected from LOOM_* (TEMPORAL_* too), until SIGTERM/SIGINT
     (graceful: running activities get LOOM_DISPATCH__DRAIN_TIMEOUT_S). ``--entry MODULE:ATTR``
     runs a custom worker instead: the entry point gets the settings (it builds its client with
-    ``bridge.temporal.client.connect_temporal``) and may be a coroutine function.
+    ``bridge.temporal.client.connect_temporal``) and may be a coroutine function; a parameter
+    named ``stop`` gets an event set on SIGTERM/SIGINT (else the entry point is cancelled):
+    exit code 0 either way.
     """
     if entry is not None and (workflows or activities or task_queue):
         fail("--entry runs a custom worker: give it alone, or --workflows and --task-queue",
@@ -146,11 +148,6 @@ def worker(
         fail(f"--entry: {entry!r} is not callable", EXIT_SETTINGS)
     # The entry point may take the settings, or nothing and read LOOM_* itself: then the
     # flags reach it as environment variables.
-    if inspect.signature(target).parameters:
-        result = target(settings)
-    else:
+    if not any(name != "stop" for name in inspect.signature(target).parameters):
         os.environ.update(as_env(given))
-        result = target()
-    if asyncio.iscoroutine(result):
-        result = asyncio.run(result)
-    raise typer.Exit(result if isinstance(result, int) else 0)
+    raise typer.Exit(serve_entry(target, settings))

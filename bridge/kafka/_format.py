@@ -20,9 +20,11 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
 from bridge.events import CORE_ATTRIBUTES
+from bridge.events import parse_time as parse_rfc3339
 from bridge.exceptions import DecodeError
 
 REQUIRED = ("id", "source", "type")
+
 
 class StrictEvent(CloudEvent):
     """The SDK's v1.0 event with its validation, minus the ``id``/``time`` it would invent."""
@@ -271,12 +273,26 @@ def structured_data(attributes: dict[str, Any]) -> Any:
     return data
 
 
+class LeapTime(datetime):
+    """A leap second clamped to ``:59.999999``, carrying its text through the SDK's event.
+
+    ``event_from_sdk`` turns it back into a plain ``datetime`` and ``Event.time_text``.
+    """
+
+    text: str
+
+
 def parse_time(text: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed, leap_text = parse_rfc3339(text)
     except ValueError as exc:
         raise DecodeError(f"attribute 'time' is not an RFC 3339 timestamp: {short(exc)}") from None
-    return parsed
+    if leap_text is None:
+        return parsed
+    p = parsed
+    leap = LeapTime(p.year, p.month, p.day, p.hour, p.minute, p.second, p.microsecond, p.tzinfo)
+    leap.text = leap_text
+    return leap
 
 
 def short(exc: BaseException) -> str:
@@ -286,7 +302,6 @@ def short(exc: BaseException) -> str:
 
 FORMAT = LoomFormat()
 FORMAT_NO_VALUE = LoomFormat(has_value=False)
-
 
 
 def json_attribute(value: Any) -> Any:

@@ -50,6 +50,7 @@ from bridge.exceptions import DecodeError
 from bridge.kafka._format import (
     FORMAT,
     FORMAT_NO_VALUE,
+    LeapTime,
     StrictEvent,
     is_unicode,
     json_attribute,
@@ -87,6 +88,11 @@ def event_from_sdk(event: Any) -> Event:
     """Build an :class:`~bridge.events.Event` from a ``cloudevents`` SDK (2.x) ``CloudEvent``."""
     attrs = dict(event.get_attributes())
     core = {name: attrs.pop(name) for name in list(attrs) if name in CORE_ATTRIBUTES}
+    time = core.get("time")
+    time_text = None
+    if isinstance(time, LeapTime):
+        time_text = time.text
+        time = datetime.combine(time.date(), time.timetz())
     return Event(
         id=str(core["id"]),
         source=str(core["source"]),
@@ -94,10 +100,11 @@ def event_from_sdk(event: Any) -> Event:
         specversion=str(core.get("specversion", "1.0")),
         data=event.get_data(),
         subject=core.get("subject"),
-        time=core.get("time"),
+        time=time,
         datacontenttype=core.get("datacontenttype"),
         dataschema=core.get("dataschema"),
         extensions=attrs,
+        time_text=time_text,
     )
 
 

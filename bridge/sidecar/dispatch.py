@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from bridge.exceptions import LoomError
-from bridge.sidecar.retry import RetryPolicy, is_retriable
+from bridge.sidecar.retry import RetryPolicy, is_retriable, raise_if_cancelling
 
 __all__ = ["Coalescing", "Dispatcher", "DispatcherClosedError", "RetryPolicy", "is_retriable"]
 
@@ -392,8 +392,8 @@ class Dispatcher(Generic[K, T, R]):
     def _failing_since(
         exc: BaseException, since: float | None, clock: Callable[[], float]
     ) -> float | None:
-        # A retriable error may be retriable for a while only (``retry_for``: the per-run
-        # signal cap clears when the run continues as new, or never).
+        raise_if_cancelling(exc)  # a cancellation its client answered as an error stays one
+        # Retriable for a while only (``retry_for``: the signal cap clears at continue-as-new).
         bound: float | None = getattr(exc, "retry_for", None)
         return None if bound is None else (clock() if since is None else since)
 

@@ -13,6 +13,7 @@ goes on. The only exception that leaves :meth:`Intake.take` on purpose is
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 

@@ -18,7 +18,7 @@ docs/architecture.md:
 - the rest of a batch fetched before a rebalance is never taken (:mod:`.batches`);
 - :meth:`Loom.stop` stops fetching, drains until ``drain_timeout_s`` after the stop (a
   record blocked past that, e.g. on an unreachable dead-letter topic, is abandoned
-  uncommitted), commits and closes.
+  uncommitted), commits and closes; :meth:`Loom.abandon` ends the wait now (and still closes).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from bridge.sidecar.metrics import Health, Metrics
 from bridge.sidecar.offsets import OffsetTracker
 from bridge.sidecar.redo import ReadAhead, Redo, moved_back
 from bridge.sidecar.replies import publish_reply
+from bridge.sidecar.stopping import StopClock
 from bridge.telemetry.logs import CLIENT_ERRORS
 from bridge.telemetry.tracing import header_hook, route_span
 from bridge.temporal.calls import TemporalExecutor
@@ -122,10 +123,9 @@ class Loom:
         self._producer: AIOKafkaProducer | None = None
         self._intake: Intake | None = None
         self._fetcher: BatchFetcher | None = None
-        self._stopping = asyncio.Event()
-        self._deadline: float | None = None  # loop time by which a stop must be done
+        self._clock = StopClock(settings.dispatch.drain_timeout_s)
+        self._stopping = self._clock.stopping
         self._last_commit = 0.0
-        self._kafka_lost: float | None = None  # when the metadata probe first failed
         self._commit_lock = asyncio.Lock()
         self.error: BaseException | None = None
 
@@ -188,14 +188,13 @@ class Loom:
     def stop(self) -> None:
         """Ask the loop to stop fetching; :meth:`run` then drains, commits and returns, within
         ``drain_timeout_s`` of this call."""
-        if self._deadline is None:
-            self._deadline = time.monotonic() + self.settings.dispatch.drain_timeout_s
-        self._stopping.set()
+        self._clock.stop()
 
-    def _time_left(self) -> float:
-        if self._deadline is None:
-            return self.settings.dispatch.drain_timeout_s
-        return max(0.0, self._deadline - time.monotonic())
+    def abandon(self) -> None:
+        """Stop without waiting for what is in flight (a second SIGTERM): the drain ends now,
+        the calls still running are cancelled (their records stay uncommitted, Kafka
+        redelivers them), what finished is committed and the consumer leaves its group."""
+        self._clock.abandon()
 
     def _started(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer, Intake]:
         if self._consumer is None or self._producer is None or self._intake is None:
@@ -212,7 +211,7 @@ class Loom:
         try:
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
-                await asyncio.wait({task}, timeout=self._time_left())
+                await self._clock.wait(task, timeout=self._clock.time_left())
             if not task.done():
                 log.warning("the loop is still taking a record at the stop deadline: it is "
                             "abandoned, uncommitted (Kafka redelivers it)")
@@ -278,7 +277,7 @@ class Loom:
     async def _shutdown(self) -> None:
         self.health.running = False
         try:
-            drained = await self.dispatcher.drain(self._time_left())
+            drained = await self._clock.run(self.dispatcher.drain(self._clock.time_left()), False)
             if not drained:
                 log.warning(
                     "drain timeout: %d calls still in flight are left to redelivery",
@@ -295,7 +294,7 @@ class Loom:
                 # Its flush is bounded: a dead-letter write abandoned at the stop deadline
                 # would otherwise hold the exit for request_timeout_ms.
                 if self._producer is not None:
-                    await stop_client(self._producer, flush_timeout=max(self._time_left(), 1.0))
+                    await stop_client(self._producer, flush_timeout=max(self._clock.time_left(), 1.0))
                 self.health.kafka_connected = False
 
     @property
@@ -317,14 +316,8 @@ class Loom:
                 ok = True
             except Exception as exc:  # any failure means "not connected" for readiness
                 if self.health.kafka_connected:
-                    self._kafka_lost = time.monotonic()
                     log.warning("Kafka metadata probe failed: %s", exc or type(exc).__name__)
-        if ok and self._kafka_lost is not None:
-            log.warning(
-                "Kafka answers again after %.0f s (%d repeated client errors summarised)",
-                time.monotonic() - self._kafka_lost, CLIENT_ERRORS.settle(),
-            )
-            self._kafka_lost = None
+        CLIENT_ERRORS.connection("Kafka", ok)
         self.health.kafka_connected = ok
         return ok
 

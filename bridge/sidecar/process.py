@@ -162,7 +162,10 @@ class Sidecar:
     async def serve(self) -> int:
         """:meth:`run` with SIGTERM/SIGINT handlers installed; returns the exit code.
 
-        The first signal stops gracefully; a second one cancels the drain (exit code 130).
+        The first signal stops gracefully; a second one abandons the drain (exit code 130):
+        the calls in flight are cancelled, uncommitted, and the consumer still leaves its
+        group, so the next member gets the partitions at once rather than after the session
+        timeout. A third signal (or a second one before the loom started) cancels outright.
         """
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -173,16 +176,21 @@ class Sidecar:
                 log.info("%s: stopping (drain up to %.0fs)", signal.Signals(signum).name,
                          self.settings.dispatch.drain_timeout_s)
                 self.stop()
+            elif self._signals == 2 and self.loom is not None:
+                log.warning("second signal: abandoning the drain (leaving the group)")
+                self.loom.abandon()
             elif task is not None:
-                log.warning("second signal: abandoning the drain")
+                log.warning("signal %d: not waiting any more", self._signals)
                 task.cancel()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
         try:
-            return await self.run()
+            code = await self.run()
         except asyncio.CancelledError:
             return 130
+        else:
+            return 130 if self._signals > 1 else code
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

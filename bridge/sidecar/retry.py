@@ -7,10 +7,11 @@ same delays.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass
 
-__all__ = ["RetryPolicy", "is_retriable"]
+__all__ = ["RetryPolicy", "is_retriable", "raise_if_cancelling"]
 
 
 def is_retriable(exc: BaseException) -> bool:
@@ -67,3 +68,16 @@ class RetryPolicy:
     def gives_up(self, attempt: int) -> bool:
         """Whether no further attempt follows failed attempt number ``attempt``."""
         return self.max_attempts is not None and attempt >= self.max_attempts
+
+
+def raise_if_cancelling(exc: BaseException) -> None:
+    """A call cancelled by :meth:`~bridge.sidecar.dispatch.Dispatcher.close` is cancelled, whatever it raised.
+
+    Temporal's client answers a cancelled update-with-start wait with an RPC error
+    (DEADLINE_EXCEEDED, "Timeout or cancellation waiting for update"): taken as a failure,
+    it was retried (``close()`` never returned, nor the sidecar's stop) or dead-lettered
+    (an event never refused).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc

@@ -148,6 +148,7 @@ class RepeatedErrors(logging.Filter):
         # (logger, template) -> [window start, lines held back in it]
         self._windows: dict[tuple[str, str], list[float]] = {}
         self._lock = threading.Lock()  # aiokafka and the SDK log from other threads too
+        self._lost: float | None = None  # when the connection followed stopped answering
 
     def _summarised(self, name: str) -> bool:
         return any(name == p or name.startswith(p + ".") for p in self._prefixes)
@@ -169,6 +170,19 @@ class RepeatedErrors(logging.Filter):
         if held:
             record.msg = f"{record.msg} [{held} more like it in the last {since:.0f} s]"
         return True
+
+    def connection(self, what: str, ok: bool) -> None:
+        """Follow a connection's state: when ``what`` answers again after it did not, log one
+        line saying so and how many client lines were held back, and settle."""
+        now = self._clock()
+        if not ok:
+            self._lost = now if self._lost is None else self._lost
+        elif self._lost is not None:
+            lost, self._lost = self._lost, None
+            logging.getLogger("loom").warning(
+                "%s answers again after %.0f s (%d repeated client errors summarised)",
+                what, now - lost, self.settle(),
+            )
 
     def settle(self) -> int:
         """End every window; returns how many lines were held back and not yet told."""

@@ -21,25 +21,21 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import TypeAdapter
 
+from bridge._glob import is_glob, literal
 from bridge.events import Event
 
 __all__ = ["EntityHandler", "HandlerTable", "handles", "is_glob"]
 
 _HANDLES_ATTR = "__loom_handles__"
-_GLOB_CHARS = frozenset("*?[")
 
 FnT = TypeVar("FnT", bound=Callable[..., Any])
-
-
-def is_glob(pattern: str) -> bool:
-    """True when ``pattern`` is an fnmatch glob (``*``, ``?`` or ``[``), not an exact type."""
-    return any(ch in _GLOB_CHARS for ch in pattern)
 
 
 def handles(*types: str) -> Callable[[FnT], FnT]:
     """Mark an entity workflow method as the handler of events of ``types``.
 
-    Each type is exact (``payment.charged``) or an fnmatch glob (``payment.*``). An event goes
+    Each type is exact (``payment.charged``) or an fnmatch glob (``payment.*``), by the one
+    pattern rule of routes (:mod:`bridge._glob`: ``[*]`` is a literal ``*``). An event goes
     to the handler of its exact type when there is one, otherwise to the first glob, in
     declaration order, that matches it (base classes first).
 
@@ -123,10 +119,11 @@ class HandlerTable:
                         f"{claimed[pattern]} and {handler.method}"
                     )
                 claimed[pattern] = handler.method
-                if is_glob(pattern):
+                exact = literal(pattern)
+                if exact is None:
                     self._globs.append((pattern, handler))
                 else:
-                    self._exact[pattern] = handler
+                    self._exact[exact] = handler
 
     def find(self, type: str) -> EntityHandler | None:
         """The handler of an event type: the exact one, else the first matching glob."""
