@@ -5,7 +5,8 @@ A deliberately tiny HTTP/1.1 server on asyncio streams (no web framework is a de
 joined its group and Kafka answers, Temporal's namespace answers; owning partitions is not
 required, see :class:`~bridge.sidecar.metrics.Health`; the body says what is missing) and
 ``GET /metrics`` (prometheus-client's text exposition of the loom's own registry). Every response closes the
-connection, which is all probes and scrapers need.
+connection, which is all probes and scrapers need. Paths under ``/map`` go to the
+choreography map's pages when the sidecar serves them (:class:`bridge.map.pages.MapPages`).
 """
 
 from __future__ import annotations
@@ -14,18 +15,27 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge.sidecar.metrics import Health
 
-__all__ = ["HealthServer"]
+__all__ = ["HealthServer", "Pages"]
+
+#: Answers a request under ``/map``: ``(method, target, headers)`` ->
+#: ``(status, content type, body, extra headers)``.
+Pages = Callable[
+    [str, str, Mapping[str, str]], Awaitable[tuple[int, str, bytes, list[tuple[str, str]]]]
+]
 
 log = logging.getLogger("loom.http")
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK", 303: "See Other", 401: "Unauthorized", 404: "Not Found",
+    405: "Method Not Allowed", 500: "Internal Server Error", 503: "Service Unavailable",
+}
 # A probe's request line and headers fit easily; anything bigger is not a probe.
 _MAX_REQUEST = 16 * 1024
 
@@ -39,6 +49,7 @@ class HealthServer:
         registry: The Prometheus registry to expose.
         host: Interface to listen on.
         port: TCP port; 0 picks a free one (see :attr:`port` after :meth:`start`).
+        pages: Answers the paths under ``/map`` (none: they are not found).
     """
 
     def __init__(
@@ -48,8 +59,10 @@ class HealthServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        pages: Pages | None = None,
     ) -> None:
         self._health = health
+        self.pages = pages
         self._registry = registry
         self._host = host
         self._port = port
@@ -82,11 +95,16 @@ class HealthServer:
             return
         try:
             method, path = _request_line(head[:_MAX_REQUEST])
-            status, ctype, body = self._respond(method, path)
+            extra: list[tuple[str, str]] = []
+            if self.pages is not None and (path == "/map" or path.startswith(("/map/", "/map?"))):
+                status, ctype, body, extra = await _page(self.pages, method, path, head)
+            else:
+                status, ctype, body = self._respond(method, path)
+            more = "".join(f"{name}: {value}\r\n" for name, value in extra)
             writer.write(
                 f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
-                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n".encode("latin-1")
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{more}"
+                "Connection: close\r\n\r\n".encode("latin-1", "replace")
             )
             if method != "HEAD":
                 writer.write(body)
@@ -121,6 +139,25 @@ def _request_line(head: bytes) -> tuple[str, str]:
     if len(parts) != 3:
         return "", ""
     return parts[0].upper(), parts[1]
+
+
+async def _page(
+    pages: Pages, method: str, path: str, head: bytes
+) -> tuple[int, str, bytes, list[tuple[str, str]]]:
+    try:
+        return await pages(method, path, _headers(head))
+    except Exception:  # a bug in a page must not take the probes down with it
+        log.exception("the map failed to answer %s %s", method, path[:200])
+        return 500, "text/plain", b"the map failed; see the sidecar's log\n", []
+
+
+def _headers(head: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in head[:_MAX_REQUEST].split(b"\r\n")[1:]:
+        name, sep, value = line.decode("latin-1").partition(":")
+        if sep:
+            out[name.strip().lower()] = value.strip()
+    return out
 
 
 def _readiness(health: Health | None) -> dict[str, object]:

@@ -30,14 +30,17 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, Interceptor
 
 from bridge.exceptions import SettingsError
+from bridge.map.graph import declared_beside
+from bridge.map.pages import MapPages
+from bridge.map.recording import RecordedExecutor
 from bridge.routing import Router
 from bridge.settings import LoomSettings
-from bridge.sidecar.http import HealthServer
+from bridge.sidecar.http import HealthServer, Pages
 from bridge.sidecar.loop import Loom
 from bridge.sidecar.metrics import Health, Metrics
 from bridge.telemetry import tracing
 from bridge.telemetry.logs import FIELDS
-from bridge.temporal.calls import HeaderHook, TemporalExecutor
+from bridge.temporal.calls import HeaderHook
 from bridge.temporal.client import check_namespace, connect_options, connect_temporal
 from bridge.temporal.metrics import TemporalMetrics
 
@@ -134,6 +137,11 @@ class Sidecar:
         if "unmatched" in settings.model_fields_set:
             router.unmatched = settings.unmatched
         self.metrics = Metrics()
+        m = settings.map
+        self.metrics.recording.configure(
+            enabled=m.enabled, max_entries=m.max_entries, max_bytes=m.max_bytes,
+            keep_data=m.show_data,
+        )
         # The Temporal client's own metrics, when the sidecar connects its client itself.
         self.temporal_metrics: TemporalMetrics | None = None
         self.loom: Loom | None = None
@@ -185,6 +193,23 @@ class Sidecar:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
+    def _map_pages(self) -> Pages | None:
+        if not self.settings.map.enabled:
+            return None
+        pages = MapPages(
+            self.router, self.settings, self.metrics.recording,
+            lambda: self.loom.client if self.loom is not None else self._client,
+            lag=self.metrics.lag, declared=declared_beside(self.settings.routes),
+            replica=self._replica,
+        )
+        return pages.handle
+
+    def _replica(self) -> str:
+        owned = sorted(self.health.assigned) if self.health is not None else []
+        parts = ", ".join(f"{t}[{p}]" for t, p in owned) or "none yet"
+        return (f"live numbers of this replica ({self.settings.kafka.group_id}): its own "
+                f"partitions only: {parts}")
+
     async def run(self) -> int:
         """Run until :meth:`stop`; returns 0 after a clean stop, 1 if the loom failed.
 
@@ -204,6 +229,7 @@ class Sidecar:
                 self.metrics.registry,
                 host=self.settings.http_host,
                 port=self.settings.http_port,
+                pages=self._map_pages(),
             )
             await self.http.start()
             log.info("health and metrics on http://%s:%d", self.settings.http_host, self.http.port)
@@ -232,7 +258,7 @@ class Sidecar:
         except Exception as exc:
             log.error("cannot start: describing the Temporal namespace failed: %s", exc)  # noqa: TRY400
             return 1
-        executor = TemporalExecutor(
+        executor = RecordedExecutor(
             client,
             payload_limit=self.settings.temporal.payload_limit_bytes,
             header_hook=self._header_hook,
@@ -241,6 +267,7 @@ class Sidecar:
                 seconds=self.settings.temporal.closed_query_timeout_s
             ),
         )
+        executor.recording = self.metrics.recording
         loom = Loom(self.router, client, self.settings, metrics=self.metrics, executor=executor)
         self.loom = loom
         try:
