@@ -9,7 +9,14 @@ server drew (escaped there), parsed as XML.
 
 from __future__ import annotations
 
-__all__ = ["CSS", "SCRIPT"]
+__all__ = ["CSS", "ICON", "SCRIPT"]
+
+#: The page's icon (served, so the browser never asks for ``/favicon.ico``).
+ICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" '
+    'rx="3" fill="#1d2330"/><path d="M3 4h4v3H3zM9 9h4v3H9zM7 5.5 9 10.5" stroke="#9fd0ff" '
+    'fill="#9fd0ff"/></svg>'
+)
 
 CSS = """
 body { font: 13px/1.4 monospace; margin: 0; color: #1d2330; background: #fafbfc; }

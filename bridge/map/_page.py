@@ -23,6 +23,7 @@ def page(title: str, body: str, *, script: bool = False) -> bytes:
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{text(title)}</title>"
+        '<link rel="icon" href="/map/icon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="/map/map.css"></head><body><header>'
         '<a href="/map">temporal-loom map</a>'
         f"{search_form()}</header><main>{body}</main>{tail}</body></html>"

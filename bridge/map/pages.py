@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from prometheus_client import Gauge
 from temporalio.client import Client
 
-from bridge.map._assets import CSS, SCRIPT
+from bridge.map._assets import CSS, ICON, SCRIPT
 from bridge.map._page import page, search_form
 from bridge.map.graph import (
     DLQ,
@@ -145,6 +145,8 @@ class MapPages:
             return 200, "application/json", json.dumps(self.live()).encode(), []
         if path == "/map/map.js":
             return 200, "text/javascript; charset=utf-8", SCRIPT.encode(), []
+        if path == "/map/icon.svg":
+            return 200, "image/svg+xml", ICON.encode(), []
         if path == "/map/map.css":
             return 200, "text/css; charset=utf-8", CSS.encode(), []
         if path == "/map/search":
