@@ -85,9 +85,12 @@ async def shoot(out: Path) -> None:
             await page.goto(url)
             await page.locator("text.reason", has_text="data-validation").wait_for()
             await page.locator('g.node.unrouted[data-label="order.archived"]').wait_for()
-            await page.wait_for_function(
-                "Number(document.getElementById('graph').dataset.updates || 0) >= 3"
-            )
+            # A few live updates (the page's policy forbids eval: wait_for_function cannot run).
+            while int(await page.locator("#graph").get_attribute("data-updates") or 0) < 3:
+                await asyncio.sleep(0.5)
+            # Wide enough for the whole drawing (the page scrolls it otherwise).
+            width = float(await page.locator("#map").get_attribute("width") or 1900)
+            await page.set_viewport_size({"width": int(width) + 60, "height": 760})
             await page.screenshot(path=str(out), full_page=True)
             await browser.close()
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from bridge.actions import ActionKind, Invocation, Outcome
@@ -59,12 +59,14 @@ def inv(ev: Event, wid: str = "order-1", route: str = "order-placed") -> Invocat
 
 
 def test_the_ring_keeps_its_bound_in_entries_and_counts_evictions() -> None:
-    rec = Recording(max_entries=10, registry=CollectorRegistry())
+    rec_registry = CollectorRegistry()
+    rec = Recording(max_entries=10, registry=rec_registry)
     for n in range(25):
         ev = event(id=f"e-{n}")
         rec.received(record(n), ev, [inv(ev)])
     assert len(rec.ring) == 10
-    assert rec.evicted._value.get() == 15
+    assert rec.evictions == 15
+    assert generate_latest(rec_registry).count(b"loom_map_evicted_total 15.0") == 1
     assert [e[7] for e in rec.ring] == [f"e-{n}" for n in range(15, 25)]
 
 
@@ -270,3 +272,19 @@ async def test_a_token_guards_every_page_of_the_map() -> None:
         assert (await get(server.port, "/map", {"Authorization": "Bearer s3cret"}))[0] == 200
     finally:
         await server.stop()
+
+
+def test_a_burst_of_dead_letters_is_a_spike_and_a_trickle_is_not() -> None:
+    rec = Recording(registry=CollectorRegistry())
+    rec.started -= 3600  # an hour of quiet before
+    pages = MapPages(router, settings_(), rec, lambda: None, declared=declared())
+    dlq = list(pages.graph().nodes).index("dlq")
+    assert pages.live()["nodes"][str(dlq)]["spike"] is False
+    for n in range(30):
+        rec.dead_lettered(record(n), event(id=f"d{n}"), "order-placed", "data-validation", None)
+    live = pages.live()
+    dlq = list(pages.graph().nodes).index("dlq")
+    assert live["nodes"][str(dlq)]["spike"] is True
+    edges = list(pages.graph().edges)
+    edge = edges.index(("route:order-placed", "dlq", "data-validation"))
+    assert live["edges"][str(edge)] == {"text": "data-validation (30)", "busy": False, "spike": True}

@@ -11,6 +11,7 @@ timeline, its emitted commands linked to their causes, with a working Temporal U
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ from kit import LoomProcess, StartLoom, eventually
 from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright
 from temporalio.client import Client
 
-from bridge.events import PARTITION_KEY, Event
+from bridge.events import CAUSATION_ID, CORRELATION_ID, PARTITION_KEY, Event
 from bridge.kafka.binding import encode
 from routes import router
 from services.shop import SOURCE, order_event, sample_orders
@@ -120,10 +121,20 @@ async def test_the_map_and_a_timeline_of_the_reference_app(
                      what="the demo's orders counted")
     before = await total(page, "order-placed")
     orders = sample_orders(3, prefix=f"b{uuid.uuid4().hex[:5]}")
-    await publish(kafka, *(("orders", order_event(o)) for o in orders))
+    placed = [order_event(o) for o in orders]
+    # One carries a malformed correlation: ignored for linking, counted, still delivered.
+    placed[0] = dataclasses.replace(placed[0], extensions={
+        **placed[0].extensions, CORRELATION_ID: "", CAUSATION_ID: "x" * 2000,
+    })
+    await publish(kafka, *(("orders", e) for e in placed))
     await eventually(lambda: total(page, "order-placed"), timeout=60,
                      until=lambda n: n >= before + 3, what="counts moved after 3 orders")
     assert await page.evaluate("window.__loaded === true")
+    live = await (await page.request.get(f"{origin}/map/live.json")).json()
+    assert live["malformed_links"] >= 2
+    client = await Client.connect(temporal)
+    started = await client.get_workflow_handle(f"order-{orders[0].order_id}").describe()
+    assert started.workflow_type == "OrderSaga"
 
     # A poison event (data that fails the route's model), a type no route takes, hostile text.
     poison = Event(id=f"poison-{uuid.uuid4().hex[:6]}", source=SOURCE, type="order.placed",
@@ -146,7 +157,6 @@ async def test_the_map_and_a_timeline_of_the_reference_app(
     assert await page.evaluate("window.__loaded === true")
 
     # A compensated order's timeline.
-    client = await Client.connect(temporal)
     compensated = None
     async for wf in client.list_workflows("WorkflowType = 'OrderSaga' AND ExecutionStatus = 'Completed'"):
         result: Any = await client.get_workflow_handle(wf.id).result()

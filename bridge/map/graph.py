@@ -250,7 +250,8 @@ def live_graph(static: Graph, live: Live) -> Graph:
     for event_type, (_count, sample) in unrouted[:LIVE_LIMIT]:
         key = f"type:{event_type}"
         if key not in g.nodes:
-            g.add(Node(key, 2, event_type, "unrouted", f"no route; e.g. id {sample}"))
+            shown = sample if len(sample) <= 32 else sample[:31] + "\u2026"
+            g.add(Node(key, 2, event_type, "unrouted", f"no route; e.g. id {shown}"))
     for topic, event_type in list(live.types):
         if f"type:{event_type}" in g.nodes:
             g.link(f"topic:{topic}", f"type:{event_type}")

@@ -269,7 +269,8 @@ class MapPages:
             words = []
             if node.kind == "workflow":
                 words.append(f"{running[node.label]} running" if node.label in running else "")
-            elif node.kind not in ("emitted", "consumer"):
+            elif node.kind not in ("emitted", "consumer") and node.layer != 6:
+                # (the emitted side is the worker's: this sidecar does not see it)
                 words.append(f"{total} · {rates.get(key, 0.0):.0f}/min")
             if node.kind == "topic" and node.layer == 1 and key[6:] in lags:
                 words.append(f"lag {lags[key[6:]]}")
@@ -335,9 +336,10 @@ class MapPages:
 
 
 def _spike(per_minute: float, total: int, started: float) -> bool:
-    # More dead letters in the last minute than 5, and than twice the average minute so far.
+    # At least 5 dead letters, at more than 5 a minute and more than twice the average minute
+    # so far.
     minutes = max((time.time() - started) / 60.0, 1.0)
-    return per_minute >= 5 and per_minute > 2 * (total / minutes)
+    return total >= 5 and per_minute >= 5 and per_minute > 2 * (total / minutes)
 
 
 def _cookie(headers: Mapping[str, str]) -> str | None:

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from bridge.actions import Invocation, Outcome
-from bridge.events import CAUSATION_ID, CORRELATION_ID, Event, link_value
+from bridge.events import CAUSATION, CAUSATION_ID, CORRELATION, CORRELATION_ID, Event, link_value
 from bridge.kafka.record import Record
 from bridge.temporal.calls import TemporalExecutor
 
@@ -98,10 +100,11 @@ class Recording:
         self.live = Live()
         self.started = time.time()
         self._calls = 0
-        self.evicted = Counter(
-            "loom_map_evicted", "Records that fell out of the map's ring (its bound)",
-            registry=registry,
-        )
+        #: Records that fell out of the ring (``loom_map_evicted``, read when scraped: a plain
+        #: int on the hot path, no lock).
+        self.evictions = 0
+        if registry is not None:
+            registry.register(_Evicted(self))
         self.malformed_links = Counter(
             "loom_malformed_links",
             "Events whose correlationid or causationid was malformed (ignored for linking)",
@@ -120,16 +123,18 @@ class Recording:
     # --- the ring ----------------------------------------------------------------------------
 
     def _append(self, entry: Entry, size: int) -> None:
-        self.ring.append(entry)
-        self._sizes.append(size)
+        ring, sizes = self.ring, self._sizes
+        if len(ring) >= self.max_entries:
+            ring.popleft()
+            self.bytes -= sizes.popleft()
+            self.evictions += 1
+        ring.append(entry)
+        sizes.append(size)
         self.bytes += size
-        evicted = 0
-        while len(self.ring) > self.max_entries or (self.bytes > self.max_bytes and self.ring):
-            self.ring.popleft()
-            self.bytes -= self._sizes.popleft()
-            evicted += 1
-        if evicted:
-            self.evicted.inc(evicted)
+        while self.bytes > self.max_bytes and ring:
+            ring.popleft()
+            self.bytes -= sizes.popleft()
+            self.evictions += 1
 
     # --- hooks (the hot path) ----------------------------------------------------------------
 
@@ -139,15 +144,17 @@ class Recording:
             return
         ext = event.extensions
         correlation = ext.get(CORRELATION_ID)
-        causation = ext.get(CAUSATION_ID)
-        if correlation is not None and link_value(correlation) is None:
-            correlation = None
+        if correlation is None:
+            correlation = link_value(ext.get(CORRELATION))
+        elif link_value(correlation) is None:
+            correlation = link_value(ext.get(CORRELATION))
             self._malformed("correlationid")
-        if causation is not None and link_value(causation) is None:
-            causation = None
+        causation = ext.get(CAUSATION_ID)
+        if causation is None:
+            causation = link_value(ext.get(CAUSATION))
+        elif link_value(causation) is None:
+            causation = link_value(ext.get(CAUSATION))
             self._malformed("causationid")
-        correlation = correlation or event.correlation
-        causation = causation or event.causation
         live = self.live
         _bump(live.sources, (event.source, record.topic))
         _bump(live.types, (record.topic, event.type))
@@ -184,10 +191,10 @@ class Recording:
         """The call carrying ``inv`` answered ``outcome``."""
         if not self.enabled:
             return
-        live = self.live
         route = inv.route
-        live.routes[route] = live.routes.get(route, 0) + 1
-        _bump(live.outcomes, (route, outcome.value))
+        routes = self.live.routes
+        routes[route] = routes.get(route, 0) + 1
+        _bump(self.live.outcomes, (route, outcome.value))
         self._append(("out", time.time(), inv.workflow_id, inv.event.id, route, outcome.value,
                       None), _ENTRY_OVERHEAD)
 
@@ -231,6 +238,20 @@ class Recording:
             if entry[0] == "in" and entry[2] is not None and query in (entry[7], entry[9]):
                 return str(entry[2])
         return None
+
+
+class _Evicted(Collector):
+    """``loom_map_evicted``, read from the recording's plain counter when scraped."""
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "loom_map_evicted", "Records that fell out of the map's ring (its bound)"
+        )
+        family.add_metric([], self.recording.evictions)
+        yield family
 
 
 class RecordedExecutor(TemporalExecutor):

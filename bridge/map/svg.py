@@ -60,6 +60,7 @@ def render(graph: Graph, marked: Iterable[str] = ()) -> str:
     edges = [(e.src, e.dst) for e in graph.edges.values()]
     labels = {
         k: min(len(n.label), MAX_CHARS) + (len(n.detail) + 1 if n.kind == "route" else 0)
+        if n.kind != "unrouted" else max(min(len(n.label), MAX_CHARS), len(n.detail) + 14)
         for k, n in graph.nodes.items()
     }
     boxes, width, height = place(layers, edges, labels)

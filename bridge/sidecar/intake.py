@@ -109,11 +109,12 @@ class Intake:
     async def take(self, tp: TopicPartition, record: Record) -> None:
         """Track ``record`` and submit its invocations, or dead-letter it."""
         ticket = self.tracker.track(tp, record.offset)
+        event: Event | None = None
         try:
             event = _decode(record)
             invocations = self.router.resolve(event, topic=record.topic)
         except BadInputError as exc:
-            if await self.deadletter(record, exc, getattr(exc, "route", None)):
+            if await self.deadletter(record, exc, getattr(exc, "route", None), event=event):
                 self.tracker.done(ticket)
             return
         except Exception as exc:  # a bug here or in a route's code: never stop the line
