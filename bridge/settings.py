@@ -323,6 +323,9 @@ class LoomSettings(BaseSettings):
     unmatched: UnmatchedPolicy = UnmatchedPolicy.DEAD_LETTER
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8088, ge=0, lt=65536)  # 0: no HTTP server
+    # /livez answers 503 once the event loop has not turned for this long (the probe is
+    # answered from a thread, so a frozen loop is reported, not merely unreachable).
+    liveness_stall_s: float = Field(default=30.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -392,7 +395,7 @@ def load_settings(**overrides: Any) -> LoomSettings:
 
 
 def settings_reference() -> list[tuple[str, str, str]]:
-    """Every setting as ``(environment variable, type, default)``, for the README's table.
+    """Every setting as ``(environment variable, type, default)``, for the settings reference.
 
     The default is Markdown: a value in backquotes, or what the setting falls back to.
     """

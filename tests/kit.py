@@ -27,6 +27,10 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -462,3 +466,67 @@ class StartLoom(Protocol):
         python_path: Sequence[Path] = (),
         name: str = "loom",
     ) -> LoomProcess: ...
+
+
+# --- probes taken from a thread ------------------------------------------------------------------
+
+
+class Prober:
+    """Asks HTTP paths of a sidecar every ``period`` seconds from a thread of its own, and keeps
+    each answer's status and time.
+
+    The probes are taken off the test's event loop on purpose: a test loop that is busy (or
+    starved on a loaded machine) would time its own waits out and blame the sidecar, as a
+    probe's ``asyncio.wait_for`` did. A kubelet, too, probes from outside the process.
+
+    Args:
+        paths: The paths asked in turn, each one per period.
+        budget: Seconds a probe waits for its answer (a status of 0: none in time).
+        period: Seconds between two rounds.
+    """
+
+    def __init__(self, paths: Sequence[str], *, budget: float = 1.0, period: float = 0.1) -> None:
+        self.paths = tuple(paths)
+        self.budget = budget
+        self.period = period
+        #: (path, status, seconds) per probe; status 0: no answer within the budget.
+        self.answers: list[tuple[str, int, float]] = []
+        self._port: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prober", daemon=True)
+        self._thread.start()
+
+    def watch(self, port: int | None) -> None:
+        """Probe the server on ``port`` from now on (None: none, e.g. while a sidecar drains
+        to its exit: a draining sidecar is no longer live, by design)."""
+        self._port = port
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            for path in self.paths:
+                port = self._port
+                if port is None:
+                    break
+                began = time.monotonic()
+                try:
+                    url = f"http://127.0.0.1:{port}{path}"
+                    with urllib.request.urlopen(url, timeout=self.budget) as answer:
+                        status = answer.status
+                except urllib.error.HTTPError as err:
+                    status = err.code
+                except OSError:
+                    status = 0
+                if self._port == port:  # an answer lost to a switch is not the sidecar's
+                    self.answers.append((path, status, time.monotonic() - began))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.budget + self.period + 1)
+
+    def failures(self, expected: int = 200) -> list[tuple[str, int, float]]:
+        """The probes that did not answer ``expected`` within the budget."""
+        return [a for a in self.answers if a[1] != expected or a[2] > self.budget]
+
+    @property
+    def slowest(self) -> float:
+        return max((a[2] for a in self.answers), default=0.0)

@@ -708,3 +708,53 @@ def test_jitter_spreads_delays() -> None:
     rng = random.Random(0)
     delays = {RetryPolicy(initial=1, maximum=1).delay(1, rng) for _ in range(20)}
     assert len(delays) == 20
+
+
+# --- no wait spins (issue 21: the freeze on a backlog past the byte bound) ----------------------
+
+
+async def test_a_submitter_waiting_on_the_byte_bound_yields_while_a_finish_leaves_it_full() -> None:
+    """A finish that leaves the byte bound crossed must not wake the waiting submitter into a
+    loop that never suspends: the loop would starve the completions that free space.
+
+    Reproduces the freeze deterministically: bound 10 bytes, a light item (1) and a heavy one
+    (20) accepted (now full), a third submit waits, the light item finishes (still full).
+    """
+    light_go, heavy_go = asyncio.Event(), asyncio.Event()
+
+    async def call(key: str, n: int) -> int:
+        await (light_go if n == 1 else heavy_go).wait()
+        return n
+
+    done: list[int] = []
+    d: Dispatcher[str, int, int] = Dispatcher(
+        call,
+        max_in_flight=4,
+        max_buffered=100,
+        on_done=lambda n, r: done.append(n),
+        on_failed=lambda n, exc: None,
+        max_buffered_bytes=10,
+        weight=lambda n: n,
+    )
+    await d.submit("a", 1)
+    await d.submit("b", 20)
+    assert d.full
+    third = asyncio.create_task(d.submit("c", 2))
+    await eventually(lambda: not third.done(), timeout=1, what="the third submit waits")
+    light_go.set()
+    # The light item finishing leaves 20 >= 10 bytes held: the submitter must stay suspended,
+    # and the loop must keep turning (a spinning submitter would never let this await return).
+    turns = 0
+    async with asyncio.timeout(5):
+        while 1 not in done:
+            await asyncio.sleep(0)
+            turns += 1
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert d.full and not third.done()
+    heavy_go.set()
+    async with asyncio.timeout(5):
+        await third
+    assert await d.drain(timeout=5)
+    assert done == [1, 20, 2]
+    assert (d.in_flight, d.buffered_bytes) == (0, 0)

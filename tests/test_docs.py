@@ -1,4 +1,5 @@
-"""README.md stays true: its code runs, its settings exist, its tutorial works end to end."""
+"""The docs stay true: README.md and every page under docs/ run their Python code blocks, the
+settings exist, the tutorial works end to end (tests/test_docs_site.py builds the site)."""
 
 from __future__ import annotations
 
@@ -17,21 +18,23 @@ from temporalio.service import RPCError
 
 from bridge.dev import create_topic, free_port
 from bridge.kafka.binding import decode
-from bridge.settings import settings_reference
 from bridge.testing import TemporalServer, read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+#: Every Markdown page whose code blocks run: the README and the documentation site's sources.
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+TUTORIAL = ROOT / "docs" / "getting-started" / "tutorial.md"
 _FILE_HEADER = re.compile(r"^# (hello/[\w/]+\.py)\n")
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
 
 
 def tutorial_files() -> dict[str, str]:
     files = {}
-    for block in python_blocks():
+    for block in python_blocks(TUTORIAL.read_text()):
         header = _FILE_HEADER.match(block)
         if header:
             files[header.group(1)] = block
@@ -44,31 +47,47 @@ def test_the_two_commands_are_the_ones_ci_and_users_run() -> None:
     assert "loom dev" in (ROOT / "scripts" / "dev").read_text()
 
 
-def settings_table() -> str:
-    """The README's configuration table, as the settings model says it."""
-    rows = ["| variable | type | default |", "| --- | --- | --- |"]
-    rows += [
-        f"| `{env}` | {kind.replace('|', chr(92) + '|')} | {default} |"
-        for env, kind, default in settings_reference()
-    ]
-    return "\n".join(rows) + "\n"
+def test_the_readme_is_the_front_door() -> None:
+    """At most 200 lines; everything else lives in the documentation site, which it links."""
+    assert len(README.splitlines()) <= 200
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README):
+        if not target.startswith(("http://", "https://")):
+            assert (ROOT / target).exists(), f"README links to {target}, which is not there"
+    assert "docs/getting-started/tutorial.md" in README
 
 
-def test_every_setting_is_documented() -> None:
-    # Regenerate with: python -c "from tests.test_docs import settings_table as t; print(t())"
-    assert settings_table() in README
+def test_every_page_is_collected() -> None:
+    names = {p.relative_to(ROOT).as_posix() for p in PAGES}
+    assert {"README.md", "docs/architecture.md", "docs/getting-started/tutorial.md",
+            "docs/guides/routes.md"} <= names
 
 
-def test_standalone_code_blocks_run() -> None:
-    standalone = [b for b in python_blocks() if not _FILE_HEADER.match(b)]
-    assert standalone, "the README's route example is gone"
-    for block in standalone:
-        exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})  # noqa: S102
+def test_the_tutorial_files_are_only_in_the_tutorial() -> None:
+    # A hello/ block elsewhere would be skipped by the page test below and built by no one.
+    for page in PAGES:
+        if page != TUTORIAL:
+            assert not any(_FILE_HEADER.match(b) for b in python_blocks(page.read_text())), page
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_standalone_code_blocks_run(page: Path) -> None:
+    """Each Python block of the page runs on its own (the tutorial's files run end to end below)."""
+    name = page.relative_to(ROOT).as_posix()
+    for number, block in enumerate(python_blocks(page.read_text()), start=1):
+        if _FILE_HEADER.match(block):
+            continue
+        namespace = {"__name__": f"docs_example_{page.stem.replace('-', '_')}_{number}"}
+        exec(compile(block, f"{name} (python block {number})", "exec"), namespace)  # noqa: S102
+
+
+def test_the_route_example_is_there() -> None:
+    routes = (ROOT / "docs" / "guides" / "routes.md").read_text()
+    assert any("Router(" in b for b in python_blocks(routes)), "the routes guide's example is gone"
 
 
 def tutorial_commands() -> tuple[dict[str, str], list[str]]:
     """The tutorial's shell block: its exported variables and its ``loom`` commands."""
-    block = next(b for b in re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", TUTORIAL.read_text(), flags=re.DOTALL)
                  if "loom worker" in b and "export" in b)
     env: dict[str, str] = {}
     commands: list[str] = []
@@ -103,8 +122,8 @@ async def test_the_tutorial_works_end_to_end(
     new_topic: Callable[..., Awaitable[str]],
     start_loom: StartLoom,
 ) -> None:
-    """The README's commands as a user types them: `loom run`, `loom worker --workflows ...`
-    and `loom publish`, subprocesses configured by the README's own exports."""
+    """The tutorial's commands as a user types them: `loom run`, `loom worker --workflows ...`
+    and `loom publish`, subprocesses configured by the tutorial's own exports."""
     # The tutorial's topics have fixed names: create them (once per broker).
     for topic in ("greetings", "greetings.sent"):
         with contextlib.suppress(Exception):  # already there from an earlier run on this broker
@@ -117,7 +136,7 @@ async def test_the_tutorial_works_end_to_end(
     workflow_id = f"greeter-{name}"
     env = {
         **exports,
-        # The README's servers are this session's; the rest is the README's own settings.
+        # The tutorial's servers are this session's; the rest is the tutorial's own settings.
         "LOOM_KAFKA__BOOTSTRAP": loom_kafka_bootstrap,
         "LOOM_TEMPORAL__ADDRESS": loom_temporal.address,
         "LOOM_TEMPORAL__NAMESPACE": loom_temporal.namespace,

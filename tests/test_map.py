@@ -230,7 +230,8 @@ async def get(port: int, target: str, headers: dict[str, str] | None = None) -> 
 
 
 async def serve(pages: MapPages) -> HealthServer:
-    server = HealthServer(lambda: None, CollectorRegistry(), port=0, pages=pages.handle)
+    server = HealthServer(lambda: None, CollectorRegistry(), port=0)
+    server.add_site("/map", pages.handle)
     await server.start()
     return server
 

@@ -2,27 +2,20 @@
 
 Guarantees 3, 4 and 5 of the design: items with the same key (the workflow id) run one at a
 time in submission order, different keys run concurrently, at most ``max_in_flight`` at once;
-at most ``max_buffered`` items are accepted and not yet finished (running, or queued behind an
-earlier item of their key), so the consumer pauses partitions instead of buffering; a
-retriable error is retried with exponential backoff and jitter without letting later items of
-the key overtake it (for at most its ``retry_for`` seconds when it has one), any other error
-goes to ``on_failed`` (the dead-letter path) and the key carries on.
+at most ``max_buffered`` items (and ``max_buffered_bytes`` of them) are accepted and not yet
+finished, so the consumer pauses partitions instead of buffering. A bound on accepted items
+above the running bound lets the dispatcher look past the items queued behind their key to
+other keys. A retriable error is retried with exponential backoff and jitter without letting
+later items of the key overtake it (for at most its ``retry_for`` seconds when it has one);
+any other error goes to ``on_failed`` (the dead-letter path) and the key carries on. One
+worker task runs per key that has work, and ends when the key's queue empties, so no per-key
+state outlives its work. A submitter waiting for room suspends until a finish leaves room.
 
-Two bounds, because one cannot do both jobs: with a single bound on accepted items, items
-queued behind their key take slots, so fewer than the bound run when keys repeat within a
-batch (events of the same workflow close together in a partition). ``max_buffered`` above
-``max_in_flight`` lets the dispatcher look past them to other keys.
-
-One worker task runs per key that has work, and ends when the key's queue empties, so no
-per-key state outlives its work (millions of workflow ids stay bounded in memory).
-
-**Coalescing.** With a :class:`Coalescing` rule, when a key's turn comes the items queued
-behind it that may share the call ride in one call with it (up to a count and a size): the
-bound is calls, not items, and a hot key is no longer limited to one item per round trip.
-Each item of the call is done when the call succeeded; a retriable error retries the call;
-any other error splits it: its items run one by one, so each bad one fails with its own
-error and the good ones go through. Memory can be bounded in bytes (``max_buffered_bytes``)
-rather than by a count, so that queues per key can form.
+**Coalescing.** With a :class:`Coalescing` rule, the items queued behind a key when its turn
+comes that may share the call ride in one call with it (up to a count and a size): the bound
+is calls, not items. Each item of the call is done when the call succeeded; a retriable
+error retries the call; any other error splits it: its items run one by one, so each bad one
+fails with its own error and the good ones go through.
 """
 
 from __future__ import annotations
@@ -31,6 +24,7 @@ import asyncio
 import itertools
 import logging
 import random
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
@@ -174,11 +168,11 @@ class Dispatcher(Generic[K, T, R]):
         self._coalescing = coalescing
         if max_buffered_bytes is not None and (max_buffered_bytes < 1 or weight is None):
             raise ValueError("max_buffered_bytes must be >= 1 and comes with a weight function")
-        self._max_bytes = max_buffered_bytes
-        self._weight = weight
-        self._bytes = 0
-        # key -> (its pending items, head first and in progress; its worker task)
-        self._keys: dict[K, tuple[deque[T], asyncio.Task[None]]] = {}
+        self._max_bytes = sys.maxsize if max_buffered_bytes is None else max_buffered_bytes
+        self._weight, self._bytes = weight, 0
+        # key -> (pending items, head first and in progress; the weight each added at submit,
+        # which its finish removes; the key's worker task)
+        self._keys: dict[K, tuple[deque[T], deque[int], asyncio.Task[None]]] = {}
         self._in_flight = 0
         self._running = 0
         # FIFO across keys: a key worker that finished an item queues behind waiting keys.
@@ -233,9 +227,7 @@ class Dispatcher(Generic[K, T, R]):
     def full(self) -> bool:
         """True when :meth:`submit` would wait (:attr:`max_buffered` or
         ``max_buffered_bytes`` reached): the time to pause partitions."""
-        return self._in_flight >= self._max or (
-            self._max_bytes is not None and self._bytes >= self._max_bytes
-        )
+        return self._in_flight >= self._max or self._bytes >= self._max_bytes
 
     @property
     def closed(self) -> bool:
@@ -243,12 +235,10 @@ class Dispatcher(Generic[K, T, R]):
         return self._closed
 
     async def wait_for_space(self) -> None:
-        """Returns once at least one slot is free (at once if one is), or the dispatcher closed.
-
-        A free slot is not reserved: with several submitters, :meth:`submit` may still wait.
-        """
+        """Returns once a slot is free (at once if one is) or the dispatcher closed. A free
+        slot is not reserved: with several submitters, :meth:`submit` may still wait."""
         while self.full and not self._closed:
-            await self._space.wait()
+            await self._wait_space()
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -266,20 +256,26 @@ class Dispatcher(Generic[K, T, R]):
                 raise DispatcherClosedError("the dispatcher is closed")
             if not self.full:
                 break
-            await self._space.wait()
+            await self._wait_space()
+        weight = 0 if self._weight is None else self._weight(item)
         self._in_flight += 1
-        if self._weight is not None:
-            self._bytes += self._weight(item)
-        if self.full:
-            self._space.clear()
+        self._bytes += weight
         self._idle.clear()
         entry = self._keys.get(key)
         if entry is not None:
             entry[0].append(item)
+            entry[1].append(weight)
             return
         queue: deque[T] = deque((item,))
-        task = asyncio.create_task(self._work(key, queue), name=f"loom-dispatch-{key!r}")
-        self._keys[key] = (queue, task)
+        weights = deque((weight,))
+        task = asyncio.create_task(self._work(key, queue, weights), name=f"loom-dispatch-{key!r}")
+        self._keys[key] = (queue, weights, task)
+
+    async def _wait_space(self) -> None:
+        # Called only while full. Cleared first: a set event's wait() returns without
+        # suspending, and the caller's loop would spin, starving the finishes that free space.
+        self._space.clear()
+        await self._space.wait()
 
     async def drain(self, timeout: float) -> bool:
         """Waits until every accepted item finished.
@@ -307,7 +303,7 @@ class Dispatcher(Generic[K, T, R]):
         their offsets are not committed and Kafka redelivers them.
         """
         self._closed = True
-        tasks = [task for _, task in self._keys.values()]
+        tasks = [task for _, _, task in self._keys.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -320,7 +316,7 @@ class Dispatcher(Generic[K, T, R]):
 
     # --- workers ----------------------------------------------------------------------------
 
-    async def _work(self, key: K, queue: deque[T]) -> None:
+    async def _work(self, key: K, queue: deque[T], weights: deque[int]) -> None:
         try:
             # The head stays in the queue while it runs, so submit() appends behind it
             # instead of starting a second worker for the key.
@@ -335,11 +331,17 @@ class Dispatcher(Generic[K, T, R]):
                             await self._run_one(key, queue[0])
                         else:
                             items = list(itertools.islice(queue, count))
-                            await self._run_batch(key, items, rule)
+                            done, since = await self._run_batch(key, items, rule)
+                            # Refused for good as a whole: each item alone (its time-bounded
+                            # error keeps its clock), finished as soon as its outcome is known.
+                            for _ in range(0 if done else count):
+                                await self._run_one(key, queue[0], since)
+                                self._pop(queue, weights)
+                            count = count if done else 0
                     finally:
                         self._running -= 1
                 for _ in range(count):
-                    self._finished(queue.popleft())
+                    self._pop(queue, weights)
         finally:
             # No await between the empty check and this removal: submit() cannot slip an
             # item into a queue whose worker is gone.
@@ -347,16 +349,19 @@ class Dispatcher(Generic[K, T, R]):
             if entry is not None and entry[0] is queue:
                 del self._keys[key]
 
-    def _finished(self, item: T) -> None:
+    def _pop(self, queue: deque[T], weights: deque[int]) -> None:
+        queue.popleft()
         self._in_flight -= 1
-        if self._weight is not None:
-            self._bytes -= self._weight(item)
-        if not self._space.is_set():
+        self._bytes -= weights.popleft()
+        if not self.full:  # a finish that leaves it full wakes nobody
             self._space.set()
         if self._in_flight == 0:
             self._idle.set()
 
-    async def _run_batch(self, key: K, items: list[T], rule: Coalescing[K, T, R]) -> None:
+    async def _run_batch(
+        self, key: K, items: list[T], rule: Coalescing[K, T, R]
+    ) -> tuple[bool, float | None]:
+        """(done, or refused for good: each item to run alone; a bounded failure's start)."""
         clock = asyncio.get_running_loop().time
         attempt, since = 0, None
         error: BaseException
@@ -373,17 +378,15 @@ class Dispatcher(Generic[K, T, R]):
                 break
             for item in items:
                 self._done(key, item, result)
-            return
-        # Refused for good as a whole: each item alone, so that each bad one fails with its
-        # own error and the rest go through. A time-bounded error keeps its clock: the
-        # items do not each wait it out again.
+            return True, since
+        # Each item alone, so that each bad one fails with its own error and the rest go
+        # through; a time-bounded error keeps its clock: no item waits it out again.
         if rule.on_split is not None:
             try:
                 rule.on_split(items, error)
             except Exception:
                 logger.exception("on_split raised")
-        for item in items:
-            await self._run_one(key, item, since)
+        return False, since
 
     @staticmethod
     def _failing_since(

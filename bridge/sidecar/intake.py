@@ -13,7 +13,6 @@ goes on. The only exception that leaves :meth:`Intake.take` on purpose is
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +86,6 @@ class Intake:
         dispatcher: Where a record's invocations run.
         deadletters: The dead-letter writer (it retries transient errors itself).
         metrics: The loom's metrics.
-        on_change: Called when the number of records in flight changed (gauges).
     """
 
     def __init__(
@@ -97,14 +95,12 @@ class Intake:
         dispatcher: Dispatcher[str, Job, tuple[Outcome, Any]],
         deadletters: DeadLetterWriter,
         metrics: Metrics,
-        on_change: Callable[[], None],
     ) -> None:
         self.router = router
         self.tracker = tracker
         self.dispatcher = dispatcher
         self.deadletters = deadletters
         self.metrics = metrics
-        self._on_change = on_change
 
     async def take(self, tp: TopicPartition, record: Record) -> None:
         """Track ``record`` and submit its invocations, or dead-letter it."""
@@ -129,7 +125,6 @@ class Intake:
         pending = Pending(ticket, len(invocations))
         for inv in invocations:
             await self.dispatcher.submit(inv.workflow_id, Job(record, inv, pending))
-            self._on_change()
 
     async def _unmatched(self, record: Record, event: Event) -> bool:
         policy = self.router.unmatched
@@ -152,7 +147,6 @@ class Intake:
         job.pending.remaining -= 1
         if job.pending.remaining == 0:
             self.tracker.done(job.pending.ticket)
-        self._on_change()
 
     async def deadletter(
         self, record: Record, exc: BaseException, route: str | None,

@@ -50,6 +50,7 @@ from bridge.sidecar.intake import Intake, Job, UnmatchedStopError, UnreadableRec
 from bridge.sidecar.metrics import Health, Metrics
 from bridge.sidecar.offsets import OffsetTracker
 from bridge.sidecar.replies import publish_reply
+from bridge.telemetry.logs import CLIENT_ERRORS
 from bridge.telemetry.tracing import header_hook, route_span
 from bridge.temporal.calls import TemporalExecutor
 
@@ -110,6 +111,10 @@ class Loom:
             max_buffered_bytes=d.max_buffered_bytes,
             weight=held_bytes,
         )
+        # Read at each scrape from the dispatcher itself: true at rest too (set from a
+        # callback, they lagged the dispatcher's own counts by the last call).
+        self.metrics.in_flight.set_function(lambda: self.dispatcher.in_flight)
+        self.metrics.running.set_function(lambda: self.dispatcher.running)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._intake: Intake | None = None
@@ -117,6 +122,7 @@ class Loom:
         self._stopping = asyncio.Event()
         self._deadline: float | None = None  # loop time by which a stop must be done
         self._last_commit = 0.0
+        self._kafka_lost: float | None = None  # when the metadata probe first failed
         self._commit_lock = asyncio.Lock()
         self.error: BaseException | None = None
 
@@ -161,8 +167,7 @@ class Loom:
             self._producer, k.deadletter_topic, backoff=self._retry_policy.delay, on_retry=self._dlq_retry
         )
         self._intake = Intake(
-            self.router, self.tracker, self.dispatcher, deadletters, self.metrics,
-            self._gauge_in_flight,
+            self.router, self.tracker, self.dispatcher, deadletters, self.metrics
         )
 
     async def run(self) -> None:
@@ -307,7 +312,14 @@ class Loom:
                 ok = True
             except Exception as exc:  # any failure means "not connected" for readiness
                 if self.health.kafka_connected:
+                    self._kafka_lost = time.monotonic()
                     log.warning("Kafka metadata probe failed: %s", exc or type(exc).__name__)
+        if ok and self._kafka_lost is not None:
+            log.warning(
+                "Kafka answers again after %.0f s (%d repeated client errors summarised)",
+                time.monotonic() - self._kafka_lost, CLIENT_ERRORS.settle(),
+            )
+            self._kafka_lost = None
         self.health.kafka_connected = ok
         return ok
 
@@ -362,10 +374,6 @@ class Loom:
     def _dlq_retry(self, attempt: int, err: BaseException, delay: float) -> None:
         self.metrics.retries.labels("deadletter-write").inc()
         log.warning("dead-letter write failed (attempt %d, retry in %.2fs): %s", attempt, delay, err)
-
-    def _gauge_in_flight(self) -> None:
-        self.metrics.in_flight.set(self.dispatcher.in_flight)
-        self.metrics.running.set(self.dispatcher.running)
 
     # --- offsets ------------------------------------------------------------------------------
 

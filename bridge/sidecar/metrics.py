@@ -103,6 +103,13 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "loom_event_loop_lag_seconds",
+            "How late a timer on the event loop ran (sampled every 0.25 s): a busy or "
+            "blocked loop answers late",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
         self.paused = Counter("loom_partition_pauses", "Times partitions were paused", registry=r)
         self.partitions = Gauge(
             "loom_partitions_assigned",

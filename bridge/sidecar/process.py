@@ -35,7 +35,8 @@ from bridge.map.pages import MapPages
 from bridge.map.recording import RecordedExecutor
 from bridge.routing import Router
 from bridge.settings import LoomSettings
-from bridge.sidecar.http import HealthServer, Pages
+from bridge.sidecar.http import HealthServer, Site
+from bridge.sidecar.liveness import LoopWatch
 from bridge.sidecar.loop import Loom
 from bridge.sidecar.metrics import Health, Metrics
 from bridge.telemetry import tracing
@@ -142,6 +143,7 @@ class Sidecar:
             enabled=m.enabled, max_entries=m.max_entries, max_bytes=m.max_bytes,
             keep_data=m.show_data,
         )
+        self.watch = LoopWatch(self.metrics.loop_lag.observe)
         # The Temporal client's own metrics, when the sidecar connects its client itself.
         self.temporal_metrics: TemporalMetrics | None = None
         self.loom: Loom | None = None
@@ -193,7 +195,7 @@ class Sidecar:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
-    def _map_pages(self) -> Pages | None:
+    def _map_site(self) -> Site | None:
         if not self.settings.map.enabled:
             return None
         pages = MapPages(
@@ -223,19 +225,25 @@ class Sidecar:
         )
         for warning in unconsumed_topic_warnings(self.router, self.settings):
             log.warning("%s", warning)
+        self.watch.start()
         if self.settings.http_port:
             self.http = HealthServer(
                 lambda: self.health,
                 self.metrics.registry,
                 host=self.settings.http_host,
                 port=self.settings.http_port,
-                pages=self._map_pages(),
+                watch=self.watch,
+                stall_after_s=self.settings.liveness_stall_s,
             )
+            site = self._map_site()
+            if site is not None:
+                self.http.add_site("/map", site)
             await self.http.start()
             log.info("health and metrics on http://%s:%d", self.settings.http_host, self.http.port)
         try:
             return await self._run_loom()
         finally:
+            self.watch.stop()
             if self.http is not None:
                 await self.http.stop()
 

@@ -14,13 +14,23 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from opentelemetry import trace
 
-__all__ = ["FIELDS", "DeadLetterFields", "JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = [
+    "CLIENT_ERRORS",
+    "FIELDS",
+    "DeadLetterFields",
+    "JsonFormatter",
+    "RepeatedErrors",
+    "TextFormatter",
+    "configure_logging",
+]
 
 #: Name of the ``extra`` member carrying structured fields: ``log.info(msg, extra={FIELDS: {...}})``.
 FIELDS = "fields"
@@ -108,6 +118,71 @@ class DeadLetterFields(logging.Filter):
         return True
 
 
+class RepeatedErrors(logging.Filter):
+    """Summarises a client library's repeated warnings and errors: one line per kind per
+    interval, with a count.
+
+    A broker outage makes aiokafka log every failed reconnect, metadata and coordinator
+    request (about 2,000 ERROR lines for a 25 s cut). The first record of a kind (its logger
+    and message template) passes; the others within ``interval`` seconds are counted and
+    dropped; the first one after the interval passes with ``[N more like it in the last T s]``
+    appended. :meth:`settle` ends every window (the connection is back) and says how many
+    lines were held back.
+
+    Args:
+        prefixes: Logger names (and their children) summarised; others pass untouched.
+        interval: Seconds of one window.
+        clock: Monotonic seconds (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        prefixes: tuple[str, ...] = ("aiokafka",),
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._prefixes = prefixes
+        self._interval = interval
+        self._clock = clock
+        # (logger, template) -> [window start, lines held back in it]
+        self._windows: dict[tuple[str, str], list[float]] = {}
+        self._lock = threading.Lock()  # aiokafka and the SDK log from other threads too
+
+    def _summarised(self, name: str) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in self._prefixes)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Pass the first record of its kind per interval; hold back (count) the others."""
+        if record.levelno < logging.WARNING or not self._summarised(record.name):
+            return True
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is not None and now - window[0] < self._interval:
+                window[1] += 1
+                return False
+            held = 0 if window is None else int(window[1])
+            since = 0.0 if window is None else now - window[0]
+            self._windows[key] = [now, 0]
+        if held:
+            record.msg = f"{record.msg} [{held} more like it in the last {since:.0f} s]"
+        return True
+
+    def settle(self) -> int:
+        """End every window; returns how many lines were held back and not yet told."""
+        with self._lock:
+            held = int(sum(window[1] for window in self._windows.values()))
+            self._windows.clear()
+        return held
+
+
+#: The filter :func:`configure_logging` installs on aiokafka's records; the sidecar settles
+#: it when Kafka answers again.
+CLIENT_ERRORS = RepeatedErrors()
+
+
 def configure_logging(
     level: str = "INFO", *, json_lines: bool = False, stream: TextIO | None = None
 ) -> None:
@@ -127,6 +202,7 @@ def configure_logging(
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     if json_lines:  # the text line already reads "... route=R reason=X"
         handler.addFilter(DeadLetterFields())
+    handler.addFilter(CLIENT_ERRORS)
     root.addHandler(handler)
     root.setLevel(level)
     # aiokafka logs every reconnect at INFO/ERROR; keep it at WARNING unless debugging.

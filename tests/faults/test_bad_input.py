@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
+from kit import Prober
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -239,19 +240,15 @@ async def test_bad_input_mixed_into_good_traffic(
     )
     sidecar = await sidecars(settings, "s6")
     producer = await make_producer()
+    # Both probes every 0.1 s, from a thread (the test's own loop is busy publishing): the
+    # measurement itself, not a wait. A probe answers within 5 s (a Kubernetes probe's default
+    # timeout is 1 s, but this machine runs two test workers, their servers and the sidecar on
+    # 2 cores).
+    health = Prober(["/livez", "/readyz"], budget=5.0)
     try:
         await sidecar.wait_ready()
-        health: list[tuple[int, int]] = []
+        health.watch(sidecar.http_port)
 
-        async def watch() -> None:
-            # Both probes every 0.1 s: the measurement itself, not a wait. A probe answers
-            # within 5 s (the default timeout of a Kubernetes probe is 1 s, but this machine
-            # runs two test workers, their servers and the sidecar on 2 cores).
-            while True:
-                health.append((await sidecar.probe("/livez", 5), await sidecar.probe("/readyz", 5)))
-                await asyncio.sleep(0.1)
-
-        watcher = asyncio.create_task(watch())
         # Bad records at random places among the good ones (good order kept per entity).
         stream: list[Event | Bad] = list(good)
         rng = random.Random(SEED)
@@ -275,9 +272,10 @@ async def test_bad_input_mixed_into_good_traffic(
             temporal_client, expected, bootstrap=loom_kafka_bootstrap,
             group=settings.kafka.group_id, topic=topic, timeout=120,
         )
-        watcher.cancel()
+        health.close()
         alive = sidecar.returncode is None
     finally:
+        health.close()
         await sidecar.close()
     letters = await dead_letters(loom_kafka_bootstrap, dlq)
     wrong: list[str] = []
@@ -298,7 +296,7 @@ async def test_bad_input_mixed_into_good_traffic(
         if letter.value != bad_item.value or letter.key != bad_item.key or original != bad_item.headers:
             wrong.append(f"{bad_item.kind}: not byte for byte")
     missing = [where[p].kind for p in where if p not in found]
-    unhealthy = [h for h in health if h != (200, 200)]
+    unhealthy = health.failures()
     reasons: dict[str, int] = {}
     for b in where.values():
         reasons[b.reason] = reasons.get(b.reason, 0) + 1
@@ -306,7 +304,7 @@ async def test_bad_input_mixed_into_good_traffic(
         "6. hypothesis bad input mixed into good traffic", result, letters, started,
         f"{len(bad)} bad records ({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))}), "
         f"all dead-lettered with their reason: {not missing and not wrong}; "
-        f"{len(health)} health probes, all 200: {not unhealthy}",
+        f"{len(health.answers)} health probes, all 200: {not unhealthy}",
         passed=result.clean and not missing and not wrong and not unhealthy,
         sent=len(good) + len(bad),
     ))
@@ -315,4 +313,4 @@ async def test_bad_input_mixed_into_good_traffic(
     assert not missing, f"bad records not dead-lettered: {missing}"
     assert not wrong, wrong[:10]
     assert len(letters) == len(bad)
-    assert alive and health and not unhealthy, unhealthy[:5]
+    assert alive and health.answers and not unhealthy, unhealthy[:5]

@@ -7,8 +7,12 @@ so the test can read its health and its dispatcher directly, many times a second
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
+import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +26,7 @@ from temporalio.worker import Worker
 from bridge.dev import EmbeddedKafka, create_topic, free_port
 from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import metric_total
+from bridge.telemetry.logs import CLIENT_ERRORS, configure_logging
 from bridge.testing import TemporalServer
 from faults.harness import (
     FULL,
@@ -52,6 +57,13 @@ async def _wait_routed_at_least(loom: Loom, count: int, timeout: float = 60) -> 
     (querying every workflow for its count took longer than that)."""
     await eventually(lambda: metric_total(loom.metrics.routed), until=lambda n: n >= count,
                      timeout=timeout, interval=0.002, what=f"{count} calls acknowledged")
+
+
+def _remove_loom_handler() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == "loom":
+            root.removeHandler(handler)
 
 
 @pytest.mark.timeout(TIMEOUT)
@@ -88,15 +100,26 @@ async def test_broker_connection_cut_mid_stream(
             )
             loom = Loom(make_router(task_queue), temporal_client, settings)
             half = len(events) // 2
+            # The log lines the sidecar writes, as `loom run` configures them.
+            log_lines = io.StringIO()
+            configure_logging("INFO", stream=log_lines)
+            CLIENT_ERRORS.settle()
             try:
                 async with running(loom):
                     await publish(producer, topic, events[:half])
                     await _wait_routed_at_least(loom, half // 4)
                     await proxy.cut()  # every connection reset, new ones refused
+                    cut_at = time.monotonic()
                     # Counted once fetching stopped: includes calls that were in flight.
                     at_cut = await _delivered(temporal_client, expected)
+                    # The sidecar's health check asks the cluster every second.
+                    await eventually(lambda: loom.probe_kafka(timeout=1), until=lambda ok: not ok,
+                                     timeout=30, what="the metadata probe failing")
                     await asyncio.sleep(cut_for)  # the fault: the connection stays cut this long
                     proxy.restore()
+                    cut_seconds = time.monotonic() - cut_at
+                    await eventually(lambda: loom.probe_kafka(timeout=1), until=bool,
+                                     timeout=30, what="the metadata probe answered again")
                     await publish(producer, topic, events[half:])
                     # routed counts redelivered calls too: it can only bring the stall forward.
                     await _wait_routed_at_least(loom, half + half // 4, timeout=120)
@@ -110,13 +133,22 @@ async def test_broker_connection_cut_mid_stream(
                     )
             finally:
                 await producer.stop()
+                _remove_loom_handler()
             letters = await dead_letters(direct, dlq)
+    # One line per kind of client error per 10 s window, and one when Kafka answers again.
+    client_lines = [line for line in log_lines.getvalue().splitlines() if " aiokafka" in line]
+    # A kind: the line without its time stamp, digits (node ids, ports) folded.
+    kinds = Counter(re.sub(r"\d+", "N", line.split(" ", 2)[-1]) for line in client_lines)
+    windows = int((cut_seconds + 2 * cut_for + 60) // 10) + 1
+    assert "Kafka answers again after" in log_lines.getvalue()
+    assert all(n <= windows for n in kinds.values()), kinds.most_common(5)
     fault_results(Row.measured(
         "3. broker connection cut, then stalled (proxy)", result, letters, started,
         f"cut {cut_for} s with {half - at_cut} undelivered, stall {cut_for} s with "
         f"{len(events) - at_stall} undelivered; {proxy.stats.refused} connections refused",
         passed=result.clean and not letters,
     ))
+    print(f"client error lines: {len(client_lines)} in {len(kinds)} kinds")
     assert proxy.stats.refused > 0 or proxy.stats.accepted > 1, "the cut was not felt"
     assert at_cut < half and at_stall < len(events), "a fault landed after the stream"
     assert result.lost == 0 and result.out_of_order == 0, result

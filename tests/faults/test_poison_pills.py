@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from kit import FAST_GROUP, eventually
+from kit import FAST_GROUP, Prober, eventually
 from rawkafka import batch, produce_batch
 from recorder import query_all
 from temporalio.client import Client
@@ -117,19 +117,15 @@ async def test_poison_pills_mixed_into_good_traffic(
     )
     sidecar = await sidecars(settings, "s8")
     producer = await make_producer()
-    health: list[tuple[int, int]] = []
+    # Both probes every 0.1 s, from a thread (the test's own loop is busy publishing): the
+    # measurement itself, not a wait. A probe answers within 5 s (a Kubernetes probe's default
+    # timeout is 1 s, but this machine runs two test workers, their servers and the sidecar on
+    # 2 cores).
+    health = Prober(["/livez", "/readyz"], budget=5.0)
     try:
         await sidecar.wait_ready()
+        health.watch(sidecar.http_port)
 
-        async def watch() -> None:
-            # Both probes every 0.1 s: the measurement itself, not a wait. A probe answers
-            # within 5 s (the default timeout of a Kubernetes probe is 1 s, but this machine
-            # runs two test workers, their servers and the sidecar on 2 cores).
-            while True:
-                health.append((await sidecar.probe("/livez", 5), await sidecar.probe("/readyz", 5)))
-                await asyncio.sleep(0.1)
-
-        watcher = asyncio.create_task(watch())
         stream: list[Event | Pill | int] = list(good)
         rng = random.Random(SEED)
         unreadable = [p for p in range(PARTITIONS) for _ in range(per_class)]
@@ -172,9 +168,10 @@ async def test_poison_pills_mixed_into_good_traffic(
             temporal_client, expected, bootstrap=loom_kafka_bootstrap,
             group=settings.kafka.group_id, topic=topic, timeout=120,
         )
-        watcher.cancel()
+        health.close()
         alive = sidecar.returncode is None
     finally:
+        health.close()
         await sidecar.close()
     letters = [dl.parse_deadletter(r) for r in await dead_letters(loom_kafka_bootstrap, dlq)]
     wrong: list[str] = []
@@ -192,14 +189,14 @@ async def test_poison_pills_mixed_into_good_traffic(
         if place in raw_headers and letter.raw_headers != raw_headers[place]:
             wrong.append(f"{place}: headers not carried byte for byte")
     missing = sorted(set(where) - found)
-    unhealthy = [h for h in health if h != (200, 200)]
+    unhealthy = health.failures()
     count = {r: list(where.values()).count(r) for r in sorted(set(where.values()))}
     fault_results(Row.measured(
         "12. poison pills mixed into good traffic (loom run)", result, letters, started,
         f"{len(where)} poison records: lone surrogates in id, source, extension name, data "
         f"({4 * per_class}); header name not UTF-8, aiokafka cannot parse ({len(unreadable)}); "
         f"route code raising ({per_class}); dead-lettered {count}: "
-        f"{not missing and not wrong}; {len(health)} health probes, all 200: {not unhealthy}",
+        f"{not missing and not wrong}; {len(health.answers)} health probes, all 200: {not unhealthy}",
         passed=result.clean and lag == 0 and not missing and not wrong and alive and not unhealthy,
         sent=len(good) + 2 * len(unreadable) + len(where),
     ))
@@ -209,4 +206,4 @@ async def test_poison_pills_mixed_into_good_traffic(
     assert not missing, f"not dead-lettered: {missing}"
     assert not wrong, wrong[:10]
     assert len(letters) == len(where)
-    assert health and not unhealthy, unhealthy[:5]
+    assert health.answers and not unhealthy, unhealthy[:5]

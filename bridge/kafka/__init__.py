@@ -1,0 +1,1 @@
+"""The Kafka side: consumed records, the CloudEvents Kafka binding, clients, dead letters."""

@@ -1,0 +1,1 @@
+"""The running sidecar: the loop, dispatch, offsets, replay, health and metrics."""

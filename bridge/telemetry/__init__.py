@@ -1,0 +1,1 @@
+"""Tracing, the tracer provider and log lines."""
