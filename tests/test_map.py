@@ -289,3 +289,25 @@ def test_a_burst_of_dead_letters_is_a_spike_and_a_trickle_is_not() -> None:
     edges = list(pages.graph().edges)
     edge = edges.index(("route:order-placed", "dlq", "data-validation"))
     assert live["edges"][str(edge)] == {"text": "data-validation (30)", "busy": False, "spike": True}
+
+
+async def test_a_timeline_says_which_call_carried_coalesced_events() -> None:
+    import dataclasses
+
+    from bridge.map.timeline import timeline_page
+
+    rec = Recording(registry=CollectorRegistry())
+    events = [event(id=f"c-{n}") for n in range(3)]
+    invs = [inv(ev, wid="order-3") for ev in events]
+    for n, (ev, one) in enumerate(zip(events, invs, strict=True)):
+        rec.received(record(n), ev, [one])
+    rec.call(dataclasses.replace(invs[0], batch=tuple(invs)))
+    for one in invs[:2]:
+        rec.done(one, Outcome.DELIVERED)
+    rec.dead_lettered(record(2), events[2], "order-placed", "payload-too-large", "order-3")
+    status, body = await timeline_page("order-3", rec, None, settings_())
+    page = body.decode()
+    assert status == 200
+    assert page.count("delivered, coalesced into call 1 (3 events)") == 2
+    assert "dead-lettered: payload-too-large" in page
+    assert 'id="temporal-ui" href="http://localhost:8233/namespaces/default/workflows/order-3"' in page
