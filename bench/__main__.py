@@ -8,6 +8,7 @@ Examples::
     .venv/bin/python -m bench --soak          # 200,000 events through the loom, RSS over time
     .venv/bin/python -m bench --smoke         # a tiny run: checks the harness, not the speed
     .venv/bin/python -m bench --router        # router.match alone: plain, with topic, bound
+    .venv/bin/python -m bench --map           # the loom with the map's recording off and on
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--soak", action="store_true", help="200,000 events through the loom")
     p.add_argument("--soak-events", type=int, default=200_000)
     p.add_argument("--smoke", action="store_true", help="a tiny run of everything")
+    p.add_argument("--map", dest="map_only", action="store_true",
+                   help="only the loom, with the map's recording off and on, side by side")
     p.add_argument("--router", action="store_true",
                    help="only router.match: unbound vs bound to topics, side by side (seconds)")
     a = p.parse_args(argv)
@@ -63,7 +66,7 @@ def parse(argv: list[str] | None = None) -> Options:
             events=100, naive_events=20, faststream_events=20, hot_workflows=a.hot_workflows,
             hot=a.hot, rtt_ms=a.rtt_ms, coalesce=coalesce, workflows=20, partitions=a.partitions,
             concurrency=a.concurrency, max_buffered=a.max_buffered, latency_events=20,
-            soak=a.soak, soak_events=300,
+            soak=a.soak, soak_events=300, map_only=a.map_only,
             router_rounds=5_000, warmup_events=0, rounds=1,
         )
     naive = a.naive_events if a.naive_events is not None else min(a.events, 5_000)
@@ -84,6 +87,7 @@ def parse(argv: list[str] | None = None) -> Options:
         soak=a.soak,
         soak_events=a.soak_events,
         rounds=a.rounds,
+        map_only=a.map_only,
     )
 
 

@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -45,9 +46,11 @@ from bench.workload import (
 from bridge.actions import Outcome
 from bridge.events import EVENT_SIGNAL
 from bridge.kafka.record import Record
+from bridge.map.recording import RecordedExecutor
 from bridge.settings import LoomSettings
 from bridge.sidecar.loop import Loom, _Job, running
-from bridge.sidecar.metrics import metric_total
+from bridge.sidecar.metrics import Metrics, metric_total
+from bridge.telemetry.tracing import header_hook
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -256,7 +259,22 @@ async def run_loom(cfg: dict[str, Any]) -> None:
         },
         "http_port": 0,
     })
-    loom = TimedLoom(bench_router(cfg["task_queue"], cfg.get("coalesce")), client, settings)
+    # The choreography map's recording, on or off (off is the loom's default outside the
+    # sidecar): the same loom, plus its hooks and the recording executor when on.
+    metrics = Metrics()
+    executor = None
+    if cfg.get("recording"):
+        m = settings.map
+        metrics.recording.configure(enabled=True, max_entries=m.max_entries,
+                                    max_bytes=m.max_bytes, keep_data=False)
+        executor = RecordedExecutor(client, payload_limit=settings.temporal.payload_limit_bytes,
+                                    header_hook=header_hook(),
+                                    signal_limit_retry_s=settings.dispatch.signal_limit_retry_s,
+                                    closed_query_timeout=timedelta(
+                                        seconds=settings.temporal.closed_query_timeout_s))
+        executor.recording = metrics.recording
+    loom = TimedLoom(bench_router(cfg["task_queue"], cfg.get("coalesce")), client, settings,
+                     metrics=metrics, executor=executor)
     rss_series: list[tuple[float, int, float]] = []
     running_samples: list[int] = []  # dispatcher.running every 10 ms of the measured window
     accepted_samples: list[int] = []
@@ -299,6 +317,9 @@ async def run_loom(cfg: dict[str, Any]) -> None:
         cpu_us_per_event=cpu / n_events * 1e6,
         rss_mb=peak_rss_mb(),
         rss_series=rss_series,
+        ring_entries=len(loom.metrics.recording.ring),
+        ring_bytes=loom.metrics.recording.bytes,
+        ring_bound=settings.map.max_bytes,
         latency_events=len(latencies),
         p50_ms=percentile(latencies, 0.50),
         p99_ms=percentile(latencies, 0.99),

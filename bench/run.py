@@ -1,7 +1,8 @@
 """The orchestrator of ``python -m bench``: servers once, then each path in its own process.
 
 Order of a full run: a warm-up (ceiling, small), then rounds that alternate their order
-(ceiling, naive, faststream, loom, then the hot-key workload: ceiling and loom on 10 workflow
+(ceiling, naive, faststream, loom, the loom with the map's recording on (``loom_rec``),
+then the hot-key workload: ceiling and loom on 10 workflow
 ids, directly and with +20 ms per round trip to Temporal; the next round backwards). Each
 figure is the mean over the rounds, so the drift of the server over the run (it holds more
 workflows as it goes) falls on every path alike. Every path sends the same events (one per
@@ -77,6 +78,7 @@ class Options:
     router_sizes: tuple[int, ...] = router_bench.SIZES
     warmup_events: int = 1_000
     rounds: int = 2
+    map_only: bool = False  # only the loom, with the map's recording off and on, side by side
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -304,8 +306,13 @@ async def comparison(opts: Options, console: Console) -> dict[str, Any]:
             ("naive", opts.naive_events, {}),
             ("faststream", opts.faststream_events, {}),
             ("loom", opts.events, loom_extra),
+            ("loom", opts.events, {**loom_extra, "label": "loom_rec", "recording": True}),
         ]
-        if opts.hot:
+        if opts.map_only:
+            paths = [("loom", opts.events, {"rss_every_s": 1.0, "latency_events": 0}),
+                     ("loom", opts.events, {"label": "loom_rec", "recording": True,
+                                            "rss_every_s": 1.0, "latency_events": 0})]
+        if opts.hot and not opts.map_only:
             paths += [
                 ("ceiling", opts.events, {"label": "hot_ceiling", "workflows": opts.hot_workflows}),
                 ("loom", opts.events, {"label": "hot_loom", **hot_loom}),
@@ -321,8 +328,29 @@ async def comparison(opts: Options, console: Console) -> dict[str, Any]:
                 phase = f"{extra.get('label', mode).replace('_', '-')}-{n}"
                 console.print(f"[dim]{phase}: {events:,} events ...[/dim]")
                 runs.append(await bench.phase(mode, phase, events, **dict(extra)))
+    if opts.map_only:
+        return recording_cost(runs)
     router = router_figures(opts.router_rounds)
     return summarize(runs, router, opts)
+
+
+def recording_cost(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The map's recording on against off: backlog throughput (target: on >= 97% of off) and
+    the ring's memory against its bound."""
+    def eps(mode: str) -> list[float]:
+        return [float(r["eps"]) for r in runs if r["mode"] == mode]
+
+    off, on = eps("loom"), eps("loom_rec")
+    rec = [r for r in runs if r["mode"] == "loom_rec"]
+    return {
+        "runs": runs,
+        "loom_eps": sum(off) / len(off),
+        "loom_rec_eps": sum(on) / len(on),
+        "recording_ratio": (sum(on) / len(on)) / (sum(off) / len(off)),
+        "ring_bytes_max": max(r["ring_bytes"] for r in rec),
+        "ring_bound": rec[0]["ring_bound"],
+        "foreign_cores": sum(r["foreign_cores"] for r in runs) / len(runs),
+    }
 
 
 async def soak(opts: Options, console: Console) -> dict[str, Any]:
@@ -368,6 +396,8 @@ def summarize(runs: list[dict[str, Any]], router: dict[int, dict[str, float]],
         "p99_ms": mean("loom", "p99_ms"),
         "cpu_us_per_event": mean("loom", "cpu_us_per_event"),
         "rss_mb": max(r["rss_mb"] for r in runs if r["mode"] == "loom"),
+        "loom_rec_eps": mean("loom_rec", "eps"),
+        "recording_ratio": mean("loom_rec", "eps") / loom_eps,
         "router_mps_10k": router[10_000]["plain"],
         "router_bound_mps_10k": router[10_000]["bound"],
         "ratio_router_bound_10k": router[10_000]["bound"] / router[10_000]["plain"],
@@ -516,6 +546,12 @@ def main(opts: Options) -> dict[str, Any]:
             "rss_late_mb": result["late"], "rss_end_mb": result["series"][-1][2],
             "soak_rss_growth_pct": round(result["growth_pct"], 2),
         }
+    elif opts.map_only:
+        cost = asyncio.run(comparison(opts, console))
+        for r in cost["runs"]:
+            console.print(f"{r['phase']:>14}: {r['eps']:>9,.0f} events/s, "
+                          f"foreign cores {r['foreign_cores']:.2f}")
+        out = {k: round(v, 3 if "ratio" in k else 1) for k, v in cost.items() if k != "runs"}
     else:
         summary = asyncio.run(comparison(opts, console))
         render(summary, opts, console)

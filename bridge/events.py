@@ -26,10 +26,21 @@ CORE_ATTRIBUTES = frozenset(REQUIRED_ATTRIBUTES + OPTIONAL_ATTRIBUTES)
 
 #: Extension naming the Kafka key of an event (CloudEvents Kafka binding, partitioning ext.).
 PARTITION_KEY = "partitionkey"
-#: Extension naming the workflow that emitted a command and awaits replies (request-reply).
+#: CloudEvents correlation extension: groups the events of one business flow. An event a
+#: workflow emits carries the ``correlationid`` of the event it was handling, else the
+#: workflow id.
+CORRELATION_ID = "correlationid"
+#: CloudEvents correlation extension: the id of the event that caused this one (the event a
+#: workflow was handling when it emitted, or the request a reply answers).
+CAUSATION_ID = "causationid"
+#: Deprecated (read and written for one minor release): the loom's own extension naming the
+#: workflow that emitted a command and awaits replies (request-reply). Use ``correlationid``.
 CORRELATION = "loomcorrelation"
-#: Extension of a reply naming the id of the command (or request) event it answers.
+#: Deprecated (read and written for one minor release): the loom's own extension of a reply
+#: naming the id of the command (or request) it answers. Use ``causationid``.
 CAUSATION = "loomcausation"
+#: The longest ``correlationid``/``causationid`` taken for linking, in UTF-8 bytes.
+MAX_LINK_BYTES = 1024
 #: W3C trace context extensions (CloudEvents distributed tracing extension).
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -75,6 +86,20 @@ def parse_time(text: str) -> tuple[datetime, str | None]:
     return datetime.fromisoformat(f"{leap[1]}59.999999{leap[2]}"), text
 
 
+def link_value(value: Any) -> str | None:
+    """A ``correlationid``/``causationid`` fit for linking, or None when malformed.
+
+    Malformed: absent, not a string, empty, or over :data:`MAX_LINK_BYTES` in UTF-8. A
+    malformed value is ignored for linking; the event itself goes on as usual.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    # Cheap first: a string of at most MAX_LINK_BYTES/4 characters cannot be over the bound.
+    if len(value) > MAX_LINK_BYTES // 4 and len(value.encode("utf-8", "surrogatepass")) > MAX_LINK_BYTES:
+        return None
+    return value
+
+
 def event_key(source: str, id: str) -> str:
     """Identity of an event for deduplication: ``source`` and ``id``."""
     return f"{source}\x1f{id}"
@@ -116,6 +141,20 @@ class Event:
     def key(self) -> str:
         """Identity of the event for deduplication: ``source`` and ``id``."""
         return event_key(self.source, self.id)
+
+    @property
+    def correlation(self) -> str | None:
+        """The event's correlation: ``correlationid``, else the deprecated ``loomcorrelation``
+        (None when neither is fit for linking, see :func:`link_value`)."""
+        ext = self.extensions
+        return link_value(ext.get(CORRELATION_ID)) or link_value(ext.get(CORRELATION))
+
+    @property
+    def causation(self) -> str | None:
+        """The id of the event's cause: ``causationid``, else the deprecated ``loomcausation``
+        (None when neither is fit for linking)."""
+        ext = self.extensions
+        return link_value(ext.get(CAUSATION_ID)) or link_value(ext.get(CAUSATION))
 
     @property
     def partitionkey(self) -> str | None:

@@ -297,6 +297,29 @@ class TracingSettings(BaseModel):
     sample_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
+class MapSettings(BaseModel):
+    """The choreography map at ``/map`` (``LOOM_MAP__*``): an operator page on the HTTP port.
+
+    Attributes:
+        enabled: Record what the sidecar sees and serve the map (off: no recording cost).
+        max_entries: Bound of the per-instance ring, in records.
+        max_bytes: Bound of the ring, in estimated bytes.
+        show_data: Keep and show events' data on timelines (ids and types are always shown).
+        token: When set, the map answers only requests that carry it (``?token=``, then a
+            cookie, or ``Authorization: Bearer``).
+        temporal_ui: Base URL of the Temporal UI for links to a workflow's page.
+        visibility_ttl_s: How long running-workflow counts from Temporal are cached.
+    """
+
+    enabled: bool = True
+    max_entries: int = Field(default=20_000, ge=1)
+    max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    show_data: bool = False
+    token: SecretStr | None = None
+    temporal_ui: str = "http://localhost:8233"
+    visibility_ttl_s: float = Field(default=10.0, gt=0)
+
+
 class LoomSettings(BaseSettings):
     """All settings of the sidecar and the worker."""
 
@@ -322,6 +345,7 @@ class LoomSettings(BaseSettings):
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     emit: EmitSettings = Field(default_factory=EmitSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    map: MapSettings = Field(default_factory=MapSettings)
 
     def require(self, *names: str) -> None:
         """Raise SettingsError naming each of ``names`` (``routes``, ``kafka.topics``) unset.

@@ -47,8 +47,10 @@ __all__ = [
     "SAGA_ID",
     "SHIPPING",
     "TOPICS",
+    "consumers",
     "emit_topics",
     "emits",
+    "emitted_by",
     "router",
 ]
 
@@ -136,3 +138,13 @@ emits: dict[str, type[BaseModel] | None] = {
 }
 #: Where those go (the worker's publish activity uses the same map).
 emit_topics = COMMAND_TOPICS
+#: Which workflow emits what, for the map (``/map``); without it the map draws every declared
+#: emit from every workflow type a route starts.
+emitted_by: dict[str, list[str]] = {OrderSaga.__name__: list(emits)}
+#: Who reads the emitted topics outside the loom, for the map's last layer (the participants
+#: in ``services/``); the outcomes on the default topic have no consumer in the demo.
+consumers: dict[str, list[str]] = {
+    "inventory.commands": ["services/inventory"],
+    "payment.commands": ["services/payment"],
+    "shipping.commands": ["services/shipping"],
+}

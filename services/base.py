@@ -19,11 +19,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bridge.events import PARTITION_KEY, Event
+from bridge.events import CAUSATION, CAUSATION_ID, CORRELATION_ID, PARTITION_KEY, Event
 from bridge.exceptions import BadInputError
 from bridge.kafka.binding import decode, encode
 from bridge.kafka.record import Record
-from bridge.workflow import CAUSATION
 from workflows.models import CommandData
 
 __all__ = ["Participant", "Reply"]
@@ -87,7 +86,13 @@ class Participant:
             time=datetime.now(UTC),
             data={"order_id": data.order_id, "reason": reply.reason},
             datacontenttype="application/json",
-            extensions={PARTITION_KEY: data.order_id, CAUSATION: command.id},
+            # The CloudEvents correlation extension (and the loom's older name of the cause).
+            extensions={
+                PARTITION_KEY: data.order_id,
+                CORRELATION_ID: command.correlation or data.order_id,
+                CAUSATION_ID: command.id,
+                CAUSATION: command.id,
+            },
         )
 
     async def wait_ready(self) -> None:

@@ -38,7 +38,15 @@ from temporalio.client import Client
 from bridge._loading import load_object, load_router
 from bridge.cli._dashboard import DevSummary, ItemState, dashboard, items_table
 from bridge.cli._options import EXIT_SETTINGS, fail, guarded, import_path
-from bridge.dev import DevApp, DevItem, DevService, EmbeddedKafka, EmbeddedTemporal, create_topic
+from bridge.dev import (
+    DevApp,
+    DevItem,
+    DevService,
+    EmbeddedKafka,
+    EmbeddedTemporal,
+    create_topic,
+    free_port,
+)
 from bridge.exceptions import EmbeddedServerError, SettingsError
 from bridge.settings import LoomSettings
 from bridge.sidecar.loop import Loom
@@ -173,6 +181,12 @@ class _DevStack:
                     stack.enter_async_context(EmbeddedKafka()),
                 )
             settings = dev_settings(app, kafka.bootstrap, temporal.address)
+            # The sidecar's HTTP port serves the choreography map (on loopback, a free port).
+            ui = {"temporal_ui": temporal.ui_url} if temporal.ui_url else {}
+            settings = settings.model_copy(update={
+                "http_port": free_port(),
+                "map": settings.map.model_copy(update=ui),
+            })
             topics = [
                 *settings.kafka.topics,
                 *app.extra_topics,
@@ -214,6 +228,8 @@ class _DevStack:
                 loom = sidecar.loom
                 if loom is None:
                     raise EmbeddedServerError("the sidecar stopped before it consumed")
+            if sidecar.http is not None:
+                console.print(f"[bold]Map[/] {self.map_url(sidecar)}")
 
             batch = app.sample(self.count)
             self.summary.items = [ItemState(item) for item in batch]
@@ -260,6 +276,12 @@ class _DevStack:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+    @staticmethod
+    def map_url(sidecar: Sidecar) -> str:
+        """The choreography map's page on the sidecar's HTTP port."""
+        port = sidecar.http.port if sidecar.http is not None else 0
+        return f"http://{sidecar.settings.http_host}:{port}/map"
 
     @staticmethod
     def workflows_url(temporal: EmbeddedTemporal) -> str:

@@ -13,7 +13,8 @@ reported by ``/livez`` (from :class:`~bridge.sidecar.liveness.LoopWatch`), and `
 still shows its lag, where a server on that loop would merely be unreachable.
 
 Pages that need the loop (:meth:`HealthServer.add_page`) are handed to it and answered
-within a timeout.
+within a timeout; so are sites (:meth:`HealthServer.add_site`: the choreography map under
+``/map``), which also see the request's headers and set headers of their own.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import concurrent.futures
 import json
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -33,7 +34,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from bridge.sidecar.liveness import LoopWatch
 from bridge.sidecar.metrics import Health
 
-__all__ = ["HealthServer", "Page", "Response"]
+__all__ = ["HealthServer", "Page", "Response", "Site", "SiteResponse"]
 
 log = logging.getLogger("loom.http")
 
@@ -41,6 +42,11 @@ log = logging.getLogger("loom.http")
 Response = tuple[int, str, bytes]
 #: A page answered on the event loop: ``page(path, query)`` -> response.
 Page = Callable[[str, str], Awaitable[Response]]
+#: A site's response: status, content type, body, and headers of its own.
+SiteResponse = tuple[int, str, bytes, list[tuple[str, str]]]
+#: A site answered on the event loop: ``site(method, target, headers)`` -> response (header
+#: names lower-case).
+Site = Callable[[str, str, Mapping[str, str]], Awaitable[SiteResponse]]
 
 # A probe's request takes microseconds to send: a client that dawdles longer is cut off.
 _READ_TIMEOUT_S = 5.0
@@ -79,6 +85,7 @@ class HealthServer:
         self._watch = watch
         self._stall_after = stall_after_s
         self._pages: dict[str, Page] = {}
+        self._sites: dict[str, Site] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -94,6 +101,11 @@ class HealthServer:
         """Serve ``GET`` requests whose path starts with ``prefix`` by ``page``, run on the
         event loop that started the server."""
         self._pages[prefix] = page
+
+    def add_site(self, prefix: str, site: Site) -> None:
+        """Serve every request whose path is ``prefix`` or under ``prefix/`` by ``site``, run
+        on the event loop that started the server, with the request's headers."""
+        self._sites[prefix] = site
 
     async def start(self) -> None:
         """Start listening (in a thread of its own)."""
@@ -134,6 +146,31 @@ class HealthServer:
                 return self._on_loop(page, path, query)
         return 404, "text/plain", b"not found\n"
 
+    def respond_site(self, method: str, target: str, headers: Mapping[str, str]) -> SiteResponse:
+        """The response to one request, a site's (with its headers) when one serves the path
+        (called from a request thread)."""
+        path = target.partition("?")[0]
+        for prefix, site in self._sites.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return self._site_on_loop(site, method, target, headers)
+        return (*self.respond(method, target), [])
+
+    def _site_on_loop(
+        self, site: Site, method: str, target: str, headers: Mapping[str, str]
+    ) -> SiteResponse:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return 503, "text/plain", b"not running\n", []
+        future = asyncio.run_coroutine_threadsafe(_visit(site, method, target, headers), loop)
+        try:
+            return future.result(timeout=_PAGE_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            return 503, "text/plain", b"the sidecar is busy: try again\n", []
+        except Exception:
+            log.exception("%s %s failed", method, target[:200])
+            return 500, "text/plain", b"internal error\n", []
+
     def _livez(self) -> Response:
         health = self._health()
         if health is None or not health.live:
@@ -163,17 +200,24 @@ async def _call(page: Page, path: str, query: str) -> Response:
     return await page(path, query)
 
 
+async def _visit(site: Site, method: str, target: str, headers: Mapping[str, str]) -> SiteResponse:
+    return await site(method, target, headers)
+
+
 def _handler_for(server: HealthServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         timeout = _READ_TIMEOUT_S
         protocol_version = "HTTP/1.1"
 
         def _answer(self, method: str) -> None:
-            status, ctype, body = server.respond(method, self.path)
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            status, ctype, body, extra = server.respond_site(method, self.path, headers)
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in extra:
+                    self.send_header(name, value)
                 self.send_header("Connection", "close")
                 self.end_headers()
                 if method != "HEAD":

@@ -113,17 +113,19 @@ class Intake:
         if self._finished is not None and self._finished(tp, record):
             self.tracker.done(ticket)
             return
+        event: Event | None = None
         try:
             event = _decode(record)
             invocations = self.router.resolve(event, topic=record.topic)
         except BadInputError as exc:
-            if await self.deadletter(record, exc, getattr(exc, "route", None)):
+            if await self.deadletter(record, exc, getattr(exc, "route", None), event=event):
                 self.tracker.done(ticket)
             return
         except Exception as exc:  # a bug here or in a route's code: never stop the line
             if await self.deadletter(record, InternalError.wrap(exc), None):
                 self.tracker.done(ticket)
             return
+        self.metrics.recording.received(record, event, invocations)
         if not invocations:
             if await self._unmatched(record, event):
                 self.tracker.done(ticket)
@@ -143,17 +145,24 @@ class Intake:
         )
         if policy is UnmatchedPolicy.FAIL:
             raise UnmatchedStopError(str(exc))
-        return await self.deadletter(record, exc, None)
+        return await self.deadletter(record, exc, None, event=event)
 
-    def finish(self, job: Job) -> None:
-        """One invocation of a record is done; the record is, once all of them are."""
+    def finish(self, job: Job, outcome: Outcome | None = None) -> None:
+        """One invocation of a record is done (Temporal answered ``outcome``, or it was
+        dead-lettered); the record is, once all of them are."""
+        if outcome is not None:
+            self.metrics.recording.done(job.invocation, outcome)
         job.pending.remaining -= 1
         if job.pending.remaining == 0:
             self.tracker.done(job.pending.ticket)
 
-    async def deadletter(self, record: Record, exc: BaseException, route: str | None) -> bool:
+    async def deadletter(
+        self, record: Record, exc: BaseException, route: str | None,
+        inv: Invocation | None = None, *, event: Event | None = None,
+    ) -> bool:
         """Write ``record`` to the dead-letter topic; False when that cannot be done (the
-        record then stays unfinished: not committed, redelivered after a restart)."""
+        record then stays unfinished: not committed, redelivered after a restart). ``inv``
+        or ``event``: what the record was, for the map's recording."""
         reason = error_reason(exc)
         log.error(
             "dead-lettered %s[%d]@%d route=%s reason=%s: %s",
@@ -170,4 +179,8 @@ class Intake:
             )
             return False
         self.metrics.deadlettered.labels(reason).inc()
+        self.metrics.recording.dead_lettered(
+            record, inv.event if inv is not None else event, route, reason,
+            inv.workflow_id if inv is not None else None,
+        )
         return True

@@ -350,13 +350,13 @@ class Loom:
 
     def _on_done(self, job: Job, result: tuple[Outcome, Any]) -> None:
         self.metrics.routed.labels(job.invocation.route, result[0].value).inc()
-        self._started()[2].finish(job)
+        self._started()[2].finish(job, result[0])
 
     async def _on_failed(self, job: Job, exc: BaseException) -> None:
         intake = self._started()[2]
         if not self.tracker.holds(job.pending.ticket):  # revoked: its new owner takes it again
             return
-        if await intake.deadletter(job.record, exc, job.invocation.route):
+        if await intake.deadletter(job.record, exc, job.invocation.route, job.invocation):
             intake.finish(job)
 
     def _on_retry(self, job: Job, attempt: int, exc: BaseException, delay: float) -> None:

@@ -23,6 +23,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from bridge.map.recording import Recording
+
 
 class Metrics:
     """The loom's Prometheus metrics."""
@@ -138,6 +140,8 @@ class Metrics:
             registry=r,
         )
 
+        #: What the choreography map shows (off until the sidecar turns it on: ``LOOM_MAP__*``).
+        self.recording = Recording(registry=r, enabled=False)
         # Committed offsets of partitions revoked by a rebalance that is not over yet.
         self._parked: dict[tuple[str, int], float] = {}
 

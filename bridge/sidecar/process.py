@@ -30,15 +30,18 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, Interceptor
 
 from bridge.exceptions import SettingsError
+from bridge.map.graph import declared_beside
+from bridge.map.pages import MapPages
+from bridge.map.recording import RecordedExecutor
 from bridge.routing import Router
 from bridge.settings import LoomSettings
-from bridge.sidecar.http import HealthServer
+from bridge.sidecar.http import HealthServer, Site
 from bridge.sidecar.liveness import LoopWatch
 from bridge.sidecar.loop import Loom
 from bridge.sidecar.metrics import Health, Metrics
 from bridge.telemetry import tracing
 from bridge.telemetry.logs import FIELDS
-from bridge.temporal.calls import HeaderHook, TemporalExecutor
+from bridge.temporal.calls import HeaderHook
 from bridge.temporal.client import check_namespace, connect_options, connect_temporal
 from bridge.temporal.metrics import TemporalMetrics
 
@@ -135,6 +138,11 @@ class Sidecar:
         if "unmatched" in settings.model_fields_set:
             router.unmatched = settings.unmatched
         self.metrics = Metrics()
+        m = settings.map
+        self.metrics.recording.configure(
+            enabled=m.enabled, max_entries=m.max_entries, max_bytes=m.max_bytes,
+            keep_data=m.show_data,
+        )
         self.watch = LoopWatch(self.metrics.loop_lag.observe)
         # The Temporal client's own metrics, when the sidecar connects its client itself.
         self.temporal_metrics: TemporalMetrics | None = None
@@ -195,6 +203,23 @@ class Sidecar:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
+    def _map_site(self) -> Site | None:
+        if not self.settings.map.enabled:
+            return None
+        pages = MapPages(
+            self.router, self.settings, self.metrics.recording,
+            lambda: self.loom.client if self.loom is not None else self._client,
+            lag=self.metrics.lag, declared=declared_beside(self.settings.routes),
+            replica=self._replica,
+        )
+        return pages.handle
+
+    def _replica(self) -> str:
+        owned = sorted(self.health.assigned) if self.health is not None else []
+        parts = ", ".join(f"{t}[{p}]" for t, p in owned) or "none yet"
+        return (f"live numbers of this replica ({self.settings.kafka.group_id}): its own "
+                f"partitions only: {parts}")
+
     async def run(self) -> int:
         """Run until :meth:`stop`; returns 0 after a clean stop, 1 if the loom failed.
 
@@ -218,6 +243,9 @@ class Sidecar:
                 watch=self.watch,
                 stall_after_s=self.settings.liveness_stall_s,
             )
+            site = self._map_site()
+            if site is not None:
+                self.http.add_site("/map", site)
             await self.http.start()
             log.info("health and metrics on http://%s:%d", self.settings.http_host, self.http.port)
         try:
@@ -246,7 +274,7 @@ class Sidecar:
         except Exception as exc:
             log.error("cannot start: describing the Temporal namespace failed: %s", exc)  # noqa: TRY400
             return 1
-        executor = TemporalExecutor(
+        executor = RecordedExecutor(
             client,
             payload_limit=self.settings.temporal.payload_limit_bytes,
             header_hook=self._header_hook,
@@ -255,6 +283,7 @@ class Sidecar:
                 seconds=self.settings.temporal.closed_query_timeout_s
             ),
         )
+        executor.recording = self.metrics.recording
         loom = Loom(self.router, client, self.settings, metrics=self.metrics, executor=executor)
         self.loom = loom
         try:

@@ -1,7 +1,8 @@
 """Replies of update-with-start routes: the update's result, published back to Kafka.
 
-The reply is a CloudEvent correlated to the request (``loomcausation`` = the request's id,
-same ``partitionkey``) whose id is deterministic (:func:`bridge._ids.reply_id`): a request
+The reply is a CloudEvent correlated to the request by the CloudEvents correlation extension
+(``causationid`` = the request's id, ``correlationid`` = the request's, else the workflow id;
+the deprecated ``loomcausation`` too, for one minor release; same ``partitionkey``) whose id is deterministic (:func:`bridge._ids.reply_id`): a request
 redelivered after its update completed publishes the same reply id again, so consumers can
 deduplicate. A reply that cannot be published yet fails the call with a retriable error: the
 retried call finds the update applied (same update id) and publishes its stored result.
@@ -16,7 +17,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from bridge._ids import reply_id
 from bridge.actions import Invocation
-from bridge.events import CAUSATION, PARTITION_KEY, Event
+from bridge.events import CAUSATION, CAUSATION_ID, CORRELATION_ID, PARTITION_KEY, Event
 from bridge.exceptions import ReplyPublishError, ReplyRefusedError
 from bridge.kafka.binding import encode
 
@@ -28,7 +29,11 @@ def reply_event(inv: Invocation, result: Any, group_id: str) -> Event:
     request = inv.event
     if hasattr(result, "model_dump"):
         result = result.model_dump(mode="json")
-    extensions: dict[str, Any] = {CAUSATION: request.id}
+    extensions: dict[str, Any] = {
+        CORRELATION_ID: request.correlation or inv.workflow_id,
+        CAUSATION_ID: request.id,
+        CAUSATION: request.id,  # deprecated, written for one minor release
+    }
     if request.partitionkey is not None:
         extensions[PARTITION_KEY] = request.partitionkey
     return Event(

@@ -25,7 +25,7 @@ in aiokafka or anything that does I/O. Workflow modules may import it inside
 from __future__ import annotations
 
 from bridge._ids import emitted_event_id
-from bridge.events import CAUSATION, CORRELATION, EVENT_SIGNAL, Event
+from bridge.events import CAUSATION, CAUSATION_ID, CORRELATION, CORRELATION_ID, EVENT_SIGNAL, Event
 from bridge.workflow.entity import (
     EntityInput,
     EntityStats,
@@ -62,7 +62,9 @@ from bridge.workflow.saga import Compensation, Compensations
 
 __all__ = [
     "CAUSATION",
+    "CAUSATION_ID",
     "CORRELATION",
+    "CORRELATION_ID",
     "DEFAULT_CARRY_LIMIT",
     "DEFAULT_MAX_CARRIED_BYTES",
     "DEFAULT_MAX_SIGNALS_PER_RUN",

@@ -112,6 +112,9 @@ class Inbox(Batching):
         self.duplicates_this_run = 0
         #: Repeated updates answered with their stored result in this run.
         self.repeated_updates_this_run = 0
+        #: The event last taken by workflow code: the cause of what the workflow emits next
+        #: (``causationid``). Deterministic: taking follows the history on replay.
+        self.current: Event | None = None
         self._queue: deque[Event] = deque()
         # Queued events' JSON bytes by id(event): measured lazily (most events are taken
         # before anyone asks), from the payloads kept alive in _unmeasured until then.
@@ -225,6 +228,7 @@ class Inbox(Batching):
                 del self._queue[index]
                 self._pending_bytes -= self._sizes.pop(id(event)) or 0
                 self._arrivals.forget(event)
+                self.current = event
                 return event
         return None
 

@@ -21,7 +21,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from bridge._ids import emitted_event_id
-from bridge.events import CAUSATION, CORRELATION, PARTITION_KEY, Event
+from bridge.events import (
+    CAUSATION_ID,
+    CORRELATION,
+    CORRELATION_ID,
+    PARTITION_KEY,
+    Event,
+    link_value,
+)
 from bridge.workflow.inbox import Inbox
 from bridge.workflow.loom import LoomWorkflow
 
@@ -110,6 +117,13 @@ def _event_id(seq: int) -> str:
     return emitted_event_id(info.workflow_id, info.run_id, seq)
 
 
+def _current_event() -> Event | None:
+    instance = workflow.instance()
+    if isinstance(instance, LoomWorkflow):
+        return instance.inbox.current
+    return None
+
+
 def _json_data(data: Any) -> Any:
     if isinstance(data, BaseModel):
         return data.model_dump(mode="json")
@@ -125,12 +139,27 @@ def build_event(
     key: str | None = None,
     extensions: Mapping[str, Any] | None = None,
     correlate: bool = False,
+    cause: Event | None = None,
 ) -> Event:
-    """Build the CloudEvent ``emit`` would publish (consumes one id of the run's sequence)."""
+    """Build the CloudEvent ``emit`` would publish (consumes one id of the run's sequence).
+
+    The event carries the CloudEvents correlation extension: ``correlationid`` is the
+    cause's (when it has one fit for linking), else the workflow id; ``causationid`` is the
+    cause's id. The cause is ``cause``, else the event the workflow's inbox handed out last.
+    ``extensions`` given explicitly win.
+    """
     info = workflow.info()
     ext: dict[str, Any] = dict(extensions or {})
     ext[PARTITION_KEY] = key if key is not None else info.workflow_id
+    if cause is None:
+        cause = _current_event()
+    ext.setdefault(
+        CORRELATION_ID, (cause.correlation if cause is not None else None) or info.workflow_id
+    )
+    if cause is not None:
+        ext.setdefault(CAUSATION_ID, cause.id)
     if correlate:
+        # Deprecated, still written for one minor release: the reply address of older sidecars.
         ext[CORRELATION] = info.workflow_id
     # Tracing hook: a ``traceparent``/``tracestate`` given in ``extensions`` is kept as is;
     # otherwise the publish activity may add one from its own span (see bridge.worker.activities).
@@ -163,6 +192,7 @@ async def emit(
     key: str | None = None,
     extensions: Mapping[str, Any] | None = None,
     correlate: bool = False,
+    cause: Event | None = None,
     mode: ContentMode | None = None,
     start_to_close_timeout: timedelta = DEFAULT_PUBLISH_TIMEOUT,
     retry_policy: RetryPolicy = DEFAULT_PUBLISH_RETRY,
@@ -180,7 +210,10 @@ async def emit(
         source: Default: ``loom://<namespace>/<workflow type>``.
         key: Kafka key (``partitionkey`` extension); default: the workflow id.
         extensions: Extra extension attributes (e.g. ``traceparent``).
-        correlate: Add ``loomcorrelation`` = workflow id so replies are routed back here.
+        correlate: Make the event a request whose replies are routed back here: also writes
+            the deprecated ``loomcorrelation`` = workflow id (read by older sidecars).
+        cause: The event this one answers (``causationid``, and its ``correlationid`` is
+            carried on); default: the event the workflow's inbox handed out last.
         mode: ``"binary"`` or ``"structured"`` CloudEvents Kafka content mode; by default the
             publish activity's (``LOOM_EMIT__MODE``, binary unless configured).
         start_to_close_timeout: Per-attempt timeout of the publish activity.
@@ -197,6 +230,7 @@ async def emit(
         key=key,
         extensions=extensions,
         correlate=correlate,
+        cause=cause,
     )
     await workflow.execute_activity(
         PUBLISH_ACTIVITY,
@@ -220,9 +254,10 @@ async def request(
 ) -> Event:
     """Emit a command correlated to this workflow and wait for its reply.
 
-    The command carries ``loomcorrelation`` = workflow id (the router signals replies back
-    here). A reply matches when its type matches ``reply_type`` and its ``loomcausation`` is
-    the command's id; a reply without ``loomcausation`` matches on ``loomcorrelation`` alone.
+    The command carries ``correlationid`` (and the deprecated ``loomcorrelation``) naming this
+    workflow's flow: the router signals unrouted replies back here. A reply matches when its
+    type matches ``reply_type`` and its ``causationid`` (or deprecated ``loomcausation``) is
+    the command's id; a reply without either matches on its correlation alone.
 
     Args:
         type: Command event type.
@@ -240,11 +275,16 @@ async def request(
     command = await emit(type, data, topic=topic, correlate=True, **emit_kwargs)
     workflow_id = workflow.info().workflow_id
 
+    correlations = {workflow_id, link_value(command.extensions.get(CORRELATION_ID))} - {None}
+
     def is_reply(event: Event) -> bool:
-        causation = event.extensions.get(CAUSATION)
+        causation = event.causation
         if causation is not None:
-            return bool(causation == command.id)
-        return bool(event.extensions.get(CORRELATION) == workflow_id)
+            return causation == command.id
+        ext = event.extensions
+        return bool(
+            {link_value(ext.get(CORRELATION_ID)), link_value(ext.get(CORRELATION))} & correlations
+        )
 
     reply = await box.wait_for_event(reply_type, where=is_reply, timeout=timeout)
     if reply is None:
