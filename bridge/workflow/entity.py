@@ -31,7 +31,10 @@ Temporal UI, and goes on once a fixed worker takes it).
 Imported inside Temporal's workflow sandbox: deterministic, no I/O, no module state.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: the types below cross Temporal's data
+# converter inside the sandbox, where pydantic cannot look this module up in sys.modules
+# when a workflow module imported it through imports_passed_through(). Real annotations
+# need no lookup (issue 22).
 
 import enum
 import typing
@@ -98,7 +101,7 @@ class EventRef(BaseModel):
     type: str
 
     @classmethod
-    def of(cls, event: Event) -> EventRef:
+    def of(cls, event: Event) -> "EventRef":
         """The identity of ``event``."""
         return cls(source=event.source, id=event.id, type=event.type)
 
