@@ -35,7 +35,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from bridge._declare import Value, args_fn, coalescing, describe_action, text_fn, value_fn
+from bridge._declare import (
+    Value,
+    args_fn,
+    coalescing,
+    describe_action,
+    start_state_checked,
+    text_fn,
+    value_fn,
+)
 from bridge._ids import request_id, update_id
 from bridge._reply import REPLY_ROUTE, reply_invocation
 from bridge.actions import (
@@ -52,7 +60,6 @@ from bridge.actions import (
 from bridge.events import Event
 from bridge.exceptions import DataValidationError, LoomError, RouteDefinitionError, TemplateError
 from bridge.matching import Match, MatchIndex, qualname
-from bridge.workflow.entity import EntityInput
 
 __all__ = ["REPLY_ROUTE", "Match", "Route", "Router", "UnmatchedPolicy", "reply_invocation"]
 
@@ -272,7 +279,10 @@ class Route:
             task_queue=self.task_queue,
             name=self.handler,
             args=args,
-            start_args=self._start_input(event, data),
+            start_args=start_state_checked(
+                self.name, getattr(action, "workflow", None),
+                self._sequence("start_args", self._start_args, event, data, ()),
+            ),
             request_id=rid,
             update_id=update_id(self.name, event) if is_update else None,
             id_reuse_policy=action.id_reuse_policy,
@@ -301,22 +311,6 @@ class Route:
             raise TemplateError(
                 f"route {self.name!r}: {what} {qualname(fn)} raised {type(exc).__name__}: {exc}"
             ) from exc
-
-    def _start_input(self, event: Event, data: Any) -> tuple[Any, ...]:
-        args = self._sequence("start_args", self._start_args, event, data, ())
-        # An entity started with a state of another model would fail its first workflow
-        # task on every try (the state cannot be read): refuse the event here instead.
-        workflow = getattr(self.action, "workflow", None)
-        model = getattr(workflow, "state_model", None)
-        for arg in args:
-            state = getattr(arg, "state", None) if isinstance(arg, EntityInput) else None
-            if model is not None and state is not None and not isinstance(state, model):
-                raise TemplateError(
-                    f"route {self.name!r}: start_args gives EntityInput(state="
-                    f"{type(state).__name__}(...)), but {qualname(workflow)} "
-                    f"keeps a {model.__name__}"
-                )
-        return args
 
     def _sequence(
         self, what: str, fn: ArgsFn | None, event: Event, data: Any, default: tuple[Any, ...]
