@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
-from cas import passed, toplevel
-from cas.models import Item, Kind, Ledger, apply
+from flows import passed, toplevel
+from flows.models import Item, Kind, Ledger, apply
 from kit import eventually, loom_settings, workflow_started
 from pydantic import BaseModel, TypeAdapter
 from recorder import publish

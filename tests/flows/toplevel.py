@@ -1,6 +1,6 @@
-"""The continue-as-new matrix's workflows, importing the loom's workflow side inside ``workflow.unsafe.imports_passed_through()``, as the tutorial does.
+"""The continue-as-new matrix's workflows, importing the loom's workflow side at module top level.
 
-The same code as :mod:`cas.toplevel` but for the import block between the two markers.
+The same code as :mod:`flows.passed` but for the import block between the two markers.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import workflow
 
-# --- the imports (the only lines that differ between cas.toplevel and cas.passed) ---
-with workflow.unsafe.imports_passed_through():
-    from bridge.workflow import EntityWorkflow, Inbox, InboxState, LoomWorkflow, handles
-    from cas.models import CarriedIds, CarriedModel, Item, Kind, Ledger, apply
+# --- the imports (the only lines that differ between flows.toplevel and flows.passed) ---
+from bridge.workflow import EntityWorkflow, Inbox, InboxState, LoomWorkflow, handles
+from flows.models import CarriedIds, CarriedModel, Item, Kind, Ledger, apply
+
 # --- end of the imports ---
 
 #: The workflow types are named after this module (``toplevel.Room``, ``passed.Room``...).
