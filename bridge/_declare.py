@@ -29,8 +29,9 @@ from bridge.actions import (
     WorkflowRef,
 )
 from bridge.events import EVENT_SIGNAL, EVENTS_SIGNAL, Event
-from bridge.exceptions import RouteDefinitionError
+from bridge.exceptions import RouteDefinitionError, TemplateError
 from bridge.matching import qualname
+from bridge.workflow.entity import EntityInput
 from bridge.workflow.loom import takes_batches
 
 #: A value computed from an event and its validated data.
@@ -197,3 +198,22 @@ def coalescing(action: Any, kind: ActionKind, handler: str | None, requested: bo
     if not defaults:
         return "off: signal or args not the default"
     return "on: LoomWorkflow"
+
+
+def start_state_checked(route: str, workflow: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` (a route's start arguments), refused when one is an ``EntityInput`` whose state
+    is not of the state model of ``workflow`` (an entity class): that entity would fail its
+    first workflow task on every try, since its state cannot be read.
+
+    Raises:
+        TemplateError: The state is of another model (the event is dead-lettered).
+    """
+    model = getattr(workflow, "state_model", None)
+    for arg in args:
+        state = arg.state if isinstance(arg, EntityInput) else None
+        if model is not None and state is not None and not isinstance(state, model):
+            raise TemplateError(
+                f"route {route!r}: start_args gives EntityInput(state={type(state).__name__}"
+                f"(...)), but {qualname(workflow)} keeps a {model.__name__}"
+            )
+    return args

@@ -35,7 +35,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from bridge._declare import Value, args_fn, coalescing, describe_action, text_fn, value_fn
+from bridge._declare import (
+    Value,
+    args_fn,
+    coalescing,
+    describe_action,
+    start_state_checked,
+    text_fn,
+    value_fn,
+)
 from bridge._ids import request_id, update_id
 from bridge._reply import REPLY_ROUTE, reply_invocation
 from bridge.actions import (
@@ -271,7 +279,10 @@ class Route:
             task_queue=self.task_queue,
             name=self.handler,
             args=args,
-            start_args=self._sequence("start_args", self._start_args, event, data, ()),
+            start_args=start_state_checked(
+                self.name, getattr(action, "workflow", None),
+                self._sequence("start_args", self._start_args, event, data, ()),
+            ),
             request_id=rid,
             update_id=update_id(self.name, event) if is_update else None,
             id_reuse_policy=action.id_reuse_policy,

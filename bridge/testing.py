@@ -15,7 +15,11 @@ Fixtures:
         (idempotence off, as Tansu requires), stopped after the test.
     task_queue: a unique task queue name.
 
-Helper:
+Helpers:
+    loom_worker: the Temporal worker ``loom worker`` builds (Temporal's sandboxed runner, the
+        client's data converter), for a test's workflows: ``async with loom_worker(client,
+        task_queue=..., workflows=[...]):``. Tests of workflow code run under it, so that they
+        see what users' workers see.
     read_records: read topics from their start (up to their end, or until a count came),
         e.g. the dead-letter topic or emitted events.
 
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +43,7 @@ import pytest
 
 if TYPE_CHECKING:
     from temporalio.client import Client
+    from temporalio.worker import Worker
 
     from bridge.dev import EmbeddedTemporal
     from bridge.kafka.record import Record
@@ -176,6 +181,35 @@ else:
 def task_queue() -> str:
     """A task queue name no other test uses."""
     return f"loom-tq-{uuid.uuid4().hex[:12]}"
+
+
+def loom_worker(
+    client: Client,
+    *,
+    task_queue: str,
+    workflows: Sequence[type] = (),
+    activities: Sequence[Callable[..., Any]] = (),
+    **options: Any,
+) -> Worker:
+    """The worker ``loom worker`` builds (:func:`bridge.worker.run.build_worker`): Temporal's
+    sandbox re-imports each workflow's module for every run, with the client's data
+    converter. Use it as ``async with loom_worker(...):``.
+
+    Args:
+        client: A connected client (the ``temporal_client`` fixture has the loom's converter).
+        task_queue: The task queue to poll.
+        workflows: Workflow classes; they must live in importable modules (the sandbox
+            re-imports them).
+        activities: Activities; add ``bridge.worker.activities.loom_activities(producer,
+            emit)`` for workflows that ``emit()``.
+        **options: Other ``Worker`` options. A test that passes another ``workflow_runner``
+            says why in its name or a comment (this project's tests check it).
+    """
+    from bridge.worker.run import build_worker
+
+    return build_worker(
+        client, task_queue=task_queue, workflows=workflows, activities=activities, **options
+    )
 
 
 async def read_records(

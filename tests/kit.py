@@ -45,7 +45,9 @@ from bridge.settings import LoomSettings
 
 T = TypeVar("T")
 
-TESTS_DIR = Path(__file__).resolve().parent
+# Not resolve(): a workflow module of a test that imports the kit is re-imported in
+# Temporal's sandbox, which refuses file system access (pytest imports it by absolute path).
+TESTS_DIR = Path(__file__).parent
 
 #: An empty route table, for settings whose routes are never loaded or do not matter.
 EMPTY_ROUTER = Router([])

@@ -7,6 +7,7 @@ deduplicates (and has no handler for coalesced calls): the ids it recorded show 
 what reached Temporal. :class:`InboxRecorderWorkflow` is a ``LoomWorkflow``: routes to it
 coalesce, and it records what its inbox lets through (each event once, in order), which is
 the guarantee when a redelivered batch was cut differently; it counts the repeats dropped.
+The workflows live in :mod:`recorders` (a light module: the sandbox re-imports it per run).
 """
 
 from __future__ import annotations
@@ -21,68 +22,26 @@ from pathlib import Path
 from typing import Any
 
 from kit import eventually
-from temporalio import workflow
+from recorders import INBOX_RECORDER, RECORDER, InboxRecorderWorkflow, RecorderWorkflow
 from temporalio.client import Client
 
-from bridge.events import EVENT_SIGNAL, Event
+from bridge.events import Event
 from bridge.kafka.binding import encode
-from bridge.workflow import LoomWorkflow
 
-#: Workflow type name, for routes declared by name (route modules written by tests).
-RECORDER = "LoomTestRecorder"
-#: Type name of :class:`InboxRecorderWorkflow`.
-INBOX_RECORDER = "LoomTestInboxRecorder"
-
-
-@workflow.defn(name=RECORDER, sandboxed=False)
-class RecorderWorkflow:
-    """Records the id of every routed event, in arrival order, until an event with id "stop"."""
-
-    def __init__(self) -> None:
-        self.received: list[str] = []
-
-    @workflow.run
-    async def run(self) -> list[str]:
-        await workflow.wait_condition(lambda: "stop" in self.received)
-        return self.received
-
-    @workflow.signal(name=EVENT_SIGNAL)
-    def on_event(self, payload: dict[str, Any]) -> None:
-        self.received.append(str(payload["id"]))
-
-    @workflow.query
-    def events(self) -> list[str]:
-        return self.received
-
-
-@workflow.defn(name=INBOX_RECORDER, sandboxed=False)
-class InboxRecorderWorkflow(LoomWorkflow):
-    """Records the id of every event its inbox lets through, in order, until one with id
-    "stop"; routes to it coalesce (it keeps LoomWorkflow's handlers)."""
-
-    def __init__(self) -> None:
-        self.received: list[str] = []
-
-    @workflow.run
-    async def run(self) -> list[str]:
-        while "stop" not in self.received:
-            event = await self.inbox.next()
-            assert event is not None
-            self.received.append(event.id)
-        return self.received
-
-    @workflow.query
-    def events(self) -> list[str]:
-        return self.received
-
-    @workflow.query
-    def arrivals(self) -> dict[str, int]:
-        """Signals received (a coalesced call is one) and repeats the inbox dropped."""
-        return {
-            "signals": self.inbox.signals_this_run,
-            "repeats": self.inbox.duplicates_this_run,
-        }
-
+__all__ = [
+    "INBOX_RECORDER",
+    "RECORDER",
+    "ROUTES_EMPTY",
+    "ROUTES_WITH_STEP",
+    "InboxRecorderWorkflow",
+    "RecorderWorkflow",
+    "expected_by_workflow",
+    "publish",
+    "query_all",
+    "step_events",
+    "wait_delivered",
+    "write_routes",
+]
 
 # --- route modules for a loom subprocess -------------------------------------------------------
 

@@ -14,13 +14,12 @@ from pydantic import BaseModel, SecretStr
 from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.worker import Worker
 
 from bridge.events import CORRELATION, EVENT_SIGNAL, Event
 from bridge.kafka.clients import LoomProducer
 from bridge.kafka.record import Record
 from bridge.settings import EmitSettings, KafkaSettings
-from bridge.testing import read_records
+from bridge.testing import loom_worker, read_records
 from bridge.worker.activities import PublishActivities, loom_activities
 from bridge.workflow import (
     CAUSATION,
@@ -144,7 +143,7 @@ async def test_emitted_events_are_valid_cloudevents_with_deterministic_ids(
     wid = f"emit-{uuid.uuid4()}"
     before = datetime.now(UTC)
     # No workflow cache: every activation replays from the start, so ids must replay too.
-    async with Worker(
+    async with loom_worker(
         temporal_client,
         task_queue=task_queue,
         workflows=[EmitWorkflow],
@@ -225,7 +224,7 @@ async def test_retried_publish_repeats_the_same_cloudevent_id(
             raise RuntimeError("connection lost after send")
         return result
 
-    async with Worker(
+    async with loom_worker(
         temporal_client,
         task_queue=task_queue,
         workflows=[TwoEventsWorkflow],
@@ -239,6 +238,8 @@ async def test_retried_publish_repeats_the_same_cloudevent_id(
     assert [sdk_event(r).get_id() for r in records] == [ids[0], ids[0], ids[1], ids[1]]
 
 
+# runner: outside the sandbox on purpose, for the test named so below (module globals
+# survive across workflow instances there, and the ids must not depend on them).
 @workflow.defn(name="UnsandboxedTwoEvents", sandboxed=False)
 class UnsandboxedTwoEventsWorkflow(TwoEventsWorkflow):
     """Module globals survive here across workflow instances (unlike in the sandbox)."""
@@ -260,7 +261,7 @@ async def test_event_ids_replay_identically_outside_the_sandbox(
     topic = await new_topic()
     wid = f"replay-{uuid.uuid4()}"
     # No cache: each activation replays on a new instance of the workflow class.
-    async with Worker(
+    async with loom_worker(
         temporal_client,
         task_queue=task_queue,
         workflows=[UnsandboxedTwoEventsWorkflow],
@@ -289,7 +290,7 @@ class NoTopicWorkflow:
 async def test_event_without_topic_fails_without_retrying(
     temporal_client: Client, task_queue: str, loom_producer: LoomProducer
 ) -> None:
-    async with Worker(
+    async with loom_worker(
         temporal_client,
         task_queue=task_queue,
         workflows=[NoTopicWorkflow],
@@ -372,7 +373,7 @@ async def test_request_reply_round_trip(
     loom_producer: LoomProducer,
 ) -> None:
     topic = await new_topic()
-    async with Worker(
+    async with loom_worker(
         temporal_client,
         task_queue=task_queue,
         workflows=[ChargeWorkflow],
@@ -417,7 +418,7 @@ async def test_request_without_reply_fails_with_a_timeout_error(
     loom_producer: LoomProducer,
 ) -> None:
     topic = await new_topic()
-    async with Worker(
+    async with loom_worker(
         temporal_client,
         task_queue=task_queue,
         workflows=[ChargeWorkflow],

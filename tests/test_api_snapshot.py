@@ -55,7 +55,10 @@ def describe(obj: Any) -> str:
     if inspect.isclass(obj) or callable(obj):
         kind = "class" if inspect.isclass(obj) else "def"
         try:
-            signature = inspect.signature(obj)
+            try:  # annotations as objects, whether or not a module postpones them
+                signature = inspect.signature(obj, eval_str=True)
+            except Exception:  # a name only a type checker sees
+                signature = inspect.signature(obj)
             # Private parameters are not the API, and a library's own (pydantic-settings'
             # ``_env_file`` and friends on a settings class) change with its releases.
             signature = signature.replace(parameters=[

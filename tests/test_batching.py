@@ -26,9 +26,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from bridge.events import EVENT_SIGNAL, Event
+from bridge.testing import loom_worker
 from bridge.workflow import Inbox, InboxState, LoomWorkflow
 from bridge.workflow.memory import STATE_OVERHEAD
 
@@ -57,7 +57,7 @@ async def skipping() -> AsyncIterator[Skipping]:
     )
     task_queue = f"batching-{uuid.uuid4().hex[:8]}"
     try:
-        async with Worker(env.client, task_queue=task_queue, workflows=[BatchingWorkflow]):
+        async with loom_worker(env.client, task_queue=task_queue, workflows=[BatchingWorkflow]):
             yield Skipping(env, env.client, task_queue)
     finally:
         await env.shutdown()
@@ -294,17 +294,14 @@ async def test_on_the_dev_server_a_worker_restart_loses_nothing(
         await sent(handle, "e2", "e3")
     # A short sticky timeout: the next task leaves this worker's queue for the new worker's
     # after 1 s instead of 10 s.
-    # No sandbox (tests/test_sandbox.py covers it): its first task costs seconds per worker.
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[BatchingWorkflow],
-                      sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
-                      workflow_runner=UnsandboxedWorkflowRunner()):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[BatchingWorkflow],
+                           sticky_queue_schedule_to_start_timeout=timedelta(seconds=1)):
         for handle in handles:  # the worker took the events and started its timer
             await timer_fired(temporal_client, handle, 1, EventType.EVENT_TYPE_TIMER_STARTED)
     # No worker while the window and the quiet period end.
     for handle in handles:
         await timer_fired(temporal_client, handle, 1)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[BatchingWorkflow],
-                      workflow_runner=UnsandboxedWorkflowRunner()):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[BatchingWorkflow]):
         # The new worker replays the histories: the same events, taken when the timers fired.
         collected, debounced = [await asyncio.wait_for(h.result(), 20) for h in handles]
     assert [t.ids for t in collected] == [["e1", "e2", "e3"]]

@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from flows.cancelling import Job
 from kit import FAST_GROUP, eventually, loom_settings
 from recorder import publish
-from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.exceptions import is_cancelled_exception
 from temporalio.worker import Worker
 
 from bridge.actions import ActionKind, Cancel, Invocation, MissingWorkflowPolicy, Outcome
@@ -23,49 +22,12 @@ from bridge.routing import Match, Route, Router
 from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import metric_total
 from bridge.temporal.calls import TemporalExecutor
-from bridge.testing import read_records
-
-
-@workflow.defn(sandboxed=False)
-class Job:
-    """Waits for ``finish``; on a cancel request it records the reason, then "compensates"
-    until ``release`` and returns (``mode="return"``) or re-raises (``mode="raise"``)."""
-
-    def __init__(self) -> None:
-        self.done = False
-        self.released = False
-        self.reason: str | None = None
-
-    @workflow.run
-    async def run(self, mode: str) -> str:
-        try:
-            await workflow.wait_condition(lambda: self.done)
-        except BaseException as exc:
-            if not is_cancelled_exception(exc):
-                raise
-            self.reason = workflow.cancellation_reason()
-            await workflow.wait_condition(lambda: self.released)
-            if mode == "raise":
-                raise
-            return f"cancelled: {self.reason}"
-        return "finished"
-
-    @workflow.signal
-    def finish(self) -> None:
-        self.done = True
-
-    @workflow.signal
-    def release(self) -> None:
-        self.released = True
-
-    @workflow.query
-    def cancel_reason(self) -> str | None:
-        return self.reason
+from bridge.testing import loom_worker, read_records
 
 
 @pytest.fixture
 async def worker(temporal_client: Client, task_queue: str) -> AsyncIterator[Worker]:
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[Job]) as running_worker:
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[Job]) as running_worker:
         yield running_worker
 
 

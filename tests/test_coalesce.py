@@ -30,7 +30,6 @@ from recorder import (
 )
 from temporalio import workflow
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from bridge._ids import batch_request_id, request_id
 from bridge.actions import Signal, SignalWithStart, StartWorkflow, UpdateWithStart
@@ -50,7 +49,7 @@ from bridge.sidecar.dispatch import Coalescing, Dispatcher, RetryPolicy
 from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import metric_total
 from bridge.temporal.calls import TemporalExecutor
-from bridge.testing import read_records
+from bridge.testing import loom_worker, read_records
 from bridge.workflow import Inbox, LoomWorkflow
 from bridge.workflow.loom import takes_batches
 
@@ -283,7 +282,7 @@ class Step(BaseModel):
     pad: str = ""
 
 
-@workflow.defn(name="CoalesceOverridden", sandboxed=False)
+@workflow.defn(name="CoalesceOverridden")
 class OverriddenWorkflow(LoomWorkflow):
     """A LoomWorkflow that handles single events its own way: batches would bypass that."""
 
@@ -489,7 +488,7 @@ async def test_a_backlog_coalesces_and_a_workflow_without_a_batch_handler_never_
     expected_co, expected_one = by_workflow(coalesced, "co-"), by_workflow(single, "one-")
     loom = Loom(two_routes(task_queue), temporal_client,
                 loom_settings(loom_kafka_bootstrap, topic, dlq, max_in_flight=8))
-    async with Worker(temporal_client, task_queue=task_queue,
+    async with loom_worker(temporal_client, task_queue=task_queue,
                       workflows=[InboxRecorderWorkflow, RecorderWorkflow]):
         async with running(loom):
             seen = await wait_delivered(temporal_client, {**expected_co, **expected_one}, 90)
@@ -526,7 +525,7 @@ async def test_a_redelivered_backlog_cut_into_other_batches_stays_exactly_once(
     events = events_of(COALESCED_TYPE, prefix, 3, 40)
     await publish(await make_producer(), topic, events)
     expected = by_workflow(events, "co-")
-    async with Worker(temporal_client, task_queue=task_queue,
+    async with loom_worker(temporal_client, task_queue=task_queue,
                       workflows=[InboxRecorderWorkflow, RecorderWorkflow]):
         counts: list[tuple[float, float]] = []
         for max_events in (7, 11):
@@ -573,7 +572,7 @@ async def test_a_batch_refused_for_good_is_split_and_only_what_fails_alone_is_de
         loom_kafka_bootstrap, topic, dlq, max_in_flight=2, batch_max_bytes=200_000,
         temporal={"payload_limit_bytes": 20_000},
     ))
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[InboxRecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[InboxRecorderWorkflow]):
         async with running(loom):
             seen = await wait_delivered(temporal_client, expected, 60)
             while metric_total(loom.metrics.committed) < len(events):
@@ -606,7 +605,7 @@ async def test_one_hot_workflow_id_gets_many_events_per_round_trip(
     expected = by_workflow(events, "co-")
     loom = Loom(two_routes(task_queue), temporal_client,
                 loom_settings(loom_kafka_bootstrap, topic, dlq))
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[InboxRecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[InboxRecorderWorkflow]):
         async with running(loom):
             seen = await wait_delivered(temporal_client, expected, 90)
     assert seen == expected
@@ -631,7 +630,7 @@ async def test_a_batch_to_a_closed_run_is_refused_for_its_events_to_go_alone(
         return found
 
     executor = TemporalExecutor(temporal_client)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[InboxRecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[InboxRecorderWorkflow]):
         await executor.execute(coalesced_invocation([inv("a"), inv("stop")]))
         await temporal_client.get_workflow_handle(f"co-{entity}").result()  # closed
         with pytest.raises(BatchRefusedError, match="is closed"):

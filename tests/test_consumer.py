@@ -14,7 +14,6 @@ from pydantic import BaseModel, field_validator
 from recorder import RecorderWorkflow, publish, wait_delivered
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
 
 from bridge.actions import SignalWithStart
 from bridge.dev import EmbeddedTemporal
@@ -24,7 +23,7 @@ from bridge.kafka.binding import encode
 from bridge.routing import Match, Route, Router
 from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import metric_total
-from bridge.testing import read_records
+from bridge.testing import loom_worker, read_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
 
@@ -72,7 +71,7 @@ async def test_2000_events_200_workflows_in_order_exactly_once_and_redelivery(
     producer = await make_producer()
     settings = loom_settings(loom_kafka_bootstrap, [topic], dlq, dispatch={"max_in_flight": 128})
     loom = Loom(recorder_router(task_queue), temporal_client, settings)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow],
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow],
                       max_concurrent_workflow_tasks=100):
         async with running(loom):
             await publish(producer, topic, events)
@@ -120,7 +119,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_good_ones_pass(
     ]
     loom = Loom(recorder_router(task_queue), temporal_client,
                 loom_settings(loom_kafka_bootstrap, [topic], dlq))
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
             for i, event in enumerate(good):
                 await publish(producer, topic, [event])
@@ -163,7 +162,7 @@ async def test_temporal_restart_mid_stream_loses_and_duplicates_nothing(
             dispatch={"retry_initial_s": 0.05, "retry_max_s": 0.5},
         )
         loom = Loom(recorder_router(task_queue), client, settings)
-        async with Worker(client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+        async with loom_worker(client, task_queue=task_queue, workflows=[RecorderWorkflow]):
             async with running(loom):
                 await publish(producer, topic, events[:200])
                 # Mid-stream: Temporal goes down once the loom delivered part of the stream,
@@ -201,7 +200,7 @@ async def test_second_consumer_joins_and_leaves_mid_stream(
     settings = loom_settings(loom_kafka_bootstrap, [topic], dlq)
     first = Loom(recorder_router(task_queue), temporal_client, settings)
     second = Loom(recorder_router(task_queue), temporal_client, settings)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(first):
             await publish(producer, topic, events[:200])
             async with running(second):
@@ -273,7 +272,7 @@ async def test_partition_ownership_is_a_metric_not_readiness(
     events = step_events(uuid.uuid4().hex[:6], entities=12, per_entity=2)
     first, second, third = (Loom(recorder_router(task_queue), temporal_client, settings)
                             for _ in range(3))
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(first):
             await publish(await make_producer(), topic, events)
             both = {("loom_committed_offset", 0), ("loom_committed_offset", 1),
@@ -399,7 +398,7 @@ async def test_records_that_used_to_stop_the_line_are_dead_lettered(
     producer = await make_producer()
     loom = Loom(strict_router(task_queue), temporal_client,
                 loom_settings(loom_kafka_bootstrap, [topic], dlq, kafka=FAST_GROUP))
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
             for i, event in enumerate(good):
                 if i < len(poison):
@@ -437,7 +436,7 @@ async def test_position_moved_back_is_taken_again_and_the_loop_survives(
     loom = Loom(recorder_router(task_queue), temporal_client,
                 loom_settings(loom_kafka_bootstrap, [topic], dlq, kafka=FAST_GROUP))
     tp = TopicPartition(topic, 0)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
             await publish(producer, topic, events[:12])
             first = expected_by_workflow(events[:12])
@@ -501,7 +500,7 @@ async def test_record_aiokafka_cannot_parse_is_dead_lettered_and_nothing_else_is
     await producer.send_and_wait(topic, value=value, key=key, headers=headers, partition=0)
     loom = Loom(recorder_router(task_queue), temporal_client,
                 loom_settings(loom_kafka_bootstrap, [topic], dlq, kafka=FAST_GROUP))
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
             seen = await wait_delivered_alive(temporal_client, expected, loom)
             await _committed(loom, TopicPartition(topic, 0), 6)
@@ -537,7 +536,7 @@ async def test_offset_gap_of_a_control_batch_is_committed_past(
     await publish(producer, topic, events[1:])
     loom = Loom(recorder_router(task_queue), temporal_client,
                 loom_settings(loom_kafka_bootstrap, [topic], dlq, kafka=FAST_GROUP))
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
             seen = await wait_delivered_alive(temporal_client, expected_by_workflow(events), loom)
             await _committed(loom, TopicPartition(topic, 0), 3)  # 0, (1: the marker), 2
@@ -566,7 +565,7 @@ async def test_record_the_deadletter_topic_refuses_entirely_stays_uncommitted(
     settings = loom_settings(loom_kafka_bootstrap, [topic], dlq, kafka=FAST_GROUP)
     settings.kafka.producer.max_request_size = 300
     loom = Loom(recorder_router(task_queue), temporal_client, settings)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         async with running(loom):
             seen = await wait_delivered_alive(temporal_client, expected, loom)
             await _committed(loom, TopicPartition(topic, 0), 2)

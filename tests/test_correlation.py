@@ -14,7 +14,6 @@ from temporalio.worker import (
     Interceptor,
     Replayer,
     StartActivityInput,
-    Worker,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
     WorkflowOutboundInterceptor,
@@ -24,6 +23,8 @@ with workflow.unsafe.imports_passed_through():
     # hypothesis reads the working directory when imported: not in the workflow sandbox.
     from hypothesis import given
     from hypothesis import strategies as st
+
+from flows.correlated import CorrelatedWorkflow
 
 from bridge._reply import REPLY_ROUTE, reply_invocation, reply_target
 from bridge.actions import ActionKind, Invocation
@@ -37,7 +38,8 @@ from bridge.events import (
     link_value,
 )
 from bridge.sidecar.replies import reply_event
-from bridge.workflow import PUBLISH_ACTIVITY, LoomWorkflow, PublishRequest, PublishResult, emit
+from bridge.testing import loom_worker
+from bridge.workflow import PUBLISH_ACTIVITY, PublishRequest, PublishResult
 
 # --- pure logic --------------------------------------------------------------------------------
 
@@ -113,17 +115,6 @@ async def fake_publish(request: PublishRequest) -> PublishResult:
     return PublishResult(id=request.event["id"], topic="t", partition=0, offset=0)
 
 
-@workflow.defn
-class CorrelatedWorkflow(LoomWorkflow):
-    @workflow.run
-    async def run(self) -> None:
-        first = await self.inbox.next()
-        await emit("step.one", {"n": 1})  # caused by ``first``
-        await self.inbox.next()
-        await emit("step.two")  # caused by the second event
-        await emit("step.three", cause=first, extensions={CORRELATION_ID: "mine"})
-
-
 class _Capture(Interceptor):
     """Captures the publish requests a replayed workflow makes (the Replayer runs none)."""
 
@@ -165,7 +156,7 @@ async def test_emitted_events_carry_correlation_and_replay_identically(
                   extensions={CORRELATION_ID: "flow-7"})
     second = Event(id="in-2", source="test://shop", type="order.paid",
                    extensions={CORRELATION_ID: "", CAUSATION_ID: "z" * 2000})
-    async with Worker(
+    async with loom_worker(
         temporal_client, task_queue=task_queue, workflows=[CorrelatedWorkflow],
         activities=[recording_publish], max_cached_workflows=0,
     ):

@@ -17,15 +17,16 @@ from kit import eventually
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.worker import Worker
+from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bridge import dev
 from bridge.dev import EmbeddedKafka, EmbeddedTemporal, port_is_free, temporal_binary
 from bridge.dev import free_port as _free_port
 from bridge.exceptions import EmbeddedServerError
+from bridge.testing import loom_worker
 
 
-@workflow.defn(sandboxed=False)
+@workflow.defn
 class CollectWorkflow:
     """Collects signals until told to stop; the harness's signal-with-start round trip."""
 
@@ -108,7 +109,7 @@ async def test_produce_consume_with_group_and_manual_commit(
 @pytest.mark.temporal
 async def test_signal_with_start_round_trip(temporal_client: Client, task_queue: str) -> None:
     wf_id = f"collect-{uuid.uuid4().hex[:8]}"
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[CollectWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[CollectWorkflow]):
         handle = await temporal_client.start_workflow(
             CollectWorkflow.run, id=wf_id, task_queue=task_queue,
             start_signal="add", start_signal_args=["a"],
@@ -132,9 +133,9 @@ async def test_servers_stop_and_free_their_ports(tmp_path: Path) -> None:
         ports = [temporal.port, kafka.port]
         assert all(pid is not None and _pid_alive(pid) for pid in pids)
         assert not any(port_is_free(p) for p in ports)
-        client = await Client.connect(temporal.address)
+        client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
         task_queue = f"tq-{uuid.uuid4().hex[:8]}"
-        async with Worker(client, task_queue=task_queue, workflows=[CollectWorkflow]):
+        async with loom_worker(client, task_queue=task_queue, workflows=[CollectWorkflow]):
             handle = await client.start_workflow(
                 CollectWorkflow.run, id="survives-restart", task_queue=task_queue,
                 start_signal="add", start_signal_args=["before"],
@@ -143,8 +144,8 @@ async def test_servers_stop_and_free_their_ports(tmp_path: Path) -> None:
         # Restart on the same port and file: the running workflow is still there.
         await temporal.restart()
         assert temporal.port == ports[0]
-        client = await Client.connect(temporal.address)
-        async with Worker(client, task_queue=task_queue, workflows=[CollectWorkflow]):
+        client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
+        async with loom_worker(client, task_queue=task_queue, workflows=[CollectWorkflow]):
             handle = client.get_workflow_handle("survives-restart")
             await handle.signal(CollectWorkflow.add, "stop")
             assert await handle.result() == ["before", "stop"]

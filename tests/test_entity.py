@@ -25,11 +25,10 @@ from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from bridge.dev import EmbeddedTemporal
 from bridge.events import CAUSATION, CORRELATION, EVENT_SIGNAL, EVENTS_SIGNAL, Event
+from bridge.testing import loom_worker
 from bridge.workflow import (
     PUBLISH_ACTIVITY,
     EntityInput,
@@ -48,14 +47,6 @@ from bridge.workflow import (
 
 T = TypeVar("T")
 
-#: The workers' runner: Temporal's sandbox, with this module passed through. Without that the
-#: sandbox re-imports this module (the Temporal client, the embedded servers...) at every run
-#: of every workflow: seconds per continue-as-new on the shared 2-core machine, 5 to 6 times
-#: slower tests. The sandbox still runs the workflow code; tests/test_sandbox.py imports an
-#: entity and ``bridge.workflow`` inside it with nothing passed through.
-SANDBOX = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules(__name__)
-)
 
 
 # --- the device ------------------------------------------------------------------------------
@@ -358,12 +349,7 @@ async def test_device_takes_every_event_across_runs_none_lost_duplicated_or_out_
             )
             client = await Client.connect(server.address, data_converter=pydantic_data_converter)
         began = time.monotonic()
-        # Unsandboxed for speed only (the sandbox doubles the worker's CPU on this stream);
-        # every other entity test runs in the sandbox.
-        async with Worker(
-            client, task_queue=task_queue, workflows=[device],
-            workflow_runner=UnsandboxedWorkflowRunner(),
-        ):
+        async with loom_worker(client, task_queue=task_queue, workflows=[device]):
             handle = await start(client, device, task_queue, batches[0][0], id=wid)
             for number, signals in enumerate([batches[0][1:], *batches[1:]]):
                 await asyncio.gather(*(handle.signal(EVENT_SIGNAL, e.to_payload()) for e in signals))
@@ -491,9 +477,9 @@ async def test_sync_async_and_glob_handlers_run_one_at_a_time_in_order_and_finis
     temporal_client: Client, task_queue: str
 ) -> None:
     participant = Participant(temporal_client)
-    async with Worker(
+    async with loom_worker(
         temporal_client, task_queue=task_queue, workflows=[Account],
-        activities=[participant.publish], workflow_runner=SANDBOX,
+        activities=[participant.publish],
     ):
         handle = await start(
             temporal_client, Account, task_queue, event("1", "order.placed", {"order_id": "o1", "amount": 10}),
@@ -565,7 +551,7 @@ class StrictCounter(Counter):
 async def test_ignored_events_are_counted_and_visible_in_a_query(
     temporal_client: Client, task_queue: str
 ) -> None:
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[LenientCounter], workflow_runner=SANDBOX):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[LenientCounter]):
         handle = await start(temporal_client, LenientCounter, task_queue, event("1", "tick", {"n": 1}))
         await send(handle, [
             event("2", "tock", {"n": 2}),  # no handler
@@ -584,7 +570,7 @@ async def test_ignored_events_are_counted_and_visible_in_a_query(
 async def test_fail_policy_fails_the_workflow_task_and_a_fixed_worker_goes_on(
     temporal_client: Client, task_queue: str
 ) -> None:
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[StrictCounter], workflow_runner=SANDBOX):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[StrictCounter]):
         handle = await start(
             temporal_client, StrictCounter, task_queue, event("1", "tick", {"n": 1}),
             task_timeout=FAILING_TASK_TIMEOUT,
@@ -593,7 +579,7 @@ async def test_fail_policy_fails_the_workflow_task_and_a_fixed_worker_goes_on(
         await task_failed(handle, "StrictCounter has no handler for event type 'tock'")
 
     # A worker whose StrictCounter handles "tock" (the fix, deployed) takes the retried task.
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[FixedStrictCounter], workflow_runner=SANDBOX):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[FixedStrictCounter]):
         final = await eventually(lambda: stats(handle), lambda s: s.handled == 3)
         state = await handle.query(FixedStrictCounter.current_state)
     assert state == CountState(count=2, total=4)
@@ -611,7 +597,7 @@ class FixedStrictCounter(StrictCounter):
 async def test_invalid_data_fails_the_workflow_task_by_default(
     temporal_client: Client, task_queue: str
 ) -> None:
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[StrictCounter], workflow_runner=SANDBOX):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[StrictCounter]):
         handle = await start(temporal_client, StrictCounter, task_queue, event("1", "tick", {"n": "x"}))
         await task_failed(
             handle, "StrictCounter.tick: data of 'tick' (source 'test://entity', id '1') does "
@@ -644,7 +630,7 @@ async def test_events_several_to_a_signal_are_taken_like_single_events(
     temporal_client: Client, task_queue: str
 ) -> None:
     ticks = [event(f"t{n}", "tick", {"n": n}) for n in range(1, 41)]
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[BatchFedTrail], workflow_runner=SANDBOX):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[BatchFedTrail]):
         handle = await start(temporal_client, BatchFedTrail, task_queue, ticks[0])
         # Batches and single signals mixed, repeats inside a batch and across. Each call once
         # the previous one was taken: six signals, two per run, so the stream crosses at least
@@ -698,7 +684,7 @@ async def test_a_handler_that_raises_fails_the_task_and_nothing_is_lost_or_appli
     temporal_client: Client, task_queue: str
 ) -> None:
     ticks = [event(f"t{n}", "tick", {"n": n}) for n in range(1, 31)]  # 13 is the poison
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[BuggyCounter], workflow_runner=SANDBOX):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[BuggyCounter]):
         handle = await start(
             temporal_client, FixedCounter, task_queue, ticks[0], task_timeout=FAILING_TASK_TIMEOUT
         )
@@ -706,7 +692,7 @@ async def test_a_handler_that_raises_fails_the_task_and_nothing_is_lost_or_appli
         await task_failed(handle, f"bug: cannot take {POISON}")
         # Events keep arriving while the task fails: Temporal keeps them in the history.
         await send(handle, ticks[20:25])
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[FixedCounter], workflow_runner=SANDBOX):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[FixedCounter]):
         await send(handle, [*ticks[25:], ticks[12], ticks[24]])  # and two redeliveries
         final = await eventually(lambda: stats(handle), lambda s: s.handled == 30)
         state = await handle.query(FixedCounter.current_state)
@@ -724,7 +710,7 @@ async def test_state_and_inbox_survive_a_worker_restart_mid_stream(
     temporal_client: Client, task_queue: str
 ) -> None:
     ticks = [event(f"t{n}", "tick", {"n": n}) for n in range(1, 37)]
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[FixedCounter], workflow_runner=SANDBOX):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[FixedCounter]):
         handle = await start(temporal_client, FixedCounter, task_queue, ticks[0])
         await send(handle, ticks[1:12])
         await eventually(lambda: stats(handle), lambda s: s.handled == 12)
@@ -734,7 +720,7 @@ async def test_state_and_inbox_survive_a_worker_restart_mid_stream(
     assert runs_before >= 2
     # No worker: events pile up in the history, with repeats of some taken before.
     await send(handle, [*ticks[12:24], ticks[3], ticks[15]])
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[FixedCounter], workflow_runner=SANDBOX):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[FixedCounter]):
         await send(handle, [*ticks[24:], ticks[30], ticks[0]])
         final = await eventually(lambda: stats(handle), lambda s: s.handled == 36)
         state = await handle.query(FixedCounter.current_state)
@@ -770,7 +756,7 @@ async def test_the_state_counts_in_the_inbox_byte_budget(
     # 60 notes of 500 characters: the state passes 20,000 bytes at about the 40th, while the
     # inbox's own part (60 digests, and the few notes still queued) stays far below.
     notes = [event(f"n{i}", "note", {"text": f"{i:03d}" + "x" * 497}) for i in range(60)]
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[NotebookEntity], workflow_runner=SANDBOX):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[NotebookEntity]):
         handle = await start(temporal_client, NotebookEntity, task_queue, notes[0])
         await send(handle, notes[1:])
         final = await eventually(lambda: stats(handle), handled(60))

@@ -114,3 +114,83 @@ def test_no_assert_as_a_runtime_check_in_the_library() -> None:
             if isinstance(node, ast.Assert):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not found, found
+
+
+# --- tests run workflows the way users do ----------------------------------------------------
+
+TESTS = ROOT / "tests"
+#: The comment that says why a test runs workflows under another runner than the sandbox
+#: ``loom worker`` builds (on the line, or on one of the two lines above).
+RUNNER_REASON = "# runner:"
+
+
+def runner_choices(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """(line, what) of every worker built directly and every runner other than the default
+    sandbox: ``Worker(...)``, ``workflow_runner=``, ``UnsandboxedWorkflowRunner``,
+    ``with_passthrough_modules``, ``@workflow.defn(sandboxed=False)``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if name == "Worker":
+                yield node.lineno, "Worker("
+            for kw in node.keywords:
+                if kw.arg == "workflow_runner":
+                    yield kw.value.lineno, "workflow_runner="
+                if kw.arg == "sandboxed" and not (isinstance(kw.value, ast.Constant) and kw.value.value):
+                    yield kw.value.lineno, "sandboxed=False"
+        if isinstance(node, ast.Name | ast.Attribute):
+            name = node.id if isinstance(node, ast.Name) else node.attr
+            if name in ("UnsandboxedWorkflowRunner", "with_passthrough_modules"):
+                yield node.lineno, name
+
+
+def unexplained_runners(path: Path) -> list[str]:
+    text = path.read_text()
+    lines = text.splitlines()
+    tree = ast.parse(text, str(path))
+    functions = [
+        (node.lineno, node.end_lineno or node.lineno, node.name)
+        for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+    found = []
+    for line, what in sorted(set(runner_choices(tree))):
+        where = f"{path.relative_to(ROOT)}:{line}: {what}"
+        if what == "Worker(":
+            found.append(f"{where} (build it with bridge.testing.loom_worker)")
+            continue
+        enclosing = [name for start, end, name in functions if start <= line <= end]
+        if any("unsandboxed" in name for name in enclosing):
+            continue  # the test's name says so
+        if not any(RUNNER_REASON in lines[i] for i in range(max(0, line - 3), line)):
+            found.append(f"{where} (say why: a '{RUNNER_REASON} ...' comment, or the test's name)")
+    return found
+
+
+def test_the_runner_finder_finds_each_way_round_the_kit() -> None:
+    source = (
+        "w = Worker(client, workflows=[A])\n"
+        "k = loom_worker(client, workflow_runner=UnsandboxedWorkflowRunner())\n"
+        "# runner: the replayer needs no sandbox here\n"
+        "r = loom_worker(client, workflow_runner=x)\n"
+        "@workflow.defn(sandboxed=False)\n"
+        "class B: ...\n"
+        "s = SandboxRestrictions.default.with_passthrough_modules('m')\n"
+        "def test_unsandboxed_speed():\n"
+        "    loom_worker(client, workflow_runner=UnsandboxedWorkflowRunner())\n"
+    )
+    found = sorted(set(runner_choices(ast.parse(source))))
+    assert found == [
+        (1, "Worker("), (2, "UnsandboxedWorkflowRunner"), (2, "workflow_runner="),
+        (4, "workflow_runner="), (5, "sandboxed=False"), (7, "with_passthrough_modules"),
+        (9, "UnsandboxedWorkflowRunner"), (9, "workflow_runner="),
+    ]
+
+
+def test_tests_build_workers_through_the_kit_and_say_why_they_leave_the_sandbox() -> None:
+    found = [
+        problem
+        for path in sorted(TESTS.rglob("*.py")) if path.name != "test_layout.py"
+        for problem in unexplained_runners(path)
+    ]
+    assert not found, "\n".join(found)

@@ -20,7 +20,6 @@ from kit import eventually
 from prometheus_client import CollectorRegistry, Histogram
 from recorder import InboxRecorderWorkflow, publish, wait_delivered
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from bridge.actions import SignalWithStart
 from bridge.routing import Match, Route, Router
@@ -29,6 +28,7 @@ from bridge.sidecar.http import HealthServer
 from bridge.sidecar.liveness import LoopWatch
 from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import Health, metric_total
+from bridge.testing import loom_worker
 
 LIVE = Health(running=True)
 
@@ -177,7 +177,7 @@ async def test_in_flight_and_running_gauges_are_zero_at_rest(
         "http_port": 0,
     })
     loom = Loom(router, temporal_client, settings)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[InboxRecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[InboxRecorderWorkflow]):
         async with running(loom):
             await wait_delivered(temporal_client, expected, 90)
             await eventually(lambda: loom.dispatcher.in_flight, until=lambda n: n == 0,

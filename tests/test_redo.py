@@ -18,7 +18,6 @@ from aiokafka.structs import OffsetAndMetadata
 from kit import FAST_GROUP, eventually, loom_settings
 from recorder import RecorderWorkflow, publish, query_all
 from temporalio.client import Client
-from temporalio.worker import Worker
 from test_consumer import expected_by_workflow, recorder_router, step_events
 
 from bridge.exceptions import DecodeError
@@ -31,6 +30,7 @@ from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import Metrics, metric_total
 from bridge.sidecar.offsets import OffsetTracker
 from bridge.sidecar.redo import ReadAhead, Redo, broker_keeps_metadata, letters_since
+from bridge.testing import loom_worker
 
 REAL_KAFKA = bool(os.environ.get("LOOM_TEST_KAFKA_BOOTSTRAP"))
 
@@ -228,7 +228,7 @@ async def test_a_new_owner_skips_what_the_commit_metadata_names(
     async def seen() -> dict[str, list[str]]:
         return await query_all(temporal_client, wanted)
 
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]), \
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]), \
             running(loom):
         await eventually(seen, until=lambda got: got == wanted, timeout=60)
         assert metric_total(loom.metrics.redo_skipped) == 3
@@ -264,7 +264,7 @@ async def test_a_record_dead_lettered_before_a_crash_is_skipped_and_the_redo_is_
         return await query_all(temporal_client, expected)
 
     with caplog.at_level(logging.INFO, logger="loom"):
-        async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]), \
+        async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]), \
                 running(loom):
             await eventually(seen, until=lambda got: got == expected, timeout=60)
     assert metric_total(loom.metrics.redo_skipped) == 1

@@ -13,7 +13,6 @@ import pytest
 from rich.console import Console
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.worker import Worker
 
 from bridge.actions import ActionKind
 from bridge.cli.asyncapi import asyncapi_document
@@ -21,6 +20,7 @@ from bridge.cli.dev import run_dev
 from bridge.events import EVENT_SIGNAL, Event
 from bridge.settings import LoomSettings
 from bridge.temporal.calls import TemporalExecutor
+from bridge.testing import loom_worker
 from bridge.workflow import (
     PUBLISH_ACTIVITY,
     EntityInput,
@@ -137,7 +137,7 @@ async def test_the_customers_credit_follows_the_payment_facts_routed_to_it(
     ]
     facts.insert(2, facts[1])  # a redelivery
     executor = TemporalExecutor(temporal_client)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[CustomerCredit]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[CustomerCredit]):
         for fact in facts:  # what the sidecar does: every route's call, in order
             for invocation in router.resolve(fact):
                 if invocation.route == "customer-credit":
@@ -187,7 +187,7 @@ async def run_saga(
     order = OrderPlaced(
         order_id=uuid.uuid4().hex[:8], customer="c", sku="S", amount=10, country="NL"
     )
-    async with Worker(
+    async with loom_worker(
         client, task_queue=task_queue, workflows=[OrderSaga],
         activities=[participants(client, answers)],
     ):
@@ -256,7 +256,7 @@ async def cancel_saga_while(
     order = OrderPlaced(
         order_id=uuid.uuid4().hex[:8], customer="c", sku="S", amount=10, country="NL"
     )
-    async with Worker(
+    async with loom_worker(
         client, task_queue=task_queue, workflows=[OrderSaga],
         activities=[participants(client, answers)],
     ):
@@ -354,7 +354,7 @@ async def test_a_cancel_that_comes_with_the_order_still_ends_cancelled(
         start_signal_args=[order_event(order).to_payload()],
     )
     await handle.cancel(reason="changed my mind")
-    async with Worker(
+    async with loom_worker(
         temporal_client, task_queue=task_queue, workflows=[OrderSaga],
         activities=[participants(temporal_client, ALL_OK)],
     ):

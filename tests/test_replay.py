@@ -15,18 +15,16 @@ import textwrap
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from flows.replaying import RECORDER, InboxRecorder
 from kit import committed_offsets, eventually, loom_settings
 from rawkafka import RawRecord, batch, produce_batch
-from temporalio import workflow
 from temporalio.client import Client
-from temporalio.worker import Worker
 from typer.testing import CliRunner
 
 from bridge.actions import SignalWithStart
@@ -38,53 +36,9 @@ from bridge.kafka.clients import started
 from bridge.routing import Match, Route, Router
 from bridge.sidecar.replay import Replay
 from bridge.sidecar.window import Span, Window, WindowReader, plan_spans
-from bridge.testing import TemporalServer, read_records
-from bridge.workflow import InboxState, LoomWorkflow
+from bridge.testing import TemporalServer, loom_worker, read_records
 
-RECORDER = "LoomReplayRecorder"
 HOUR = 3_600_000
-
-
-@dataclass
-class RecorderInput:
-    delivered: list[str] = field(default_factory=list)
-    inbox: InboxState | None = None
-
-
-@workflow.defn(name=RECORDER, sandboxed=False)
-class InboxRecorder(LoomWorkflow):
-    """Records what its inbox delivered (repeats are dropped before that); ``roll``
-    continues it as new (Temporal forgets the request ids it saw: only the inbox is left)."""
-
-    def __init__(self) -> None:
-        self.delivered: list[str] = []
-        self.rolling = False
-
-    @workflow.run
-    async def run(self, input: RecorderInput | None = None) -> None:
-        input = input or RecorderInput()
-        if input.inbox is not None:
-            self.inbox.restore(input.inbox)
-        self.delivered = list(input.delivered)
-        while True:
-            await workflow.wait_condition(lambda: len(self.inbox) > 0 or self.rolling)
-            if self.rolling:
-                await self.inbox.continue_as_new(
-                    lambda state: RecorderInput(self.delivered, state)
-                )
-            event = self.inbox.take()
-            assert event is not None
-            self.delivered.append(event.id)
-
-    @workflow.signal
-    def roll(self) -> None:
-        self.rolling = True
-
-    @workflow.query
-    def seen(self) -> tuple[list[str], int, int, int]:
-        """Delivered ids, signals received in this run, repeats dropped in it, runs before."""
-        box = self.inbox
-        return self.delivered, box.signals_this_run, box.duplicates_this_run, box.runs
 
 
 ROUTES = '''
@@ -304,7 +258,7 @@ async def test_replay_routes_a_past_window_again_and_no_repeat_reaches_a_workflo
     audit = {f"{prefix}-audit-{e}": ids for e, ids in zip(entities, expected.values(), strict=True)}
     n = len(window)
 
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[InboxRecorder]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[InboxRecorder]):
         # 1. A route that missed the window (added since): only its workflows get the events.
         group = f"{prefix}-replay"
         code, output = await loom("replay", *span, "--route", "step", "--group", group, env=env)

@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from flows.asking import AskWorkflow, QuoteWorkflow
 from kit import loom_settings
-from temporalio import workflow
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from bridge.actions import UpdateWithStart
-from bridge.events import CAUSATION, CORRELATION, EVENT_UPDATE, Event
+from bridge.events import CAUSATION, CORRELATION, Event
 from bridge.kafka.binding import decode, encode
 from bridge.kafka.clients import LoomProducer
 from bridge.kafka.record import Record
@@ -25,41 +24,10 @@ from bridge.matching import Match
 from bridge.routing import Route, Router
 from bridge.settings import EmitSettings
 from bridge.sidecar.loop import Loom, running
-from bridge.testing import read_records
+from bridge.testing import loom_worker, read_records
 from bridge.worker.activities import loom_activities
-from bridge.workflow import LoomWorkflow, request
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
-
-
-@workflow.defn(sandboxed=False)
-class QuoteWorkflow:
-    """Answers quote requests by update; counts how often its handler really ran."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    @workflow.run
-    async def run(self) -> None:
-        await workflow.wait_condition(lambda: False)
-
-    @workflow.update(name=EVENT_UPDATE)
-    def quote(self, payload: dict[str, Any]) -> dict[str, Any]:
-        self.calls += 1
-        return {"price": payload["data"]["qty"] * 10, "calls": self.calls}
-
-
-@workflow.defn(sandboxed=False)
-class AskWorkflow(LoomWorkflow):
-    """Asks a pricing service over Kafka and returns its answer."""
-
-    @workflow.run
-    async def run(self, topic: str) -> Any:
-        reply = await request(
-            "price.requested", {"sku": "sku-1"}, reply_type="price.quoted",
-            timeout=timedelta(seconds=60), topic=topic,
-        )
-        return reply.data
 
 
 async def read(bootstrap: str, topic: str, count: int) -> list[Event]:
@@ -85,7 +53,7 @@ async def test_update_with_start_result_goes_back_to_kafka_once_per_request(
                           subject=customer, data={"qty": 3})
     key, value, headers = encode(request_event)
     producer = await make_producer()
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[QuoteWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[QuoteWorkflow]):
         async with running(Loom(router, temporal_client, loom_settings(loom_kafka_bootstrap, [topic], dlq))):
             await producer.send_and_wait(topic, value=value, key=key, headers=headers)
             first = await read(loom_kafka_bootstrap, replies, 1)
@@ -136,7 +104,7 @@ async def test_request_reply_round_trip_through_the_sidecar_without_a_route(
         bootstrap_servers=loom_kafka_bootstrap, enable_idempotence=False))
     service = asyncio.create_task(pricing_service())
     try:
-        async with publisher, Worker(
+        async with publisher, loom_worker(
             temporal_client, task_queue=task_queue, workflows=[AskWorkflow],
             activities=loom_activities(publisher, EmitSettings(default_topic=commands)),
         ):

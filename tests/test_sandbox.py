@@ -16,7 +16,6 @@ from sandbox.entity_workflow import SandboxEntity, Tally
 from sandbox.leaky_workflow import LeakyWorkflow
 from sandbox.loom_workflow import FORBIDDEN, SandboxProbe
 from temporalio.client import Client
-from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import (
     SandboxedWorkflowRunner,
     SandboxMatcher,
@@ -24,6 +23,7 @@ from temporalio.worker.workflow_sandbox import (
 )
 
 from bridge.events import EVENT_SIGNAL, Event
+from bridge.testing import loom_worker
 
 STRICT = dataclasses.replace(
     SandboxRestrictions.default,
@@ -50,10 +50,11 @@ def strict_runner() -> SandboxedWorkflowRunner:
 async def test_the_workflow_side_runs_in_a_strict_sandbox(
     temporal_client: Client, task_queue: str
 ) -> None:
-    async with Worker(
+    async with loom_worker(
         temporal_client,
         task_queue=task_queue,
         workflows=[SandboxProbe],
+        # runner: the default sandbox with the loom's I/O modules made unimportable
         workflow_runner=strict_runner(),
     ):
         handle = await temporal_client.start_workflow(
@@ -67,10 +68,11 @@ async def test_the_workflow_side_runs_in_a_strict_sandbox(
 async def test_an_entity_workflow_runs_in_a_strict_sandbox(
     temporal_client: Client, task_queue: str
 ) -> None:
-    async with Worker(
+    async with loom_worker(
         temporal_client,
         task_queue=task_queue,
         workflows=[SandboxEntity],
+        # runner: the default sandbox with the loom's I/O modules made unimportable
         workflow_runner=strict_runner(),
     ):
         handle = await temporal_client.start_workflow(
@@ -89,10 +91,11 @@ async def test_a_workflow_module_that_imports_kafka_is_refused(
     temporal_client: Client, task_queue: str
 ) -> None:
     with pytest.raises(Exception, match="Failed validating workflow LoomSandboxLeak") as info:
-        Worker(
+        loom_worker(
             temporal_client,
             task_queue=task_queue,
             workflows=[LeakyWorkflow],
+            # runner: the default sandbox with the loom's I/O modules made unimportable
             workflow_runner=strict_runner(),
         )
     causes = []

@@ -32,7 +32,6 @@ from recorder import (
     write_routes,
 )
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from bridge._loading import load_router
 from bridge.dev import EmbeddedTemporal, free_port
@@ -41,7 +40,7 @@ from bridge.routing import Router
 from bridge.settings import LoomSettings
 from bridge.sidecar.process import Sidecar
 from bridge.temporal.client import make_data_converter
-from bridge.testing import TemporalServer
+from bridge.testing import TemporalServer, loom_worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
 
@@ -120,7 +119,7 @@ async def test_loom_run_subprocess_routes_serves_metrics_and_stops_cleanly_on_si
 ) -> None:
     routes = write_routes(loom_env.directory, ROUTES_WITH_STEP, wf=WORKFLOW_TYPE, tq=task_queue)
     entity = uuid.uuid4().hex[:8]
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         loom = await start_run(start_loom, loom_env, routes)
         ready = json.loads(await loom.wait_ready(30))
         assert ready == {"ready": True, "running": True, "kafka": True, "group": True,
@@ -175,7 +174,7 @@ async def test_temporal_address_alone_points_the_sidecar_at_temporal(
     })
     routes = write_routes(loom_env.directory, ROUTES_WITH_STEP, wf=WORKFLOW_TYPE, tq=task_queue)
     entity = uuid.uuid4().hex[:8]
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         loom = await start_loom("run", "--routes", routes, env=env,
                                 python_path=[loom_env.directory])
         await loom.wait_ready(30)  # ready: the namespace answered
@@ -227,7 +226,7 @@ async def test_dlq_redrive_after_the_route_is_fixed_reaches_the_workflow(
 
     # 2. The route is fixed; the loom (same group) does not see the old record again...
     fixed = write_routes(loom_env.directory, ROUTES_WITH_STEP, wf=WORKFLOW_TYPE, tq=task_queue)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         loom = await start_run(start_loom, loom_env, fixed)
         await loom.wait_ready(60)
         # A later event of the same workflow (same key: same partition, taken after the old
@@ -313,7 +312,7 @@ async def test_payload_codec_is_used_by_the_sidecar_and_the_worker(
         data_converter=make_data_converter(settings),
     )
     entity = uuid.uuid4().hex[:8]
-    async with Worker(worker_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+    async with loom_worker(worker_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         task = asyncio.create_task(sidecar.run())
         try:
             await eventually(lambda: sidecar.health is not None and sidecar.health.ready,

@@ -15,6 +15,7 @@ import temporalio.api.errordetails.v1 as errordetails_pb
 from temporalio import workflow
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import SearchAttributeKey, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import PayloadCodec
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -43,12 +44,13 @@ from bridge.exceptions import (
 from bridge.temporal.calls import TemporalExecutor, typed_search_attributes
 from bridge.temporal.closed import QUERY_ATTEMPTS, ClosedRun, ClosedRuns
 from bridge.temporal.errors import classify_error
+from bridge.testing import loom_worker
 from bridge.workflow import LoomWorkflow
 
 ROUTE = "test-route"
 
 
-@workflow.defn(sandboxed=False)
+@workflow.defn
 class InboxWorkflow:
     """Records routed events and updates; finishes on the ``finish`` signal."""
 
@@ -132,7 +134,7 @@ def workflow_id() -> str:
 
 @pytest.fixture
 async def worker(temporal_client: Client, task_queue: str) -> AsyncIterator[Worker]:
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[InboxWorkflow]) as w:
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[InboxWorkflow]) as w:
         yield w
 
 
@@ -183,7 +185,7 @@ async def test_redelivered_signal_with_start_signals_once(
     assert await handle.query(InboxWorkflow.received) == ["e1", "e2"]
 
 
-@workflow.defn(sandboxed=False)
+@workflow.defn
 class ClosingInbox(LoomWorkflow):
     """A LoomWorkflow that takes events until one of type ``finish`` (or fails on ``fail``)."""
 
@@ -212,7 +214,7 @@ async def test_closed_workflow_tells_a_redelivery_from_a_late_event(
     temporal_client: Client, workflow_id: str, task_queue: str
 ) -> None:
     executor = TemporalExecutor(temporal_client, closed_query_timeout=timedelta(seconds=5))
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[ClosingInbox]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[ClosingInbox]):
         _, run_id = await executor.execute(closing_invocation(workflow_id, task_queue, "e1"))
         await executor.execute(closing_invocation(workflow_id, task_queue, "end", "finish"))
         assert await temporal_client.get_workflow_handle(workflow_id).result() == 2
@@ -257,7 +259,7 @@ async def test_closed_workflow_that_cannot_answer_makes_the_event_late(
 ) -> None:
     executor = TemporalExecutor(temporal_client, closed_query_timeout=timedelta(seconds=1))
     other = f"{workflow_id}-plain"
-    async with Worker(temporal_client, task_queue=task_queue,
+    async with loom_worker(temporal_client, task_queue=task_queue,
                       workflows=[ClosingInbox, InboxWorkflow]):
         # A workflow that is not a LoomWorkflow has no loom_seen query...
         await executor.execute(invocation(ActionKind.SIGNAL_WITH_START, other, task_queue))
@@ -347,7 +349,7 @@ async def test_payload_codec_of_the_client_applies(
     config = temporal_client.config()
     config["data_converter"] = converter
     client = Client(**config)
-    async with Worker(client, task_queue=task_queue, workflows=[InboxWorkflow]):
+    async with loom_worker(client, task_queue=task_queue, workflows=[InboxWorkflow]):
         await TemporalExecutor(client).execute(
             invocation(ActionKind.SIGNAL_WITH_START, workflow_id, task_queue)
         )
@@ -592,7 +594,7 @@ async def test_signal_cap_and_stopped_server() -> None:
     async with EmbeddedTemporal(
         dynamic_config={"history.maximumSignalsPerExecution": "3"}
     ) as server:
-        client = await Client.connect(server.address)
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
         executor = TemporalExecutor(client, signal_limit_retry_s=42.0)
         workflow_id, task_queue = f"wf-{uuid.uuid4().hex[:8]}", f"tq-{uuid.uuid4().hex[:8]}"
         for n in range(3):

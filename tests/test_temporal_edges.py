@@ -8,21 +8,19 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
+from flows.rollover import SIGNAL_CAP, SlowRollover
 from kit import loom_settings, workflow_started
 from recorder import RECORDER, RecorderWorkflow, publish
-from temporalio import workflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
-from temporalio.worker import Worker
 
 from bridge.actions import ActionKind, Invocation, SignalWithStart
 from bridge.dev import EmbeddedKafka, EmbeddedTemporal
@@ -36,46 +34,11 @@ from bridge.sidecar.dispatch import is_retriable
 from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import metric_total
 from bridge.sidecar.replies import publish_reply
-from bridge.testing import read_records
+from bridge.testing import loom_worker, read_records
 from bridge.worker.activities import PublishActivities
-from bridge.workflow import Inbox, InboxState, LoomWorkflow, PublishRequest, PublishResult
+from bridge.workflow import PublishRequest, PublishResult
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
-
-#: The per-run signal cap of the test's own server (Temporal's default is 10,000).
-SIGNAL_CAP = 4
-
-
-@dataclass
-class RolloverInput:
-    inbox: InboxState = field(default_factory=InboxState)
-    got: list[str] = field(default_factory=list)
-
-
-@workflow.defn(sandboxed=False)
-class SlowRollover(LoomWorkflow):
-    """Continues as new every ``SIGNAL_CAP`` signals, a second late: meanwhile the capped run
-    refuses the next signals, as a real run does when signals come faster than it rolls over."""
-
-    def make_inbox(self) -> Inbox:
-        return Inbox(max_signals_per_run=SIGNAL_CAP)
-
-    @workflow.run
-    async def run(self, input: RolloverInput | None = None) -> list[str]:
-        state = input or RolloverInput()
-        self.inbox.restore(state.inbox)
-        while True:
-            event = await self.inbox.next()
-            assert event is not None
-            state.got.append(event.id)
-            if event.data.get("last"):
-                return state.got
-            if self.inbox.should_continue_as_new():
-                await asyncio.sleep(1)  # a workflow timer: the rollover comes late (the scenario)
-                await self.inbox.continue_as_new(
-                    lambda inbox: RolloverInput(inbox=inbox, got=state.got)
-                )
-
 
 async def workflow_result(client: Client, workflow_id: str, timeout: float) -> Any:
     """The result of the workflow's last run, once it started and finished."""
@@ -118,7 +81,7 @@ async def test_signal_cap_refusals_wait_for_the_rollover_then_dead_letter_when_i
         dynamic_config={"history.maximumSignalsPerExecution": str(SIGNAL_CAP)}
     ) as server:
         client = await Client.connect(server.address, data_converter=pydantic_data_converter)
-        async with Worker(client, task_queue=task_queue,
+        async with loom_worker(client, task_queue=task_queue,
                           workflows=[SlowRollover, RecorderWorkflow]):
             loom = Loom(router, client, settings)
             async with running(loom):

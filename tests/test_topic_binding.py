@@ -14,7 +14,6 @@ import pytest
 from kit import FAST_GROUP, check_loop, eventually, loom_settings
 from recorder import RecorderWorkflow, publish, query_all
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from bridge.actions import SignalWithStart
 from bridge.events import Event
@@ -23,7 +22,7 @@ from bridge.routing import Match, Route, Router
 from bridge.sidecar.loop import Loom
 from bridge.sidecar.metrics import metric_total
 from bridge.sidecar.process import Sidecar
-from bridge.testing import read_records
+from bridge.testing import loom_worker, read_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.temporal]
 
@@ -62,7 +61,7 @@ async def test_two_topics_each_record_reaches_the_routes_bound_to_its_topic(
     await publish(producer, returns, on_returns)
     sidecar = Sidecar(settings, router, client=temporal_client)
     caplog.set_level(logging.WARNING, logger="loom.sidecar")
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[RecorderWorkflow]):
         task = asyncio.create_task(sidecar.run())
 
         def all_taken() -> Loom:

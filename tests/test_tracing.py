@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from temporalio import workflow
 
+from bridge.testing import loom_worker
+
 # The sandbox re-imports this module for TracedWorkflow: pass the loom's I/O modules through.
 with workflow.unsafe.imports_passed_through():
     from kit import loom_settings, workflow_started
@@ -21,7 +23,6 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
     from temporalio.client import Client
     from temporalio.contrib.opentelemetry import TracingInterceptor
-    from temporalio.worker import Worker
 
     from bridge.actions import ActionKind, Invocation, SignalWithStart
     from bridge.events import EVENT_SIGNAL, Event
@@ -374,7 +375,7 @@ async def test_one_trace_spans_producer_loom_workflow_and_the_emitted_event(
         key, value, headers = encode(event)
         await producer.send_and_wait(inbound, value=value, key=key, headers=headers)
 
-    worker = Worker(
+    worker = loom_worker(
         temporal_client,
         task_queue=task_queue,
         workflows=[TracedWorkflow],

@@ -6,20 +6,25 @@ import asyncio
 import dataclasses
 import random
 import uuid
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from flows.collecting import (
+    CollectInput,
+    CollectResult,
+    CollectWorkflow,
+    SuggestedCollectWorkflow,
+)
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
 
 from bridge._ids import identity_digest
 from bridge.dev import EmbeddedTemporal
 from bridge.events import EVENT_SIGNAL, Event
+from bridge.testing import loom_worker
 from bridge.workflow import DEFAULT_SEEN_LIMIT, Inbox, InboxState, LoomWorkflow, event_data
 from bridge.workflow.memory import DIGEST_JSON_BYTES
 from bridge.workflow.saga import Compensations
@@ -235,61 +240,6 @@ async def test_compensations_context_manager_compensates_only_on_error() -> None
 # --- workflows -----------------------------------------------------------------------------------
 
 
-@dataclass
-class CollectInput:
-    inbox: InboxState = field(default_factory=InboxState)
-    processed: list[str] = field(default_factory=list)
-
-
-@dataclass
-class CollectResult:
-    processed: list[str]
-    runs: int
-
-
-SIGNALS_PER_RUN = 40
-
-
-# Unsandboxed for speed only (the sandbox re-imports modules at each of the ~80 runs); the
-# other workflows of these tests run in the sandbox.
-@workflow.defn(sandboxed=False)
-class CollectWorkflow(LoomWorkflow):
-    """Processes events in order until ``done``, continuing-as-new every 40 signals."""
-
-    def make_inbox(self) -> Inbox:
-        return Inbox(max_signals_per_run=SIGNALS_PER_RUN)
-
-    @workflow.run
-    async def run(self, input: CollectInput) -> CollectResult:
-        return await collect(self.inbox, input)
-
-
-async def collect(inbox: Inbox, input: CollectInput) -> CollectResult:
-    """The collecting workflows' loop: take events in order until ``done``."""
-    inbox.restore(input.inbox)
-    processed = input.processed
-    while True:
-        event = await inbox.next()
-        assert event is not None
-        processed.append(event.id)
-        if event.type == "done":
-            return CollectResult(processed=processed, runs=inbox.runs + 1)
-        await inbox.continue_as_new_if_needed(
-            lambda state: CollectInput(inbox=state, processed=processed)
-        )
-
-
-@workflow.defn(sandboxed=False)
-class SuggestedCollectWorkflow(LoomWorkflow):
-    """As :class:`CollectWorkflow`, with the signal backstop out of reach: only Temporal's
-    continue-as-new suggestion can end a run."""
-
-    def make_inbox(self) -> Inbox:
-        return Inbox(max_signals_per_run=1_000_000)
-
-    @workflow.run
-    async def run(self, input: CollectInput) -> CollectResult:
-        return await collect(self.inbox, input)
 
 
 @pytest.mark.temporal
@@ -326,7 +276,7 @@ async def test_inbox_dedups_3000_signals_in_order_across_continue_as_new(
         return await handle.result()
 
     ids = [f"collect-{uuid.uuid4().hex[:8]}-{n}" for n in range(workflows)]
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[CollectWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[CollectWorkflow]):
         # A bound for a stuck run, not a speed check: 3,000 signals take 15 s on a quiet machine
         # and three times that under load.
         results = await asyncio.wait_for(asyncio.gather(*(feed(w) for w in ids)), 150)
@@ -350,14 +300,14 @@ async def test_inbox_continues_as_new_when_temporal_suggests_it() -> None:
     async with EmbeddedTemporal(
         dynamic_config={"limit.historyCount.suggestContinueAsNew": "60"}
     ) as server:
-        client = await Client.connect(server.address)
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
         task_queue, wid = f"tq-{uuid.uuid4().hex[:8]}", f"suggested-{uuid.uuid4().hex[:8]}"
         source = "test://producer/suggested"
         events = [Event(id=f"e{i}", source=source, type="item") for i in range(150)]
         # Every tenth event is sent twice; the repeat may land in the next run.
         stream = [e for i, e in enumerate(events) for e in ([e, e] if i % 10 == 9 else [e])]
         stream.append(Event(id="end", source=source, type="done"))
-        async with Worker(client, task_queue=task_queue, workflows=[SuggestedCollectWorkflow]):
+        async with loom_worker(client, task_queue=task_queue, workflows=[SuggestedCollectWorkflow]):
             handle = await client.start_workflow(
                 SuggestedCollectWorkflow.run, CollectInput(), id=wid, task_queue=task_queue,
                 start_signal=EVENT_SIGNAL, start_signal_args=[stream[0].to_payload()],
@@ -397,7 +347,7 @@ class WaitWorkflow(LoomWorkflow):
 async def test_wait_for_event_returns_the_match_and_none_on_timeout(
     temporal_client: Client, task_queue: str
 ) -> None:
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[WaitWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[WaitWorkflow]):
         handle = await temporal_client.start_workflow(
             WaitWorkflow.run, id=f"wait-{uuid.uuid4()}", task_queue=task_queue
         )
@@ -434,7 +384,7 @@ class InstalledInboxWorkflow:
 async def test_installed_inbox_receives_signals_sent_before_install(
     temporal_client: Client, task_queue: str
 ) -> None:
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[InstalledInboxWorkflow]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[InstalledInboxWorkflow]):
         handle = await temporal_client.start_workflow(
             InstalledInboxWorkflow.run,
             id=f"installed-{uuid.uuid4()}",

@@ -31,14 +31,49 @@ from temporalio.worker import Worker
 from bridge._loading import load_object
 from bridge.exceptions import SettingsError
 from bridge.kafka.clients import LoomProducer
-from bridge.settings import EmitSettings, LoomSettings
+from bridge.settings import DispatchSettings, EmitSettings, LoomSettings
 from bridge.telemetry import tracing
 from bridge.temporal.client import connect_options, connect_temporal
 from bridge.worker.activities import loom_activities
 
-__all__ = ["load_activities", "load_workflows", "run_worker", "serve_worker"]
+__all__ = ["build_worker", "load_activities", "load_workflows", "run_worker", "serve_worker"]
 
 log = logging.getLogger("loom.worker")
+
+
+def build_worker(
+    client: Client,
+    *,
+    task_queue: str,
+    workflows: Sequence[type] = (),
+    activities: Sequence[Callable[..., Any]] = (),
+    drain_timeout_s: float = DispatchSettings().drain_timeout_s,
+    **options: Any,
+) -> Worker:
+    """The Temporal worker ``loom worker`` runs: Temporal's sandboxed workflow runner (each run
+    re-imports its workflow's module, as in production), the client's data converter (the
+    loom's: pydantic, with the configured codec), ``drain_timeout_s`` of grace for running
+    activities on shutdown.
+
+    :func:`run_worker` builds its worker here, and so does the test kit
+    (:func:`bridge.testing.loom_worker`), so that tests run workflows the way users do.
+
+    Args:
+        client: A connected client (its data converter and interceptors are used).
+        task_queue: The task queue to poll.
+        workflows: Workflow classes.
+        activities: Activities (the caller adds ``loom.publish`` when it has a producer).
+        drain_timeout_s: Grace for running activities when the worker shuts down.
+        **options: Other ``temporalio.worker.Worker`` options (concurrency bounds...).
+    """
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(workflows),
+        activities=list(activities),
+        graceful_shutdown_timeout=timedelta(seconds=drain_timeout_s),
+        **options,
+    )
 
 
 async def run_worker(
@@ -72,12 +107,12 @@ async def run_worker(
         client = await connect_temporal(settings)
     stop = stop or asyncio.Event()
     async with LoomProducer(settings.kafka) as producer:
-        worker = Worker(
+        worker = build_worker(
             client,
             task_queue=task_queue,
-            workflows=list(workflows),
+            workflows=workflows,
             activities=[*activities, *loom_activities(producer, emit or settings.emit)],
-            graceful_shutdown_timeout=timedelta(seconds=settings.dispatch.drain_timeout_s),
+            drain_timeout_s=settings.dispatch.drain_timeout_s,
         )
         running = asyncio.create_task(worker.run(), name=f"worker {task_queue}")
         stopping = asyncio.create_task(stop.wait(), name="worker stop")

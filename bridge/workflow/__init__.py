@@ -33,6 +33,7 @@ from bridge.workflow.entity import (
     EventPolicy,
     EventRef,
     InvalidEventDataError,
+    InvalidStateError,
     UnhandledEventError,
 )
 from bridge.workflow.handlers import EntityHandler, handles
@@ -86,6 +87,7 @@ __all__ = [
     "Inbox",
     "InboxState",
     "InvalidEventDataError",
+    "InvalidStateError",
     "LoomWorkflow",
     "PublishRequest",
     "PublishResult",

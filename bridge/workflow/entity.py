@@ -31,7 +31,10 @@ Temporal UI, and goes on once a fixed worker takes it).
 Imported inside Temporal's workflow sandbox: deterministic, no I/O, no module state.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: the types below cross Temporal's data
+# converter inside the sandbox, where pydantic cannot look this module up in sys.modules
+# when a workflow module imported it through imports_passed_through(). Real annotations
+# need no lookup (issue 22).
 
 import enum
 import typing
@@ -53,6 +56,7 @@ __all__ = [
     "EventPolicy",
     "EventRef",
     "InvalidEventDataError",
+    "InvalidStateError",
     "UnhandledEventError",
 ]
 
@@ -90,6 +94,15 @@ class InvalidEventDataError(RuntimeError):
     """
 
 
+class InvalidStateError(RuntimeError):
+    """The input of a run (the state carried from the previous run, or a start input) does
+    not fit the entity's state model, e.g. after the model changed.
+
+    Not an ``ApplicationError``: it fails the workflow task, which Temporal retries until a
+    worker whose model accepts the state (a default, a validator) takes it; nothing is lost.
+    """
+
+
 class EventRef(BaseModel):
     """The identity of an event: ``source`` and ``id`` (unique together), and its ``type``."""
 
@@ -98,7 +111,7 @@ class EventRef(BaseModel):
     type: str
 
     @classmethod
-    def of(cls, event: Event) -> EventRef:
+    def of(cls, event: Event) -> "EventRef":
         """The identity of ``event``."""
         return cls(source=event.source, id=event.id, type=event.type)
 
@@ -233,6 +246,7 @@ class EntityWorkflow(LoomWorkflow, Generic[StateT]):
         self._loom_finished = False
         self._loom_result = None
         self._loom_stats = EntityStats()
+        input = self._validated_input(input)
         if input is not None:
             self.inbox.restore(input.inbox)
             self._loom_stats = input.stats.model_copy()
@@ -263,6 +277,25 @@ class EntityWorkflow(LoomWorkflow, Generic[StateT]):
                 await self.inbox.continue_as_new_if_needed(
                     self.next_input, extra_bytes=self.carried_bytes()
                 )
+
+    def _validated_input(self, raw: Any) -> EntityInput[StateT] | None:
+        # The typed run method takes its input as plain JSON (see _define_typed_methods), so
+        # that a state the model no longer accepts fails here, naming the model and the
+        # field, instead of deep in the data converter as "Failed decoding arguments".
+        if raw is None:
+            return None
+        model = EntityInput[self.state_model]  # type: ignore[name-defined]
+        if isinstance(raw, EntityInput):
+            raw = raw.model_dump(mode="json")
+        try:
+            return typing.cast(EntityInput[StateT], model.model_validate(raw))
+        except ValidationError as exc:
+            raise InvalidStateError(
+                f"{type(self).__name__}: the run's input does not fit "
+                f"EntityInput[{self.state_model.__name__}] (did {self.state_model.__name__} "
+                f"change?): {_summary(exc)}; make the model accept the carried state (a default "
+                "or a validator), and this workflow task is retried with it"
+            ) from None
 
     def should_continue_as_new(self) -> bool:
         """True when this run should continue-as-new (checked after each event): Temporal
@@ -364,14 +397,16 @@ def _state_model(cls: type) -> type[BaseModel] | None:
 def _define_typed_methods(cls: type[EntityWorkflow[Any]], model: type[BaseModel]) -> None:
     # Temporal wants the @workflow.run method defined on the workflow class itself, and the
     # data converter decodes inputs and query results by the annotations of the methods:
-    # give each concrete entity its own run and state query, typed by its state model.
+    # give each concrete entity its own run and state query. The run takes its input as
+    # plain JSON and validates it itself (_validated_input: a clear message when the state
+    # no longer fits its model); the state query is typed by the state model.
     async def run(self: EntityWorkflow[Any], input: Any = None) -> Any:
         return await self.run_entity(input)
 
     def current_state(self: EntityWorkflow[Any]) -> Any:
         return getattr(self, "state", None)
 
-    run.__annotations__ = {"input": EntityInput[model] | None, "return": Any}  # type: ignore[valid-type]
+    run.__annotations__ = {"input": dict[str, Any] | None, "return": Any}
     current_state.__annotations__ = {"return": model | None}
     for fn, base in ((run, EntityWorkflow.run), (current_state, EntityWorkflow.current_state)):
         fn.__module__ = cls.__module__

@@ -11,7 +11,10 @@ estimate from above), so that a workflow can keep its continue-as-new input unde
 Imported inside Temporal's workflow sandbox: deterministic, no I/O, no module state.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: the types below cross Temporal's data
+# converter inside the sandbox, where pydantic cannot look this module up in sys.modules
+# when a workflow module imported it through imports_passed_through(). Real annotations
+# need no lookup (issue 22).
 
 import json
 from collections import OrderedDict

@@ -7,7 +7,10 @@ consumers can deduplicate (guarantee 7). State lives on workflow instances (neve
 globals): replays rebuild it identically.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: the types below cross Temporal's data
+# converter inside the sandbox, where pydantic cannot look this module up in sys.modules
+# when a workflow module imported it through imports_passed_through(). Real annotations
+# need no lookup (issue 22).
 
 from collections.abc import Mapping
 from dataclasses import dataclass

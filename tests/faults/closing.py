@@ -29,7 +29,7 @@ class Step(BaseModel):
     last: bool = False
 
 
-@workflow.defn(name=WORKFLOW_TYPE, sandboxed=False)
+@workflow.defn(name=WORKFLOW_TYPE)
 class ClosingWorkflow(LoomWorkflow):
     """Takes its entity's events in order; completes after the one marked ``last``."""
 

@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 
 from bridge.dev import free_port
 from bridge.settings import LoomSettings
+from bridge.testing import loom_worker
 from faults.harness import RESULTS, Row, Sidecars
 from faults.workload import FaultRecorder
 
@@ -28,7 +29,7 @@ def fault_results(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Row], N
 async def recorder_worker(temporal_client: Client, task_queue: str) -> AsyncIterator[Worker]:
     """A worker for :class:`FaultRecorder` (and the inbox recorder of the coalesced routes)
     on the session server and the test's task queue."""
-    async with Worker(
+    async with loom_worker(
         temporal_client,
         task_queue=task_queue,
         workflows=[FaultRecorder, InboxRecorderWorkflow],

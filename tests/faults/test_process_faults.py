@@ -22,6 +22,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from bridge.dev import EmbeddedTemporal
+from bridge.testing import loom_worker
 from faults.harness import (
     FULL,
     Row,
@@ -187,7 +188,7 @@ async def test_temporal_down_mid_stream(
             bootstrap=loom_kafka_bootstrap, topic=topic, dlq=dlq, group=unique("g2"),
             temporal=server.address,
         )
-        async with Worker(client, task_queue=task_queue, workflows=[FaultRecorder],
+        async with loom_worker(client, task_queue=task_queue, workflows=[FaultRecorder],
                           max_concurrent_workflow_tasks=100):
             sidecar = await sidecars(settings, "s2")
             await sidecar.wait_ready()

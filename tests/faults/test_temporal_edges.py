@@ -14,15 +14,14 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from flows.edges import BATCH_SIGNAL, LongIdentities, LongInput, LongResult, QuoteBook
 from kit import LoomProcess, committed_offsets, eventually, loom_settings, metric_value
 from recorder import publish
-from temporalio import workflow
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.worker import Worker
@@ -35,8 +34,8 @@ from bridge.routing import Match, Route, Router
 from bridge.settings import LoomSettings
 from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import metric_total
-from bridge.testing import read_records
-from bridge.workflow import DEFAULT_CARRY_LIMIT, Inbox, InboxState, LoomWorkflow
+from bridge.testing import loom_worker, read_records
+from bridge.workflow import DEFAULT_CARRY_LIMIT
 from faults.closing import EVENT_TYPE, SOURCE, WORKFLOW_PREFIX, ClosingWorkflow, closing_events
 from faults.harness import (
     Row,
@@ -53,60 +52,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.temporal]
 
 
 # --- 8. long identities: the carried state stays under Temporal's blob limit -----------------
-
-
-@dataclass
-class LongInput:
-    inbox: InboxState = field(default_factory=InboxState)
-    processed: int = 0
-    next_seq: int = 0
-    out_of_order: int = 0
-    duplicates: int = 0
-
-
-@dataclass
-class LongResult:
-    processed: int
-    out_of_order: int
-    duplicates: int
-    runs: int
-
-
-#: Batch signal of the test workflow: many routed events in one signal, for speed only (the
-#: inbox takes each with ``handle``, as it takes ``loom_event`` signals).
-BATCH_SIGNAL = "batch"
-
-
-@workflow.defn(sandboxed=False)
-class LongIdentities(LoomWorkflow):
-    """Takes events in order, checks their sequence, ends on ``done``."""
-
-    def make_inbox(self) -> Inbox:
-        return Inbox()  # the defaults: 10,000 identities remembered, 2,000 signals per run
-
-    @workflow.signal(name=BATCH_SIGNAL)
-    def batch(self, payloads: list[dict[str, Any]]) -> None:
-        for payload in payloads:
-            self.inbox.handle(payload)
-
-    @workflow.run
-    async def run(self, state: LongInput) -> LongResult:
-        self.inbox.restore(state.inbox)
-        while True:
-            event = await self.inbox.next()
-            assert event is not None
-            if event.type == "done":
-                return LongResult(state.processed, state.out_of_order,
-                                  state.duplicates + self.inbox.duplicates_this_run,
-                                  self.inbox.runs + 1)
-            seq = int(event.data["seq"])
-            state.processed += 1
-            state.out_of_order += seq != state.next_seq
-            state.next_seq = seq + 1
-            await self.inbox.continue_as_new_if_needed(
-                lambda inbox: LongInput(inbox, state.processed, state.next_seq,
-                                        state.out_of_order,
-                                        state.duplicates + self.inbox.duplicates_this_run))
 
 
 def long_event(seq: int) -> Event:
@@ -128,7 +73,7 @@ async def test_25000_events_with_long_identities_continue_as_new_within_the_blob
     repeats = [events[n] for n in range(total - 10_000, total, 5)]
     stream = [e.to_payload() for e in (*events, *repeats, Event(id="end", source="t", type="done"))]
     wid = f"long-{uuid.uuid4().hex[:8]}"
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[LongIdentities]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[LongIdentities]):
         handle = await temporal_client.start_workflow(
             LongIdentities.run, LongInput(), id=wid, task_queue=task_queue,
             start_signal=BATCH_SIGNAL, start_signal_args=[stream[:batch]],
@@ -158,52 +103,6 @@ async def test_25000_events_with_long_identities_continue_as_new_within_the_blob
 
 
 # --- 9. update-with-start requests redelivered ---------------------------------------------
-
-
-@dataclass
-class QuoteState:
-    inbox: InboxState = field(default_factory=InboxState)
-    calls: int = 0
-
-
-@workflow.defn(sandboxed=False)
-class QuoteBook(LoomWorkflow):
-    """Answers quote updates; continues as new when told to; completes when told to."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.rollover = False
-        self.close = False
-
-    @workflow.run
-    async def run(self, state: QuoteState | None = None) -> int:
-        state = state or QuoteState()
-        self.inbox.restore(state.inbox)
-        self.calls += state.calls  # updates may run before this line
-        await workflow.wait_condition(lambda: self.rollover or self.close)
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        if self.close:
-            return self.calls
-        await self.inbox.continue_as_new(lambda inbox: QuoteState(inbox, self.calls))
-
-    def on_update(self, event: Event) -> dict[str, Any]:
-        # Temporal would run a redelivered update again in the next run of the chain: the
-        # inbox answers it with the stored result instead, so this runs once per request.
-        self.calls += 1
-        return {"price": event.data["qty"] * 10, "run": workflow.info().run_id,
-                "calls": self.calls}
-
-    @workflow.signal
-    def roll(self) -> None:
-        self.rollover = True
-
-    @workflow.signal
-    def finish(self) -> None:
-        self.close = True
-
-    @workflow.query
-    def executed(self) -> int:
-        return self.calls
 
 
 async def test_redelivered_update_requests_are_answered_once_after_completion_and_rollover(
@@ -241,7 +140,7 @@ async def test_redelivered_update_requests_are_answered_once_after_completion_an
         return got
 
     first_done, first_rolled = request("q-1", done_id), request("q-2", rolled_id)
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[QuoteBook]):
+    async with loom_worker(temporal_client, task_queue=task_queue, workflows=[QuoteBook]):
         loom = Loom(router, temporal_client, loom_settings(loom_kafka_bootstrap, [topic], dlq))
         async with running(loom):
             await send(first_done)
@@ -349,7 +248,7 @@ async def test_sigkill_while_workflows_complete_redeliveries_count_as_duplicates
                                 enable_idempotence=False)
     await producer.start()
     try:
-        async with Worker(temporal_client, task_queue=task_queue,
+        async with loom_worker(temporal_client, task_queue=task_queue,
                           workflows=[ClosingWorkflow], max_concurrent_workflow_tasks=50):
             # The first sidecar never commits (interval of an hour), then dies by SIGKILL
             # once every workflow completed: the restart gets every record again.
