@@ -44,6 +44,13 @@ def parse(argv: list[str] | None = None) -> Options:
                    help="paced events for the loom's latency (default: events / 10)")
     p.add_argument("--rounds", type=int, default=2,
                    help="rounds of ceiling/naive/loom, in alternating order (figures: means)")
+    p.add_argument("--backlog-events", type=int, default=30_000,
+                   help="events of each backlog path without coalescing (by name, update-with-start)")
+    p.add_argument("--no-backlog", dest="backlog", action="store_false",
+                   help="skip the backlog paths without coalescing")
+    p.add_argument("--no-probe", dest="probe", action="store_false",
+                   help="skip the batched-call limit (ratio_limit)")
+    p.add_argument("--probe-batch", type=int, default=64, help="events per call of the probe")
     p.add_argument("--soak", action="store_true", help="200,000 events through the loom")
     p.add_argument("--soak-events", type=int, default=200_000)
     p.add_argument("--smoke", action="store_true", help="a tiny run of everything")
@@ -62,6 +69,7 @@ def parse(argv: list[str] | None = None) -> Options:
             concurrency=a.concurrency, max_buffered=a.max_buffered, latency_events=20,
             soak=a.soak, soak_events=300,
             router_rounds=5_000, warmup_events=0, rounds=1,
+            backlog=a.backlog, backlog_events=100, probe=a.probe, probe_batch=a.probe_batch,
         )
     naive = a.naive_events if a.naive_events is not None else min(a.events, 5_000)
     return Options(
@@ -80,6 +88,10 @@ def parse(argv: list[str] | None = None) -> Options:
         soak=a.soak,
         soak_events=a.soak_events,
         rounds=a.rounds,
+        backlog=a.backlog,
+        backlog_events=a.backlog_events,
+        probe=a.probe,
+        probe_batch=a.probe_batch,
     )
 
 
