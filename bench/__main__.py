@@ -8,6 +8,8 @@ Examples::
     .venv/bin/python -m bench --soak          # 200,000 events through the loom, RSS over time
     .venv/bin/python -m bench --smoke         # a tiny run: checks the harness, not the speed
     .venv/bin/python -m bench --router        # router.match alone: plain, with topic, bound
+    .venv/bin/python -m bench --growth        # throughput and CPU vs routes, ids, payload
+    .venv/bin/python -m bench.profile         # py-spy on the loom's backlog path
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--no-probe", dest="probe", action="store_false",
                    help="skip the batched-call limit (ratio_limit)")
     p.add_argument("--probe-batch", type=int, default=64, help="events per call of the probe")
+    p.add_argument("--growth", action="store_true",
+                   help="only the growth table: routes 1/100/10k, ids 10/500/50k, payload "
+                        "200 B/4 KiB/64 KiB (a few minutes)")
+    p.add_argument("--growth-events", type=int, default=3_000, help="events per growth cell")
     p.add_argument("--soak", action="store_true", help="200,000 events through the loom")
     p.add_argument("--soak-events", type=int, default=200_000)
     p.add_argument("--smoke", action="store_true", help="a tiny run of everything")
@@ -70,6 +76,7 @@ def parse(argv: list[str] | None = None) -> Options:
             soak=a.soak, soak_events=300,
             router_rounds=5_000, warmup_events=0, rounds=1,
             backlog=a.backlog, backlog_events=100, probe=a.probe, probe_batch=a.probe_batch,
+            growth=a.growth, growth_events=50,
         )
     naive = a.naive_events if a.naive_events is not None else min(a.events, 5_000)
     return Options(
@@ -92,6 +99,8 @@ def parse(argv: list[str] | None = None) -> Options:
         backlog_events=a.backlog_events,
         probe=a.probe,
         probe_batch=a.probe_batch,
+        growth=a.growth,
+        growth_events=a.growth_events,
     )
 
 

@@ -95,6 +95,8 @@ class Options:
     backlog_events: int = 30_000
     probe: bool = True  # the batched-call limit (ratio_limit)
     probe_batch: int = 64
+    growth: bool = False  # only the growth table (bench/growth.py)
+    growth_events: int = 3_000
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -574,6 +576,13 @@ def main(opts: Options) -> dict[str, Any]:
         out = router_bench.main(opts.router_rounds, opts.router_sizes)
         print(json.dumps(out), flush=True)
         return out
+    if opts.growth:
+        from bench import growth  # it imports this module
+
+        rows = asyncio.run(growth.measure(opts, console, opts.growth_events))
+        growth.render(rows, console)
+        print(json.dumps({"growth": rows}), flush=True)
+        return {"growth": rows}
     if opts.soak:
         result = asyncio.run(soak(opts, console))
         render_soak(result, console)

@@ -56,3 +56,19 @@ def test_router_only_run_measures_the_series_side_by_side() -> None:
             assert summary[f"{series}_routes_{size}"] > 0
         assert summary[f"ratio_bound_{size}"] == pytest.approx(
             summary[f"bound_routes_{size}"] / summary[f"exact_routes_{size}"], rel=0.01)
+
+
+def test_growth_cells_move_one_dimension_at_a_time() -> None:
+    from bench.__main__ import parse
+    from bench.growth import CELLS, MAX_CELL_BYTES, cell_events
+
+    base = CELLS[0][1:]
+    for _, *dims in CELLS[1:]:
+        assert sum(a != b for a, b in zip(dims, base, strict=True)) == 1
+    assert {c[1] for c in CELLS} == {1, 100, 10_000}
+    assert {c[2] for c in CELLS} == {10, 500, 50_000}
+    assert {c[3] for c in CELLS} == {200, 4096, 65536}
+    assert cell_events(3_000, 200) == 3_000
+    assert cell_events(3_000, 65536) * 65536 <= MAX_CELL_BYTES
+    opts = parse(["--growth", "--growth-events", "2000"])
+    assert opts.growth and opts.growth_events == 2_000
