@@ -9,6 +9,8 @@ Examples::
     .venv/bin/python -m bench --smoke         # a tiny run: checks the harness, not the speed
     .venv/bin/python -m bench --router        # router.match alone: plain, with topic, bound
     .venv/bin/python -m bench --map           # the loom with the map's recording off and on
+    .venv/bin/python -m bench --growth        # throughput and CPU vs routes, ids, payload
+    .venv/bin/python -m bench.profile         # py-spy on the loom's backlog path
 """
 
 from __future__ import annotations
@@ -48,6 +50,17 @@ def parse(argv: list[str] | None = None) -> Options:
                    help="paced events for the loom's latency (default: events / 10)")
     p.add_argument("--rounds", type=int, default=2,
                    help="rounds of ceiling/naive/loom, in alternating order (figures: means)")
+    p.add_argument("--backlog-events", type=int, default=30_000,
+                   help="events of each backlog path without coalescing (by name, update-with-start)")
+    p.add_argument("--no-backlog", dest="backlog", action="store_false",
+                   help="skip the backlog paths without coalescing")
+    p.add_argument("--no-probe", dest="probe", action="store_false",
+                   help="skip the batched-call limit (ratio_limit)")
+    p.add_argument("--probe-batch", type=int, default=64, help="events per call of the probe")
+    p.add_argument("--growth", action="store_true",
+                   help="only the growth table: routes 1/100/10k, ids 10/500/50k, payload "
+                        "200 B/4 KiB/64 KiB (a few minutes)")
+    p.add_argument("--growth-events", type=int, default=3_000, help="events per growth cell")
     p.add_argument("--soak", action="store_true", help="200,000 events through the loom")
     p.add_argument("--soak-events", type=int, default=200_000)
     p.add_argument("--smoke", action="store_true", help="a tiny run of everything")
@@ -68,6 +81,8 @@ def parse(argv: list[str] | None = None) -> Options:
             concurrency=a.concurrency, max_buffered=a.max_buffered, latency_events=20,
             soak=a.soak, soak_events=300, map_only=a.map_only,
             router_rounds=5_000, warmup_events=0, rounds=1,
+            backlog=a.backlog, backlog_events=100, probe=a.probe, probe_batch=a.probe_batch,
+            growth=a.growth, growth_events=50,
         )
     naive = a.naive_events if a.naive_events is not None else min(a.events, 5_000)
     return Options(
@@ -88,6 +103,12 @@ def parse(argv: list[str] | None = None) -> Options:
         soak_events=a.soak_events,
         rounds=a.rounds,
         map_only=a.map_only,
+        backlog=a.backlog,
+        backlog_events=a.backlog_events,
+        probe=a.probe,
+        probe_batch=a.probe_batch,
+        growth=a.growth,
+        growth_events=a.growth_events,
     )
 
 

@@ -11,6 +11,13 @@ process; each phase uses its own topic and its own workflow ids. The loom paths 
 backlog (the topic is full before the loom starts), which is when events queue behind their
 workflow id and coalesce.
 
+Two backlog paths measure what users without ``LoomWorkflow`` get (``--backlog-events``, 30,000
+by default, over the same ids): ``byname`` (signal-with-start of the workflow given by name:
+no coalescing) and ``uws`` (update-with-start: never coalesces), each with its loop lag p99
+and its RSS against the byte bound. The ``probe`` path is the batched-call limit: the same
+events, 64 per signal-with-start, straight from the client; ``ratio_limit`` is the loom's
+backlog throughput over it.
+
 The +20 ms paths reach Temporal through the fault suite's TCP proxy
 (``tests/faults/proxy.py``, 10 ms per chunk each way), a managed Temporal in another zone; the
 worker stays on the direct address.
@@ -34,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import router_bench
-from bench.workload import make_event
+from bench.workload import PAD, make_event
 from bridge.dev import EmbeddedKafka, EmbeddedTemporal, create_topic
 from bridge.kafka.binding import encode
 
@@ -49,7 +56,15 @@ TARGETS = {
     "router_mps_10k": 200_000.0,
     "router_bound_mps_10k": 200_000.0,
     "soak_rss_growth_pct": 10.0,
+    "ratio_limit": 0.5,  # issue 26: backlog >= 0.5 of the batched-call limit (or >= 10x ceiling)
+    "byname_ratio_ceiling": 0.9,
+    "uws_ratio_ceiling": 0.9,
+    "lag_p99_ms": 250.0,
+    "byname_lag_p99_ms": 250.0,
+    "uws_lag_p99_ms": 250.0,
 }
+RSS_HEADROOM_MB = 100.0  # a backlog path's peak RSS target: max_buffered_bytes + this
+BACKLOGS = ("byname", "uws")  # the loom paths without coalescing (bench.workload.ROUTES)
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -79,6 +94,12 @@ class Options:
     warmup_events: int = 1_000
     rounds: int = 2
     map_only: bool = False  # only the loom, with the map's recording off and on, side by side
+    backlog: bool = True  # the byname and uws backlog paths
+    backlog_events: int = 30_000
+    probe: bool = True  # the batched-call limit (ratio_limit)
+    probe_batch: int = 64
+    growth: bool = False  # only the growth table (bench/growth.py)
+    growth_events: int = 3_000
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -188,7 +209,8 @@ class Bench:
         return name
 
     async def produce(self, topic: str, phase: str, first: int, count: int,
-                      rate: float | None = None, workflows: int | None = None) -> None:
+                      rate: float | None = None, workflows: int | None = None,
+                      pad: str = PAD) -> None:
         """Produce events ``first .. first+count-1``; at ``rate`` per second when given."""
         workflows = workflows or self.opts.workflows
         started = time.perf_counter()
@@ -199,7 +221,7 @@ class Bench:
                 delay = due - time.perf_counter()
                 if delay > 0.002:
                     await asyncio.sleep(delay)
-            key, value, headers = encode(make_event(phase, first + i, workflows))
+            key, value, headers = encode(make_event(phase, first + i, workflows, pad))
             futures.append(await self.producer.send(
                 topic, value=value, key=key, headers=headers,
                 timestamp_ms=int(time.time() * 1000),
@@ -213,10 +235,12 @@ class Bench:
         """Run one path in its own process and return its figures."""
         topic = None
         workflows = extra.get("workflows") or self.opts.workflows
-        if mode != "ceiling":
+        if mode not in ("ceiling", "probe"):
             topic = await self.topic(phase)
-            await self.produce(topic, phase, 0, events, workflows=workflows)
-        cfg = self.cfg(phase, events, topic=topic, **extra)
+            await self.produce(topic, phase, 0, events, workflows=workflows,
+                               pad=extra.get("pad", PAD))
+        cfg = self.cfg(phase, events, topic=topic,
+                       **{k: v for k, v in extra.items() if k != "pad"})
         cfg["coalesce"] = self.opts.coalesce
         if mode == "loom":
             cfg["deadletter_topic"] = await self.topic(f"{phase}-dlq")
@@ -308,6 +332,12 @@ async def comparison(opts: Options, console: Console) -> dict[str, Any]:
             ("loom", opts.events, loom_extra),
             ("loom", opts.events, {**loom_extra, "label": "loom_rec", "recording": True}),
         ]
+        if opts.probe and not opts.map_only:
+            paths.append(("probe", opts.events, {"batch": opts.probe_batch}))
+        if opts.backlog and not opts.map_only:
+            paths += [("loom", opts.backlog_events, {"label": f"{route}_loom", "route": route,
+                                                     "latency_events": 0, "rss_every_s": 1.0})
+                      for route in BACKLOGS]
         if opts.map_only:
             paths = [("loom", opts.events, {"rss_every_s": 1.0, "latency_events": 0}),
                      ("loom", opts.events, {"label": "loom_rec", "recording": True,
@@ -403,7 +433,27 @@ def summarize(runs: list[dict[str, Any]], router: dict[int, dict[str, float]],
         "ratio_router_bound_10k": router[10_000]["bound"] / router[10_000]["plain"],
         "foreign_cores": sum(r["foreign_cores"] for r in runs) / len(runs),
         "batch_events": {"loom": batches(runs, "loom")},
+        "lag_p99_ms": mean("loom", "lag_p99_ms"),
     }
+    if opts.probe:
+        out["probe_eps"] = mean("probe", "eps")
+        out["probe_cpu_us_per_event"] = mean("probe", "cpu_us_per_event")
+        out["ratio_probe_ceiling"] = out["probe_eps"] / ceiling_eps
+        out["ratio_limit"] = loom_eps / out["probe_eps"]
+    if opts.backlog:
+        for route in BACKLOGS:
+            mode = f"{route}_loom"
+            eps = mean(mode, "eps")
+            out[f"{route}_loom_eps"] = eps
+            out[f"{route}_ratio_ceiling"] = eps / ceiling_eps
+            out[f"{route}_cpu_us_per_event"] = mean(mode, "cpu_us_per_event")
+            out[f"{route}_lag_p99_ms"] = mean(mode, "lag_p99_ms")
+            out[f"{route}_lag_max_ms"] = max(r["lag_max_ms"] for r in runs if r["mode"] == mode)
+            out[f"{route}_rss_mb"] = max(r["rss_mb"] for r in runs if r["mode"] == mode)
+            out[f"{route}_rss_bound_mb"] = max(
+                r["max_buffered_bytes"] for r in runs if r["mode"] == mode
+            ) / 2**20 + RSS_HEADROOM_MB
+            out["batch_events"][route] = batches(runs, mode)
     if opts.hot:
         for hot in ("hot", f"hot_rtt{opts.rtt_ms:g}"):
             loom, ceiling = mean(f"{hot}_loom", "eps"), mean(f"{hot}_ceiling", "eps")
@@ -458,6 +508,21 @@ def render(summary: dict[str, Any], opts: Options, console: Console) -> None:
             _f(r["foreign_cores"], 2),
         )
     console.print(table)
+    for r in summary["runs"]:
+        if "lag_p99_ms" in r:
+            console.print(
+                f"{r['phase']}: loop lag p99 {_f(r['lag_p99_ms'], 1)} ms, max "
+                f"{_f(r['lag_max_ms'], 1)} ms; RSS {_f(r['base_rss_mb'], 1)} MB at start, peak "
+                f"{_f(r['rss_mb'], 1)} MB, max_buffered_bytes "
+                f"{_f(r['max_buffered_bytes'] / 2**20, 1)} MiB"
+            )
+    if "ratio_limit" in summary:
+        console.print(
+            f"batched-call limit ({opts.probe_batch} events per signal-with-start, same ids): "
+            f"{_f(summary['probe_eps'])} events/s = {_f(summary['ratio_probe_ceiling'], 2)} x "
+            f"the ceiling, client CPU {_f(summary['probe_cpu_us_per_event'])} µs/event; "
+            f"ratio_limit (loom backlog / limit) {_f(summary['ratio_limit'], 3)}"
+        )
     for loom in (r for r in summary["runs"] if r["mode"] == "loom"):
         console.print(
             f"{loom['phase']} latency, {loom['latency_events']:,} events produced at "
@@ -488,8 +553,10 @@ def render(summary: dict[str, Any], opts: Options, console: Console) -> None:
     targets = Table(title=f"targets (means over {opts.rounds} rounds)")
     for col in ("figure", "value", "target", ""):
         targets.add_column(col)
-    checks = [
+    checks: list[tuple[str, float | None, str, int]] = [
         ("ratio_ceiling", summary["ratio_ceiling"], ">=", 2),
+        ("ratio_limit", summary.get("ratio_limit"), ">=", 3),
+        ("lag_p99_ms", summary["lag_p99_ms"], "<=", 0),
         ("ratio_naive", summary["ratio_naive"], ">=", 2),
         ("ratio_faststream", summary["ratio_faststream"], ">=", 2),
         ("hot_ratio_ceiling", summary.get("hot_ratio_ceiling"), ">=", 2),
@@ -499,6 +566,9 @@ def render(summary: dict[str, Any], opts: Options, console: Console) -> None:
         ("router_mps_10k", summary["router_mps_10k"], ">=", 0),
         ("router_bound_mps_10k", summary["router_bound_mps_10k"], ">=", 0),
     ]
+    for route in BACKLOGS if opts.backlog else ():
+        checks += [(f"{route}_ratio_ceiling", summary[f"{route}_ratio_ceiling"], ">=", 2),
+                   (f"{route}_lag_p99_ms", summary[f"{route}_lag_p99_ms"], "<=", 0)]
     for name, value, op, digits in checks:
         if value is None:
             continue
@@ -506,6 +576,11 @@ def render(summary: dict[str, Any], opts: Options, console: Console) -> None:
         met = value >= goal if op == ">=" else value <= goal
         targets.add_row(name, _f(value, digits), f"{op} {_f(goal, digits)}",
                         "met" if met else "[bold red]missed[/bold red]")
+    for route in BACKLOGS if opts.backlog else ():
+        value, goal = summary[f"{route}_rss_mb"], summary[f"{route}_rss_bound_mb"]
+        targets.add_row(f"{route}_rss_mb", _f(value), f"<= {_f(goal)} (bytes bound + "
+                        f"{RSS_HEADROOM_MB:.0f})", "met" if value <= goal else
+                        "[bold red]missed[/bold red]")
     console.print(targets)
 
 
@@ -535,6 +610,13 @@ def main(opts: Options) -> dict[str, Any]:
         out = router_bench.main(opts.router_rounds, opts.router_sizes)
         print(json.dumps(out), flush=True)
         return out
+    if opts.growth:
+        from bench import growth  # it imports this module
+
+        rows = asyncio.run(growth.measure(opts, console, opts.growth_events))
+        growth.render(rows, console)
+        print(json.dumps({"growth": rows}), flush=True)
+        return {"growth": rows}
     if opts.soak:
         result = asyncio.run(soak(opts, console))
         render_soak(result, console)

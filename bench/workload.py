@@ -7,6 +7,11 @@ the same small workflow: a ``LoomWorkflow`` that takes each event from its inbox
 route gives it as a class, so the loom coalesces the events queued behind a workflow id into
 one ``loom_events`` call (on by default for such a route); the other paths signal
 ``loom_event`` once per event, as a hand-written client does.
+
+``ROUTES`` names the loom's route shapes: ``class`` (the above), ``byname`` (the same
+signal-with-start with the workflow given by name, as a team with Go or Java workflows writes
+it: such a route does not coalesce) and ``uws`` (update-with-start by name: never coalesces,
+each update waits for its result). ``decoys`` adds routes that never match (the growth table).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import workflow
 
-from bridge.actions import SignalWithStart
+from bridge.actions import SignalWithStart, UpdateWithStart
 from bridge.events import Event
 from bridge.routing import Match, Route, Router
 from bridge.workflow import InboxState, LoomWorkflow
@@ -27,6 +32,7 @@ EVENT_TYPE = "bench.event"
 SOURCE = "bench://producer"
 WORKFLOW_TYPE = "BenchWorkflow"
 PAD = "x" * 200  # a realistic small business payload (~300 bytes of data)
+ROUTES = ("class", "byname", "uws")
 
 
 @workflow.defn(name=WORKFLOW_TYPE, sandboxed=False)
@@ -46,6 +52,11 @@ class BenchWorkflow(LoomWorkflow):
             self.count += 1
             await self.inbox.continue_as_new_if_needed(lambda state: state)
 
+    def on_update(self, event: Event) -> int:
+        """The update of update-with-start routes: a small answer, as a reply would carry."""
+        self.count += 1
+        return self.count
+
 
 class BenchData(BaseModel):
     """The route's data model (validated by the loom, as a real route would)."""
@@ -59,7 +70,7 @@ def workflow_id(phase: str, n: int, workflows: int) -> str:
     return f"{phase}-wf-{n % workflows}"
 
 
-def make_event(phase: str, n: int, workflows: int) -> Event:
+def make_event(phase: str, n: int, workflows: int, pad: str = PAD) -> Event:
     wf = workflow_id(phase, n, workflows)
     return Event(
         id=f"{phase}-{n}",
@@ -67,25 +78,37 @@ def make_event(phase: str, n: int, workflows: int) -> Event:
         type=EVENT_TYPE,
         time=datetime.now(UTC),
         datacontenttype="application/json",
-        data={"wf": wf, "seq": n, "pad": PAD},
+        data={"wf": wf, "seq": n, "pad": pad},
         extensions={"partitionkey": wf},
     )
 
 
-def bench_router(task_queue: str, coalesce: bool | None = None) -> Router:
-    """The loom's one route: signal-with-start ``BenchWorkflow`` keyed by ``data.wf``
-    (coalescing by default: the workflow is a ``LoomWorkflow`` class; False turns it off)."""
-    return Router([
-        Route(
-            "bench",
-            match=Match(type=EVENT_TYPE),
-            data=BenchData,
-            action=SignalWithStart(
-                workflow=BenchWorkflow, task_queue=task_queue, workflow_id="{data.wf}"
-            ),
-            coalesce=coalesce,
+def bench_router(task_queue: str, coalesce: bool | None = None, route: str = "class",
+                 decoys: int = 0) -> Router:
+    """The loom's route to ``BenchWorkflow`` keyed by ``data.wf``, of shape ``route`` (see
+    ``ROUTES``; ``class`` coalesces by default, False turns it off), after ``decoys`` routes
+    of other exact types that never match (the router's index must keep their cost flat)."""
+    action: SignalWithStart | UpdateWithStart
+    if route == "class":
+        action = SignalWithStart(
+            workflow=BenchWorkflow, task_queue=task_queue, workflow_id="{data.wf}"
         )
-    ])
+    elif route == "byname":
+        action = SignalWithStart(
+            workflow=WORKFLOW_TYPE, task_queue=task_queue, workflow_id="{data.wf}"
+        )
+    elif route == "uws":
+        action = UpdateWithStart(
+            workflow=WORKFLOW_TYPE, task_queue=task_queue, workflow_id="{data.wf}"
+        )
+    else:
+        raise ValueError(f"unknown bench route {route!r}: one of {ROUTES}")
+    decoy = SignalWithStart(workflow=WORKFLOW_TYPE, task_queue=task_queue, workflow_id="{subject}")
+    routes = [Route(f"decoy-{i}", match=Match(type=f"bench.decoy{i}.happened"), action=decoy)
+              for i in range(decoys)]
+    routes.append(Route("bench", match=Match(type=EVENT_TYPE), data=BenchData, action=action,
+                        coalesce=coalesce if route == "class" else None))
+    return Router(routes)
 
 
 def naive_payload(headers: list[tuple[str, bytes]], value: bytes) -> tuple[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ from bridge.actions import (
     ActionKind,
     ArgsFn,
     Cancel,
+    ClosedWorkflowPolicy,
     HandlerRef,
     MissingWorkflowPolicy,
     Signal,
@@ -217,3 +218,24 @@ def start_state_checked(route: str, workflow: Any, args: tuple[Any, ...]) -> tup
                 f"(...)), but {qualname(workflow)} keeps a {model.__name__}"
             )
     return args
+
+
+def invocation_constants(route: Any) -> dict[str, Any]:
+    """The fields of a route's invocations that no event changes, found once (a
+    ``bridge.routing.Route``): the per-event work is then the event's own (measured: a sixth
+    of ``resolve``)."""
+    action = route.action
+    update = action if isinstance(action, UpdateWithStart) else None
+    return {
+        "kind": route.kind,
+        "route": route.name,
+        "workflow_type": route.workflow_type,
+        "task_queue": route.task_queue,
+        "name": route.handler,
+        "id_reuse_policy": getattr(action, "id_reuse_policy", None),
+        "id_conflict_policy": getattr(action, "id_conflict_policy", None),
+        "coalesce": route.coalesce,
+        "reply_topic": update.reply_topic if update is not None else None,
+        "reply_type": update.reply_type if update is not None else None,
+        "if_closed": getattr(action, "if_closed", ClosedWorkflowPolicy.DEAD_LETTER),
+    }

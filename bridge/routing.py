@@ -40,6 +40,7 @@ from bridge._declare import (
     args_fn,
     coalescing,
     describe_action,
+    invocation_constants,
     start_state_checked,
     text_fn,
     value_fn,
@@ -50,7 +51,6 @@ from bridge.actions import (
     Action,
     ArgsFn,
     Cancel,
-    ClosedWorkflowPolicy,
     Invocation,
     Signal,
     StartWorkflow,
@@ -91,6 +91,7 @@ class Route:
         "_reason",
         "_search_attributes",
         "_start_args",
+        "_static",
         "_workflow_id",
         "action",
         "coalesce",
@@ -145,6 +146,7 @@ class Route:
         self._reason: Value | None = None
         self._memo: dict[str, Value] = {}
         self._search_attributes: dict[str, Value] = {}
+        self._static: dict[str, Any] | None = None  # see invocation_constants
         if isinstance(action, Cancel):
             if action.reason is not None:
                 self._reason = text_fn(action.reason, "reason", data)
@@ -265,37 +267,30 @@ class Route:
                 coalesce=self.coalesce,
                 if_missing=action.if_missing,
             )
-        is_update = isinstance(action, UpdateWithStart)
-        reply_topic = action.reply_topic if isinstance(action, UpdateWithStart) else None
-        reply_type = action.reply_type if isinstance(action, UpdateWithStart) else None
-        if reply_topic is not None and reply_type is None:
+        static = self._static
+        if static is None:
+            static = self._static = invocation_constants(self)
+        reply_type = static["reply_type"]
+        if static["reply_topic"] is not None and reply_type is None:
             reply_type = f"{event.type}.reply"
         return Invocation(
-            kind=self.kind,
-            route=self.name,
             event=event,
             workflow_id=workflow_id,
-            workflow_type=self.workflow_type,
-            task_queue=self.task_queue,
-            name=self.handler,
             args=args,
             start_args=start_state_checked(
                 self.name, getattr(action, "workflow", None),
-                self._sequence("start_args", self._start_args, event, data, ()),
+                () if self._start_args is None
+                else self._sequence("start_args", self._start_args, event, data, ()),
             ),
             request_id=rid,
-            update_id=update_id(self.name, event) if is_update else None,
-            id_reuse_policy=action.id_reuse_policy,
-            id_conflict_policy=action.id_conflict_policy,
-            memo={k: self._call(f"memo[{k!r}]", fn, event, data) for k, fn in self._memo.items()},
+            update_id=update_id(self.name, event) if isinstance(action, UpdateWithStart) else None,
+            memo={k: self._call(f"memo[{k!r}]", fn, event, data) for k, fn in self._memo.items()}
+            if self._memo else {},
             search_attributes={
                 k: self._call(f"search_attributes[{k!r}]", fn, event, data)
                 for k, fn in self._search_attributes.items()
-            },
-            coalesce=self.coalesce,
-            reply_topic=reply_topic,
-            reply_type=reply_type,
-            if_closed=getattr(action, "if_closed", ClosedWorkflowPolicy.DEAD_LETTER),
+            } if self._search_attributes else {},
+            **{**static, "reply_type": reply_type},
         )
 
     def _call(self, what: str, fn: Value, event: Event, data: Any) -> Any:

@@ -15,7 +15,10 @@ KEYS = {
     "cpu_us_per_event", "rss_mb", "router_mps_10k", "router_bound_mps_10k",
     "ratio_router_bound_10k", "faststream_eps", "ratio_faststream",
     "hot_loom_eps", "hot_ceiling_eps", "hot_ratio_ceiling", "hot_rtt20_ratio_ceiling",
-    "batch_events",
+    "batch_events", "probe_eps", "ratio_limit", "lag_p99_ms",
+    "byname_loom_eps", "byname_ratio_ceiling", "byname_lag_p99_ms", "byname_rss_mb",
+    "byname_rss_bound_mb", "uws_loom_eps", "uws_ratio_ceiling", "uws_lag_p99_ms", "uws_rss_mb",
+    "uws_rss_bound_mb",
 }
 
 
@@ -32,8 +35,13 @@ def test_smoke_run_prints_the_summary_as_the_last_json_line() -> None:
     assert "router.match" in proc.stdout  # the tables were printed too
     # Every event of the loom's paths rode in some call, whatever the batches.
     assert {mode: dist["events"] for mode, dist in summary["batch_events"].items()} == {
-        "loom": 120, "hot": 100, "hot_rtt20": 100,
+        "loom": 120, "hot": 100, "hot_rtt20": 100, "byname": 100, "uws": 100,
     }
+    # Neither backlog path without LoomWorkflow coalesces: one call per event.
+    assert summary["batch_events"]["byname"]["calls"] == 100
+    assert summary["batch_events"]["uws"]["calls"] == 100
+    assert summary["ratio_limit"] == pytest.approx(summary["loom_eps"] / summary["probe_eps"],
+                                                   rel=0.01)
 
 
 def test_router_only_run_measures_the_series_side_by_side() -> None:
@@ -48,3 +56,19 @@ def test_router_only_run_measures_the_series_side_by_side() -> None:
             assert summary[f"{series}_routes_{size}"] > 0
         assert summary[f"ratio_bound_{size}"] == pytest.approx(
             summary[f"bound_routes_{size}"] / summary[f"exact_routes_{size}"], rel=0.01)
+
+
+def test_growth_cells_move_one_dimension_at_a_time() -> None:
+    from bench.__main__ import parse
+    from bench.growth import CELLS, MAX_CELL_BYTES, cell_events
+
+    base = CELLS[0][1:]
+    for _, *dims in CELLS[1:]:
+        assert sum(a != b for a, b in zip(dims, base, strict=True)) == 1
+    assert {c[1] for c in CELLS} == {1, 100, 10_000}
+    assert {c[2] for c in CELLS} == {10, 500, 50_000}
+    assert {c[3] for c in CELLS} == {200, 4096, 65536}
+    assert cell_events(3_000, 200) == 3_000
+    assert cell_events(3_000, 65536) * 65536 <= MAX_CELL_BYTES
+    opts = parse(["--growth", "--growth-events", "2000"])
+    assert opts.growth and opts.growth_events == 2_000

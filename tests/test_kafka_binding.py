@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from typing import Any, Literal
 
 import pytest
 from aiokafka.structs import ConsumerRecord
-from hypothesis import HealthCheck, given, settings
+from cloudevents.core.bindings import kafka as sdk_kafka
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bridge._ids import reply_id, request_id, update_id
 from bridge.events import CORE_ATTRIBUTES, Event
 from bridge.exceptions import DecodeError
-from bridge.kafka.binding import STRUCTURED_CONTENT_TYPE, decode, encode
+from bridge.kafka._format import FORMAT, FORMAT_NO_VALUE, make_event, parse_time
+from bridge.kafka.binding import STRUCTURED_CONTENT_TYPE, decode, encode, event_from_sdk
 from bridge.kafka.deadletters import deadletter_headers
 from bridge.kafka.record import Record
 
@@ -900,3 +903,72 @@ def test_the_sdk_cannot_produce_a_leap_second() -> None:
 
     with pytest.raises(Exception, match="time"):
         CloudEvent({"type": "t", "source": "/s", "id": "1", "specversion": "1.0", "time": LEAP})
+
+
+# --- the binary fast path against the SDK's own binding ---------------------------------------
+
+
+def _sdk_binary(record: Record) -> Event:
+    """A binary-mode record decoded by the ``cloudevents`` SDK's own Kafka binding
+    (``from_binary``), with the loom's format and event factory: what ``decode`` did before its
+    binary fast path, and must still agree with."""
+    headers: dict[str, bytes] = {}
+    for name, value in record.headers:
+        lname = name.lower()
+        if lname.startswith("ce_") or lname == "content-type":
+            headers[lname] = value
+    time = headers.pop("ce_time", None)
+    factory: Any = make_event
+    if time is not None:
+        factory = partial(make_event, time=parse_time(time.decode("utf-8")))
+    fmt = FORMAT if record.value is not None else FORMAT_NO_VALUE
+    message = sdk_kafka.KafkaMessage(headers=headers, key=None, value=record.value or b"")
+    return event_from_sdk(sdk_kafka.from_binary(message, fmt, factory))
+
+
+def _binary_mode(record: Record) -> bool:
+    names = [name.lower() for name, _ in record.headers]
+    ctype = next((v for n, v in record.headers if n.lower() == "content-type"), b"")
+    return (
+        len(set(names)) == len(names)  # repeated headers are refused before either decoder
+        and any(n.startswith("ce_") for n in names)
+        and not ctype.lstrip().lower().startswith(b"application/cloudevents")
+        and not ("content-type" in names and "ce_datacontenttype" in names)
+    )
+
+
+def _assert_agrees_with_sdk(record: Record) -> None:
+    try:
+        expected: Event | None = _sdk_binary(record)
+    except Exception:  # the SDK's refusals are of many types; decode's is one
+        expected = None
+    if expected is None:
+        with pytest.raises(DecodeError):
+            decode(record)
+    else:
+        assert decode(record) == expected
+
+
+@settings(max_examples=300)
+@given(events("binary"), st.none() | st.binary(max_size=8))
+def test_binary_fast_path_agrees_with_the_sdk_binding_on_valid_records(
+    event: Event, key: bytes | None
+) -> None:
+    _, value, headers = encode(event, "binary")
+    record = rec(headers, value, key=key)
+    assert _binary_mode(record)
+    _assert_agrees_with_sdk(record)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    extra=_fuzz_headers,
+    drop=st.sets(st.integers(0, 3)),
+    value=st.none() | st.binary(max_size=32) | st.sampled_from([b"{}", b'{"a": 1}', b"[1, 2]"]),
+)
+def test_binary_fast_path_agrees_with_the_sdk_binding_on_mutated_records(
+    extra: Headers, drop: set[int], value: bytes | None
+) -> None:
+    record = rec([h for i, h in enumerate(BASE) if i not in drop] + extra, value)
+    assume(_binary_mode(record))
+    _assert_agrees_with_sdk(record)

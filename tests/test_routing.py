@@ -760,3 +760,36 @@ def test_index_equals_linear_scan(matches: list[Match], events: list[tuple[str, 
     for event_type, source in events:
         event = ev(event_type, source=source)
         assert router.match(event) == [r for r in routes if r.match.matches(event)]
+
+
+class _Box(BaseModel):
+    inner: dict[str, Any]
+
+
+def test_template_steps_through_each_kind_of_value_the_same_on_every_event() -> None:
+    # The step rule is found once per type (bridge/_templates.py): mappings that are no dict,
+    # sequences, models and scalars must keep their own rule on the first and the later events.
+    from collections import OrderedDict
+    from types import MappingProxyType
+
+    from bridge._templates import compile_template
+
+    cases: list[tuple[str, Any, str | None]] = [
+        ("{data.a.b}", {"a": MappingProxyType({"b": "proxy"})}, "proxy"),
+        ("{data.a.b}", {"a": OrderedDict(b="ordered")}, "ordered"),
+        ("{data.a.1}", {"a": ("x", "tuple")}, "tuple"),
+        ("{data.a.1}", {"a": ["x", "list"]}, "list"),
+        ("{data.a.inner.k}", {"a": _Box(inner={"k": "model"})}, "model"),
+        ("{data.a.b}", {"a": "a string has no fields"}, None),
+        ("{data.a.b}", {"a": 7}, None),
+        ("{data.a.x}", {"a": ["no", "name"]}, None),
+    ]
+    for _ in range(2):
+        for source, data, expected in cases:
+            template = compile_template(source)
+            event = Event(id="1", source="s", type="t", data=data)
+            if expected is None:
+                with pytest.raises(TemplateError):
+                    template.render(event, data)
+            else:
+                assert template.render(event, data) == expected
