@@ -22,33 +22,6 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 from bridge.settings import LoomSettings
 
 
-def _one_parse_at_a_time() -> None:
-    """Serialize pytest's assertion rewriting, which parses a test module with ``ast.parse``.
-
-    Temporal's sandbox re-imports a workflow's module for every run, from the worker's
-    threads, and a workflow defined in a test module comes back through pytest's rewriting
-    import hook. CPython 3.11 keeps the AST constructor's recursion depth per interpreter, not
-    per thread: two parses interleaving across threads fail with ``SystemError: AST
-    constructor recursion depth mismatch`` (cpython gh-106905; seen once in a CI run under a
-    CPU hog: a workflow task failed, and the test's query with it).
-    """
-    import threading
-
-    from _pytest.assertion import rewrite
-
-    original = rewrite._rewrite_test
-    lock = threading.Lock()
-
-    def rewrite_test(fn: Path, config: pytest.Config) -> Any:
-        with lock:
-            return original(fn, config)
-
-    rewrite._rewrite_test = rewrite_test
-
-
-_one_parse_at_a_time()
-
-
 @pytest.fixture
 async def start_loom(tmp_path: Path) -> AsyncIterator[StartLoom]:
     """Start ``loom <args>`` subprocesses in ``tmp_path``; all are closed after the test."""
