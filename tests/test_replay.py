@@ -265,7 +265,9 @@ async def test_replay_routes_a_past_window_again_and_no_repeat_reaches_a_workflo
         assert code == 0, output
         assert "offsets" in output  # the progress bar
         # Each partition stopped at its first record of an hour ago (--lateness 1m by default).
-        assert "18 offsets read, 4 records outside the window, 2 partition(s) stopped" in output
+        assert "18 offsets read, 4 records outside the window, 2 partition(s) stopped" in output, (
+            output
+        )
         assert counts(output).startswith(
             f"done: routed {n}, duplicates 0, unmatched 1, dead-lettered 1;")
         # Its progress is committed in its own group, up to its last record in the window;
