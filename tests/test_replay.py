@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from flows.replaying import RECORDER, InboxRecorder
 from kit import committed_offsets, eventually, loom_settings
 from rawkafka import RawRecord, batch, produce_batch
@@ -101,6 +102,23 @@ def step(entity: str, seq: int, **data: Any) -> Event:
         id=f"{entity}-{seq}", source="test://replay", type="test.step",
         data={"entity": entity, "seq": seq, **data}, extensions={"partitionkey": entity},
     )
+
+
+def spread_entities(prefix: str, count: int, *, partitions: int) -> list[str]:
+    """``count`` entity names whose keys the producer's partitioner puts on every one of two
+    partitions (random names put all four on one partition one time in eight, and the
+    window's end then stops one partition, not two)."""
+    every = list(range(partitions))
+
+    def partition_of(name: str) -> int:
+        return int(DefaultPartitioner()(name.encode(), every, every))
+
+    names = [f"{prefix}-{n}" for n in range(count)]
+    n = count
+    while {partition_of(name) for name in names} != set(every):
+        names[-1] = f"{prefix}-{n}"  # the others stand: try another last name
+        n += 1
+    return names
 
 
 async def publish_at(producer: Any, topic: str, events: list[Event], timestamp_ms: int) -> None:
@@ -233,7 +251,7 @@ async def test_replay_routes_a_past_window_again_and_no_repeat_reaches_a_workflo
 ) -> None:
     topic, dlq = await new_topic(partitions=2), await new_topic()
     prefix = f"rp{uuid.uuid4().hex[:6]}"
-    entities = [f"{prefix}-{n}" for n in range(4)]
+    entities = spread_entities(prefix, 4, partitions=2)
     producer = await make_producer()
     now = int(time.time() * 1000)
     before = [step(e, 0) for e in entities]
