@@ -16,14 +16,13 @@ from typing import Any
 import pytest
 import recorder
 from faults.workload import Step
-from kit import eventually
+from kit import eventually, loom_settings
 from prometheus_client import CollectorRegistry, Histogram
 from recorder import InboxRecorderWorkflow, publish, wait_delivered
 from temporalio.client import Client
 
 from bridge.actions import SignalWithStart
 from bridge.routing import Match, Route, Router
-from bridge.settings import LoomSettings
 from bridge.sidecar.http import HealthServer
 from bridge.sidecar.liveness import LoopWatch
 from bridge.sidecar.loop import Loom, running
@@ -167,15 +166,7 @@ async def test_in_flight_and_running_gauges_are_zero_at_rest(
             workflow_id="rest-{data.entity}",
         )),
     ])
-    settings = LoomSettings.model_validate({
-        "kafka": {
-            "bootstrap": loom_kafka_bootstrap, "topics": [topic], "deadletter_topic": dlq,
-            "group_id": f"g-{uuid.uuid4().hex[:8]}",
-            "session_timeout_ms": 2000, "heartbeat_interval_ms": 100,
-        },
-        "dispatch": {"max_in_flight": 8},
-        "http_port": 0,
-    })
+    settings = loom_settings(loom_kafka_bootstrap, [topic], dlq, dispatch={"max_in_flight": 8})
     loom = Loom(router, temporal_client, settings)
     async with loom_worker(temporal_client, task_queue=task_queue, workflows=[InboxRecorderWorkflow]):
         async with running(loom):
