@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
+from kit import eventually
 from rich.console import Console
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -143,11 +144,8 @@ async def test_the_customers_credit_follows_the_payment_facts_routed_to_it(
                 if invocation.route == "customer-credit":
                     await executor.execute(dataclasses.replace(invocation, task_queue=task_queue))
         handle = temporal_client.get_workflow_handle(f"credit-{customer}")
-        for _ in range(200):
-            stats = await handle.query(EntityWorkflow.entity_stats)
-            if stats.handled == 4:
-                break
-            await asyncio.sleep(0.05)
+        stats = await eventually(lambda: handle.query(EntityWorkflow.entity_stats), timeout=30,
+                                 until=lambda s: s.handled == 4, what="the four facts handled")
         state = await handle.query(CustomerCredit.current_state)
     assert stats.handled == 4 and stats.ignored == 0
     assert state == CustomerCreditState(
@@ -269,13 +267,9 @@ async def cancel_saga_while(
             start_signal=EVENT_SIGNAL,
             start_signal_args=[order_event(order).to_payload()],
         )
-        for _ in range(200):  # until the saga sent the command nobody answers
-            state = await handle.query(OrderSaga.snapshot)
-            if waiting_for in sent(state):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"the saga never sent {waiting_for}: {state}")
+        await eventually(lambda: handle.query(OrderSaga.snapshot), timeout=30,
+                         until=lambda s: waiting_for in sent(s),
+                         what=f"the saga sent {waiting_for} (the command nobody answers)")
         await handle.cancel(reason="changed my mind")
         result = await asyncio.wait_for(handle.result(), 30)
         assert (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED
