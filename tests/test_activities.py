@@ -10,8 +10,15 @@ from typing import Any
 
 import pytest
 from cloudevents.core.bindings import kafka as ce_kafka
-from pydantic import BaseModel, SecretStr
-from temporalio import activity, workflow
+from flows.activities_flows import (
+    ChargeWorkflow,
+    EmitWorkflow,
+    NoTopicWorkflow,
+    TwoEventsWorkflow,
+    UnsandboxedTwoEventsWorkflow,
+)
+from pydantic import SecretStr
+from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -24,12 +31,9 @@ from bridge.worker.activities import PublishActivities, loom_activities
 from bridge.workflow import (
     CAUSATION,
     PUBLISH_ACTIVITY,
-    LoomWorkflow,
     PublishRequest,
     PublishResult,
-    emit,
     emitted_event_id,
-    request,
 )
 
 # --- pure logic --------------------------------------------------------------------------------
@@ -97,36 +101,7 @@ def sdk_event(record: Any) -> Any:
     return ce_kafka.from_kafka_event(message)
 
 
-class Order(BaseModel):
-    order_id: str
-    cents: int
-
-
 # --- emit ------------------------------------------------------------------------------------------
-
-
-@workflow.defn
-class EmitWorkflow:
-    @workflow.run
-    async def run(self, topic: str) -> list[str]:
-        placed = await emit("order.accepted", Order(order_id="o-1", cents=250))
-        charge = await emit(
-            "payment.requested",
-            {"cents": 250},
-            key="o-1",
-            correlate=True,
-            extensions={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
-        )
-        note = await emit(
-            "order.noted",
-            {"note": "hi"},
-            topic=topic,
-            subject="custom",
-            source="urn:shop",
-            mode="structured",
-        )
-        closed = await emit("order.closed", topic=topic)
-        return [placed.id, charge.id, note.id, closed.id]
 
 
 @pytest.mark.kafka
@@ -193,15 +168,6 @@ async def test_emitted_events_are_valid_cloudevents_with_deterministic_ids(
     assert event.get_data() is None
 
 
-@workflow.defn
-class TwoEventsWorkflow:
-    @workflow.run
-    async def run(self, topic: str) -> list[str]:
-        first = await emit("thing.one", {"n": 1}, topic=topic)
-        second = await emit("thing.two", {"n": 2}, topic=topic)
-        return [first.id, second.id]
-
-
 @pytest.mark.kafka
 @pytest.mark.temporal
 async def test_retried_publish_repeats_the_same_cloudevent_id(
@@ -238,17 +204,6 @@ async def test_retried_publish_repeats_the_same_cloudevent_id(
     assert [sdk_event(r).get_id() for r in records] == [ids[0], ids[0], ids[1], ids[1]]
 
 
-# runner: outside the sandbox on purpose, for the test named so below (module globals
-# survive across workflow instances there, and the ids must not depend on them).
-@workflow.defn(name="UnsandboxedTwoEvents", sandboxed=False)
-class UnsandboxedTwoEventsWorkflow(TwoEventsWorkflow):
-    """Module globals survive here across workflow instances (unlike in the sandbox)."""
-
-    @workflow.run
-    async def run(self, topic: str) -> list[str]:
-        return await super().run(topic)
-
-
 @pytest.mark.kafka
 @pytest.mark.temporal
 async def test_event_ids_replay_identically_outside_the_sandbox(
@@ -276,13 +231,6 @@ async def test_event_ids_replay_identically_outside_the_sandbox(
     assert ids == [emitted_event_id(wid, handle.result_run_id, n) for n in range(2)]
     records = await read_exactly(loom_kafka_bootstrap, [topic], 2)
     assert [sdk_event(r).get_id() for r in records] == ids
-
-
-@workflow.defn
-class NoTopicWorkflow:
-    @workflow.run
-    async def run(self) -> None:
-        await emit("nowhere.to.go")
 
 
 @pytest.mark.kafka
@@ -346,21 +294,6 @@ async def test_content_mode_defaults_to_the_activity_settings(
 
 
 # --- request-reply ---------------------------------------------------------------------------------
-
-
-@workflow.defn
-class ChargeWorkflow(LoomWorkflow):
-    @workflow.run
-    async def run(self, topic: str, timeout: float) -> list[Any]:
-        reply = await request(
-            "payment.charge",
-            {"cents": 250},
-            reply_type="payment.*",
-            timeout=timeout,
-            topic=topic,
-        )
-        # The stray reply (another request's) was left queued, not consumed.
-        return [reply.type, reply.data, len(self.inbox)]
 
 
 @pytest.mark.kafka

@@ -6,17 +6,15 @@ import fnmatch
 import re
 from typing import Any
 
+from flows.asyncapi_flows import CreditEntity, Ref
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
-from temporalio import workflow
 
 from bridge.actions import Signal, SignalWithStart
 from bridge.cli.asyncapi import asyncapi_document, channel_id, glob_pattern
-from bridge.events import Event
 from bridge.routing import Match, Route, Router
 from bridge.settings import LoomSettings
-from bridge.workflow import EntityWorkflow, handles
 
 
 class Placed(BaseModel):
@@ -30,10 +28,6 @@ class Address(BaseModel):
 class Shipped(BaseModel):
     order_id: str
     ship_to: Address
-
-
-class Ref(BaseModel):
-    order_id: str
 
 
 def settings(topics: list[str]) -> LoomSettings:
@@ -273,27 +267,6 @@ def test_routes_bound_to_topics_get_a_channel_per_topic_addressed_to_it() -> Non
     }
     for r in _refs(doc):
         assert _resolve(doc, r) is not None, r
-
-
-class Charged(BaseModel):
-    order_id: str
-    amount: float
-
-
-class Credit(BaseModel):
-    balance: float = 0
-
-
-@workflow.defn
-class CreditEntity(EntityWorkflow[Credit]):
-    @handles("payment.charged")
-    def charged(self, data: Charged) -> None: ...
-
-    @handles("payment.*")
-    def other_payment(self, event: Event) -> None: ...
-
-    @handles("shipment.shipped")
-    def shipped(self, data: Ref) -> None: ...
 
 
 def test_a_route_to_an_entity_lists_the_types_its_handlers_take() -> None:

@@ -14,14 +14,14 @@ import asyncio
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from temporalio import workflow
+from flows.batching_flows import BatchingWorkflow, BatchInput
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -29,7 +29,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from bridge.events import EVENT_SIGNAL, Event
 from bridge.testing import loom_worker
-from bridge.workflow import Inbox, InboxState, LoomWorkflow
+from bridge.workflow import Inbox, InboxState
 from bridge.workflow.memory import STATE_OVERHEAD
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
@@ -65,82 +65,6 @@ async def skipping() -> AsyncIterator[Skipping]:
 
 def item(id: str, type: str = "item") -> dict[str, Any]:
     return Event(id=id, source="test://batching", type=type).to_payload()
-
-
-# --- workflows -------------------------------------------------------------------------------
-
-
-@dataclass
-class Taken:
-    """What one call returned, and the workflow time (ms) at which it returned."""
-
-    ids: list[str]
-    at: int
-
-
-@dataclass
-class BatchInput:
-    mode: str = "collect"  # or "debounce"
-    want: int = 2
-    max_events: int = 100
-    window_s: float = 5.0
-    quiet_s: float = 2.0
-    max_wait_s: float | None = None
-    taken: list[Taken] = field(default_factory=list)
-    inbox: InboxState | None = None
-
-
-def now_ms() -> int:
-    return int(workflow.now().timestamp() * 1000)
-
-
-@workflow.defn
-class BatchingWorkflow(LoomWorkflow):
-    """Collects (or debounces) ``want`` times; the ``cut`` signal continues it as new while a
-    call is waiting, so the call starts again in the next run."""
-
-    def __init__(self) -> None:
-        self.cut = False
-
-    @workflow.signal
-    def continue_now(self) -> None:
-        self.cut = True
-
-    @workflow.query
-    def runs(self) -> int:
-        return self.inbox.runs
-
-    @workflow.run
-    async def run(self, input: BatchInput) -> list[Taken]:
-        if input.inbox is not None:
-            self.inbox.restore(input.inbox)
-        taken = list(input.taken)
-        while len(taken) < input.want:
-            call = asyncio.ensure_future(self._take(input))
-            await workflow.wait_condition(self._done_or_cut(call))
-            if not call.done():
-                call.cancel()  # its events are still queued: carried into the next run
-                await self.inbox.continue_as_new(
-                    lambda state: BatchInput(**{**input.__dict__, "taken": taken, "inbox": state})
-                )
-            taken.append(Taken(call.result(), now_ms()))
-        return taken
-
-    def _done_or_cut(self, call: asyncio.Future[list[str]]) -> Callable[[], bool]:
-        return lambda: call.done() or self.cut
-
-    async def _take(self, input: BatchInput) -> list[str]:
-        if input.mode == "collect":
-            events = await self.inbox.collect(
-                "item", max_events=input.max_events, window=timedelta(seconds=input.window_s)
-            )
-            return [e.id for e in events]
-        last = await self.inbox.debounce(
-            "item",
-            quiet=timedelta(seconds=input.quiet_s),
-            max_wait=None if input.max_wait_s is None else timedelta(seconds=input.max_wait_s),
-        )
-        return [last.id]
 
 
 async def start(client: Client, task_queue: str, input: BatchInput, first: str) -> WorkflowHandle[Any, Any]:

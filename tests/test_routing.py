@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from flows.routing_flows import OrderSaga, Other
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
-from temporalio import workflow
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from bridge._ids import request_id, update_id
@@ -28,37 +28,7 @@ from bridge.events import CORRELATION, EVENT_SIGNAL, EVENT_UPDATE, Event
 from bridge.exceptions import DataValidationError, RouteDefinitionError, TemplateError
 from bridge.routing import REPLY_ROUTE, Match, Route, Router
 
-# --- a real workflow definition to resolve names from ---------------------------------------
-
-
-@workflow.defn(name="OrderSaga")
-class OrderSaga:
-    @workflow.run
-    async def run(self, order: dict[str, Any]) -> str:
-        return "done"
-
-    @workflow.signal(name="payment-received")
-    async def payment(self, event: dict[str, Any]) -> None:
-        pass
-
-    @workflow.signal
-    async def loom_event(self, event: dict[str, Any]) -> None:
-        pass
-
-    @workflow.update(name="reserve-stock")
-    async def reserve(self, event: dict[str, Any]) -> str:
-        return "reserved"
-
-
-@workflow.defn
-class Other:
-    @workflow.run
-    async def run(self) -> None:
-        pass
-
-    @workflow.signal
-    async def poke(self) -> None:
-        pass
+# --- what names resolve from: the real workflows in flows.routing_flows, and a non-workflow ---
 
 
 class NotAWorkflow:
