@@ -361,26 +361,12 @@ def test_worker_runs_the_entry_point_with_the_flags(
     assert code == 2 and "--entry" in output
 
 
-WORKFLOWS = '''
-from temporalio import activity, workflow
-
-@workflow.defn
-class Hello:
-    @workflow.run
-    async def run(self) -> str:
-        return "hi"
-
-@activity.defn
-async def greet(name: str) -> str:
-    return name
-
-ACTIVITIES = [greet]
-NOT_A_WORKFLOW = 42
-'''
+#: The module the short form loads its workflows and activities from.
+FLOWS = "flows.cli_flows"
 
 
 def test_worker_short_form_refuses_what_it_cannot_run(project: Path) -> None:
-    mod = module(project, WORKFLOWS)
+    mod = FLOWS
     cases = [
         (["worker"], "--workflows"),
         (["worker", "--workflows", f"{mod}:Hello"], "--task-queue is required"),
@@ -398,10 +384,10 @@ def test_worker_short_form_refuses_what_it_cannot_run(project: Path) -> None:
         assert said in output, (args, output)
 
 
-def test_worker_loads_workflows_and_activities(project: Path) -> None:
+def test_worker_loads_workflows_and_activities() -> None:
     from bridge.worker.run import load_activities, load_workflows
 
-    mod = module(project, WORKFLOWS)
+    mod = FLOWS
     assert [w.__name__ for w in load_workflows(f" {mod}:Hello , {mod}:Hello ")] == ["Hello", "Hello"]
     assert [a.__name__ for a in load_activities(f"{mod}:ACTIVITIES,{mod}:greet")] == ["greet", "greet"]
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import recorder
+from flows.coalesce_flows import OverriddenWorkflow
 from prometheus_client import Histogram
 from pydantic import BaseModel
 from recorder import (
@@ -28,7 +29,6 @@ from recorder import (
     query_all,
     wait_delivered,
 )
-from temporalio import workflow
 from temporalio.client import Client
 
 from bridge._ids import batch_request_id, request_id
@@ -50,7 +50,7 @@ from bridge.sidecar.loop import Loom, running
 from bridge.sidecar.metrics import metric_total
 from bridge.temporal.calls import TemporalExecutor
 from bridge.testing import loom_worker, read_records
-from bridge.workflow import Inbox, LoomWorkflow
+from bridge.workflow import Inbox
 from bridge.workflow.loom import takes_batches
 
 FAST = RetryPolicy(initial=0.001, maximum=0.005, jitter=False)
@@ -280,19 +280,6 @@ class Step(BaseModel):
     entity: str
     seq: int
     pad: str = ""
-
-
-@workflow.defn(name="CoalesceOverridden")
-class OverriddenWorkflow(LoomWorkflow):
-    """A LoomWorkflow that handles single events its own way: batches would bypass that."""
-
-    @workflow.run
-    async def run(self) -> None:
-        await workflow.wait_condition(lambda: False)
-
-    @workflow.signal(name="loom_event")
-    def loom_event(self, payload: dict[str, Any]) -> None:
-        self.inbox.handle({**payload, "subject": "seen by the override"})
 
 
 def swss(workflow: Any, **kwargs: Any) -> SignalWithStart:

@@ -12,12 +12,11 @@ from typing import Any
 import pytest
 import temporalio.api.common.v1 as common_pb
 import temporalio.api.errordetails.v1 as errordetails_pb
-from temporalio import workflow
+from flows.temporal_calls_flows import ClosingInbox, InboxWorkflow
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import SearchAttributeKey, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import PayloadCodec
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
@@ -45,45 +44,8 @@ from bridge.temporal.calls import TemporalExecutor, typed_search_attributes
 from bridge.temporal.closed import QUERY_ATTEMPTS, ClosedRun, ClosedRuns
 from bridge.temporal.errors import classify_error
 from bridge.testing import loom_worker
-from bridge.workflow import LoomWorkflow
 
 ROUTE = "test-route"
-
-
-@workflow.defn
-class InboxWorkflow:
-    """Records routed events and updates; finishes on the ``finish`` signal."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.updates = 0
-        self.done = False
-
-    @workflow.run
-    async def run(self, start: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        await workflow.wait_condition(lambda: self.done)
-        return self.events
-
-    @workflow.signal(name=EVENT_SIGNAL)
-    def on_event(self, payload: dict[str, Any]) -> None:
-        self.events.append(payload)
-
-    @workflow.signal
-    def finish(self) -> None:
-        self.done = True
-
-    @workflow.update(name=EVENT_UPDATE)
-    def on_update(self, payload: dict[str, Any]) -> dict[str, Any]:
-        self.updates += 1
-        return {"echo": payload["id"], "n": self.updates}
-
-    @workflow.query
-    def received(self) -> list[str]:
-        return [e["id"] for e in self.events]
-
-    @workflow.query
-    def update_count(self) -> int:
-        return self.updates
 
 
 #: Calls that start no workflow.
@@ -183,23 +145,6 @@ async def test_redelivered_signal_with_start_signals_once(
     handle = executor.client.get_workflow_handle(workflow_id)
     # The server dropped the repeats (same request id): the workflow saw e1 once.
     assert await handle.query(InboxWorkflow.received) == ["e1", "e2"]
-
-
-@workflow.defn
-class ClosingInbox(LoomWorkflow):
-    """A LoomWorkflow that takes events until one of type ``finish`` (or fails on ``fail``)."""
-
-    @workflow.run
-    async def run(self, start: dict[str, Any] | None = None) -> int:
-        taken = 0
-        while True:
-            event = await self.inbox.next()
-            assert event is not None
-            taken += 1
-            if event.type == "finish":
-                return taken
-            if event.type == "fail":
-                raise ApplicationError("told to fail", non_retryable=True)
 
 
 def closing_invocation(workflow_id: str, task_queue: str, event_id: str, type: str = "t",

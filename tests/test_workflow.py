@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import random
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,8 +15,7 @@ from flows.collecting import (
     CollectWorkflow,
     SuggestedCollectWorkflow,
 )
-from pydantic import BaseModel
-from temporalio import workflow
+from flows.workflow_flows import Amount, InstalledInboxWorkflow, WaitWorkflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -25,7 +23,7 @@ from bridge._ids import identity_digest
 from bridge.dev import EmbeddedTemporal
 from bridge.events import EVENT_SIGNAL, Event
 from bridge.testing import loom_worker
-from bridge.workflow import DEFAULT_SEEN_LIMIT, Inbox, InboxState, LoomWorkflow, event_data
+from bridge.workflow import DEFAULT_SEEN_LIMIT, Inbox, InboxState, event_data
 from bridge.workflow.memory import DIGEST_JSON_BYTES
 from bridge.workflow.saga import Compensations
 
@@ -194,10 +192,6 @@ def test_take_matches_type_globs_and_predicates() -> None:
     assert len(inbox) == 1
 
 
-class Amount(BaseModel):
-    cents: int
-
-
 def test_event_data_parses_dicts_and_json_bytes() -> None:
     assert event_data(_event("1", data={"cents": 5}), Amount) == Amount(cents=5)
     assert event_data(_event("2", data=b'{"cents": 7}'), Amount) == Amount(cents=7)
@@ -238,8 +232,6 @@ async def test_compensations_context_manager_compensates_only_on_error() -> None
 
 
 # --- workflows -----------------------------------------------------------------------------------
-
-
 
 
 @pytest.mark.temporal
@@ -323,26 +315,6 @@ async def test_inbox_continues_as_new_when_temporal_suggests_it() -> None:
         assert history_runs == result.runs >= 3
 
 
-@workflow.defn
-class WaitWorkflow(LoomWorkflow):
-    """Waits for a matching event, then takes the one left behind, then times out."""
-
-    @workflow.run
-    async def run(self) -> list[Any]:
-        wanted = await self.inbox.wait_for_event(
-            "order.*", where=lambda e: e.data["n"] == 2, timeout=timedelta(seconds=30)
-        )
-        assert wanted is not None
-        left = await self.inbox.next(timeout=30)
-        assert left is not None
-        missing = await self.inbox.wait_for_event("never.sent", timeout=timedelta(seconds=1))
-        return [wanted.id, event_data(wanted, Amount).cents, left.id, missing]
-
-    @workflow.query
-    def queued(self) -> int:
-        return len(self.inbox)
-
-
 @pytest.mark.temporal
 async def test_wait_for_event_returns_the_match_and_none_on_timeout(
     temporal_client: Client, task_queue: str
@@ -361,23 +333,6 @@ async def test_wait_for_event_returns_the_match_and_none_on_timeout(
         result = await asyncio.wait_for(handle.result(), 20)
     # "x1" did not match but stayed queued in order ahead of "x0".
     assert result == ["x2", 9, "x1", None]
-
-
-@workflow.defn
-class InstalledInboxWorkflow:
-    """An inbox without the mixin: registered dynamically, signals before that are buffered."""
-
-    @workflow.run
-    async def run(self) -> list[str]:
-        inbox = Inbox()
-        # A workflow timer, part of the scenario: the start signal is always buffered before
-        # install(); the timer leaves the signals sent after the start time to be buffered too.
-        await workflow.sleep(0.2)
-        inbox.install()
-        first = await inbox.next()
-        second = await inbox.next()
-        assert first is not None and second is not None
-        return [first.id, second.id]
 
 
 @pytest.mark.temporal
