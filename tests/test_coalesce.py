@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import recorder
 from flows.coalesce_flows import OverriddenWorkflow
+from kit import check_loop, eventually
 from prometheus_client import Histogram
 from pydantic import BaseModel
 from recorder import (
@@ -456,6 +457,16 @@ def by_workflow(events: Sequence[Event], prefix: str) -> dict[str, list[str]]:
     return recorder.expected_by_workflow(events, prefix)
 
 
+async def all_committed(loom: Loom, count: int) -> None:
+    """Wait until the loom committed ``count`` records (failing at once if its loop died)."""
+
+    def committed() -> float:
+        check_loop(loom)
+        return metric_total(loom.metrics.committed)
+
+    await eventually(committed, timeout=60, until=lambda n: n >= count, what=f"{count} records committed")
+
+
 @pytest.mark.kafka
 @pytest.mark.temporal
 async def test_a_backlog_coalesces_and_a_workflow_without_a_batch_handler_never_gets_one(
@@ -520,8 +531,7 @@ async def test_a_redelivered_backlog_cut_into_other_batches_stays_exactly_once(
                 loom_kafka_bootstrap, topic, dlq, max_in_flight=2, batch_max_events=max_events,
             ))
             async with running(loom):
-                while metric_total(loom.metrics.committed) < len(events):
-                    await asyncio.sleep(0.1)
+                await all_committed(loom, len(events))
             _calls, carried, multi = calls_of(loom.metrics.batch_events)
             counts.append((carried, multi))
         seen = await query_all(temporal_client, expected)
@@ -562,8 +572,7 @@ async def test_a_batch_refused_for_good_is_split_and_only_what_fails_alone_is_de
     async with loom_worker(temporal_client, task_queue=task_queue, workflows=[InboxRecorderWorkflow]):
         async with running(loom):
             seen = await wait_delivered(temporal_client, expected, 60)
-            while metric_total(loom.metrics.committed) < len(events):
-                await asyncio.sleep(0.1)
+            await all_committed(loom, len(events))
     # Every letter was written before its offset was committed; the metric counts them all.
     letters = await read_records(loom_kafka_bootstrap, dlq, count=len(big), timeout=10)
     assert seen == expected  # every good event once, in order, the bad ones skipped
