@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from flows.dev_flows import CollectWorkflow
 from kit import eventually
-from temporalio import workflow
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -24,27 +24,6 @@ from bridge.dev import EmbeddedKafka, EmbeddedTemporal, port_is_free, temporal_b
 from bridge.dev import free_port as _free_port
 from bridge.exceptions import EmbeddedServerError
 from bridge.testing import loom_worker
-
-
-@workflow.defn
-class CollectWorkflow:
-    """Collects signals until told to stop; the harness's signal-with-start round trip."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    @workflow.run
-    async def run(self) -> list[str]:
-        await workflow.wait_condition(lambda: "stop" in self.items)
-        return self.items
-
-    @workflow.signal
-    def add(self, item: str) -> None:
-        self.items.append(item)
-
-    @workflow.query
-    def seen(self) -> list[str]:
-        return self.items
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,8 +1,9 @@
 """Entity workflows: handlers per event type, state and inbox carried, policies, failures.
 
-The device at the top is the workflow of issue 17 rewritten with ``EntityWorkflow``: the
-state model, one handler, nothing else. Its long test feeds 25,000 events across several
-continue-as-new runs and counts what was lost, duplicated or taken out of order.
+The device (``flows/entity_flows.py``, with the other workflows of these tests) is the
+workflow of issue 17 rewritten with ``EntityWorkflow``: the state model, one handler, nothing
+else. Its long test feeds 25,000 events across several continue-as-new runs and counts what
+was lost, duplicated or taken out of order.
 """
 
 from __future__ import annotations
@@ -20,8 +21,26 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
+from flows.entity_flows import (
+    POISON,
+    Account,
+    BatchFedTrail,
+    BuggyCounter,
+    CountState,
+    Device,
+    DeviceState,
+    FixedCounter,
+    FixedStrictCounter,
+    LenientCounter,
+    Note,
+    NotebookEntity,
+    SmallRunsDevice,
+    StrictCounter,
+    TinyRunsDevice,
+    Trail,
+)
 from pydantic import BaseModel, ValidationError
-from temporalio import activity, workflow
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -34,70 +53,17 @@ from bridge.workflow import (
     EntityInput,
     EntityStats,
     EntityWorkflow,
-    EventPolicy,
     EventRef,
-    Inbox,
     InboxState,
     PublishRequest,
     PublishResult,
-    emit,
     handles,
-    request,
 )
 
 T = TypeVar("T")
 
 
-
 # --- the device ------------------------------------------------------------------------------
-
-
-class Reading(BaseModel):
-    seq: int
-    value: int
-
-
-class DeviceState(BaseModel):
-    readings: int = 0
-    total: int = 0
-    last_seq: int = -1
-    gaps: int = 0  # readings whose seq did not follow the previous one
-
-
-@workflow.defn
-class Device(EntityWorkflow[DeviceState]):
-    """A device's running totals, moved by its readings (issue 17's example)."""
-
-    @handles("device.reading")
-    def reading(self, reading: Reading) -> None:
-        state = self.state
-        state.gaps += reading.seq != state.last_seq + 1
-        state.readings += 1
-        state.total += reading.value
-        state.last_seq = reading.seq
-
-
-# Test harness only: a small per-run signal limit, so that a stream crosses many runs, and a
-# record of the seqs each run took (carried nowhere: kept in the run's memo when it
-# continues-as-new, answered by a query in the run still open).
-@workflow.defn
-class SmallRunsDevice(Device):
-    signals_per_run = 2_000
-
-    def make_inbox(self) -> Inbox:
-        return Inbox(max_signals_per_run=self.signals_per_run)
-
-    async def dispatch(self, event: Event) -> None:
-        await super().dispatch(event)
-        self.__dict__.setdefault("taken", []).append(event.data["seq"])
-
-    def next_input(self, inbox: InboxState) -> EntityInput[DeviceState]:
-        workflow.upsert_memo({"taken": self.__dict__.get("taken", [])})
-        return super().next_input(inbox)
-
-    @workflow.query
-    def taken(self) -> list[int]:
-        return list(self.__dict__.get("taken", []))
 
 
 def test_the_device_is_under_10_lines_of_business_logic() -> None:
@@ -190,10 +156,6 @@ async def runs_of(client: Client, workflow_id: str) -> int:
 
 
 # --- pure logic ------------------------------------------------------------------------------
-
-
-class Note(BaseModel):
-    text: str
 
 
 class Empty(BaseModel):
@@ -301,13 +263,6 @@ def test_an_input_built_without_its_type_parameter_keeps_the_whole_state() -> No
 DEVICE_SERVER_CONFIG = {"history.maximumBufferedEventsBatch": "2000"}
 
 
-@workflow.defn
-class TinyRunsDevice(SmallRunsDevice):
-    """The same device, continuing-as-new every 60 signals: the default run's short stream."""
-
-    signals_per_run = 60
-
-
 @pytest.mark.temporal
 @pytest.mark.parametrize(
     ("device", "total", "batch"),
@@ -413,44 +368,6 @@ async def delivery_and_processing(
 # --- sync and async handlers, glob handlers, finishing ---------------------------------------
 
 
-class Order(BaseModel):
-    order_id: str
-    amount: int
-
-
-class AccountState(BaseModel):
-    balance: int = 0
-    orders: list[str] = []
-    notes: list[str] = []
-    closing: str | None = None
-
-
-@workflow.defn
-class Account(EntityWorkflow[AccountState]):
-    """Charges orders by request/reply, emits what it did, keeps notes, closes on confirmation."""
-
-    @handles("order.placed")
-    async def placed(self, order: Order) -> None:
-        reply = await request(
-            "payment.charge", order, reply_type="payment.*", timeout=timedelta(seconds=30)
-        )
-        if reply.type == "payment.charged":
-            self.state.balance += order.amount
-            self.state.orders.append(order.order_id)
-            await emit("order.accepted", order)
-
-    @handles("note.*")
-    def note(self, data: Any, event: Event) -> None:
-        self.state.notes.append(f"{event.type}:{data}")
-
-    @handles("account.close")
-    async def close(self, data: Any) -> None:
-        self.state.closing = "waiting"
-        confirmed = await self.inbox.wait_for_event("account.confirmed", timeout=30)
-        self.state.closing = "confirmed" if confirmed is not None else "timed out"
-        self.finish({"balance": self.state.balance, "orders": self.state.orders})
-
-
 class Participant:
     """The ``loom.publish`` activity's stand-in: records events, answers charge commands."""
 
@@ -520,33 +437,6 @@ async def test_sync_async_and_glob_handlers_run_one_at_a_time_in_order_and_finis
 # --- the unhandled-type policy and invalid data ----------------------------------------------
 
 
-class Tick(BaseModel):
-    n: int
-
-
-class CountState(BaseModel):
-    count: int = 0
-    total: int = 0
-
-
-class Counter(EntityWorkflow[CountState]):
-    @handles("tick")
-    def tick(self, tick: Tick) -> None:
-        self.state.count += 1
-        self.state.total += tick.n
-
-
-@workflow.defn
-class LenientCounter(Counter):
-    unhandled = EventPolicy.IGNORE
-    invalid = EventPolicy.IGNORE
-
-
-@workflow.defn
-class StrictCounter(Counter):
-    unhandled = EventPolicy.FAIL
-
-
 @pytest.mark.temporal
 async def test_ignored_events_are_counted_and_visible_in_a_query(
     temporal_client: Client, task_queue: str
@@ -586,13 +476,6 @@ async def test_fail_policy_fails_the_workflow_task_and_a_fixed_worker_goes_on(
     assert final.ignored == 0
 
 
-@workflow.defn(name="StrictCounter")
-class FixedStrictCounter(StrictCounter):
-    @handles("tock")
-    def tock(self, data: Any) -> None:
-        pass
-
-
 @pytest.mark.temporal
 async def test_invalid_data_fails_the_workflow_task_by_default(
     temporal_client: Client, task_queue: str
@@ -606,23 +489,6 @@ async def test_invalid_data_fails_the_workflow_task_by_default(
 
 
 # --- several events in one signal (a coalesced call) -------------------------------------------
-
-
-class Trail(BaseModel):
-    ns: list[int] = []
-
-
-@workflow.defn
-class BatchFedTrail(EntityWorkflow[Trail]):
-    """Records the ticks in the order taken; coalesced calls (``loom_events``, several events
-    in one signal, in partition order) reach it as they reach any ``LoomWorkflow``."""
-
-    @handles("tick")
-    def tick(self, tick: Tick) -> None:
-        self.state.ns.append(tick.n)
-
-    def make_inbox(self) -> Inbox:
-        return Inbox(max_signals_per_run=2)  # a coalesced call counts as one signal
 
 
 @pytest.mark.temporal
@@ -654,29 +520,6 @@ async def test_events_several_to_a_signal_are_taken_like_single_events(
 
 
 # --- a handler that raises, and a worker restart ---------------------------------------------
-
-
-POISON = 13
-
-
-@workflow.defn(name="FlakyCounter")
-class BuggyCounter(Counter):
-    """Applies the tick, then trips over the poison: the workflow task fails."""
-
-    @handles("tick")
-    def tick(self, tick: Tick) -> None:
-        super().tick(tick)
-        if tick.n == POISON:
-            raise RuntimeError(f"bug: cannot take {tick.n}")
-
-    def make_inbox(self) -> Inbox:
-        return Inbox(max_signals_per_run=10)
-
-
-@workflow.defn(name="FlakyCounter")
-class FixedCounter(Counter):
-    def make_inbox(self) -> Inbox:
-        return Inbox(max_signals_per_run=10)
 
 
 @pytest.mark.temporal
@@ -730,23 +573,6 @@ async def test_state_and_inbox_survive_a_worker_restart_mid_stream(
 
 
 # --- the state counts in the inbox's byte budget ---------------------------------------------
-
-
-class Notebook(BaseModel):
-    notes: list[str] = []
-
-
-@workflow.defn
-class NotebookEntity(EntityWorkflow[Notebook]):
-    """Keeps every note: a state that grows by each event, toward the inbox's byte budget."""
-
-    @handles("note")
-    def note(self, note: Note) -> None:
-        self.state.notes.append(note.text)
-
-    def make_inbox(self) -> Inbox:
-        # Neither Temporal's suggestion nor the signal count comes near: only bytes can end a run.
-        return Inbox(seen_limit=100, max_signals_per_run=1_000_000, max_carried_bytes=20_000)
 
 
 @pytest.mark.temporal

@@ -8,34 +8,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from temporalio import workflow
+from flows.tracing_flows import Traced, TracedWorkflow
+from kit import loom_settings, workflow_started
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
 
-from bridge.testing import loom_worker
-
-# The sandbox re-imports this module for TracedWorkflow: pass the loom's I/O modules through.
-with workflow.unsafe.imports_passed_through():
-    from kit import loom_settings, workflow_started
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.trace import SpanKind
-    from pydantic import BaseModel
-    from temporalio.client import Client
-    from temporalio.contrib.opentelemetry import TracingInterceptor
-
-    from bridge.actions import ActionKind, Invocation, SignalWithStart
-    from bridge.events import EVENT_SIGNAL, Event
-    from bridge.exceptions import SettingsError
-    from bridge.kafka.binding import decode, encode
-    from bridge.kafka.clients import LoomProducer
-    from bridge.routing import Match, Route, Router
-    from bridge.settings import EmitSettings, KafkaSettings, TracingSettings
-    from bridge.sidecar.loop import Loom, running
-    from bridge.telemetry import tracing
-    from bridge.testing import read_records
-    from bridge.worker.activities import loom_activities
-    from bridge.workflow import emit
+from bridge.actions import ActionKind, Invocation, SignalWithStart
+from bridge.events import EVENT_SIGNAL, Event
+from bridge.exceptions import SettingsError
+from bridge.kafka.binding import decode, encode
+from bridge.kafka.clients import LoomProducer
+from bridge.routing import Match, Route, Router
+from bridge.settings import EmitSettings, KafkaSettings, TracingSettings
+from bridge.sidecar.loop import Loom, running
+from bridge.telemetry import tracing
+from bridge.testing import loom_worker, read_records
+from bridge.worker.activities import loom_activities
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 PARENT_SPAN_ID = 0xB7AD6B7169203331
@@ -283,33 +276,6 @@ def test_otlp_exporter_of_the_protocol_from_opentelemetry_variables(
 
 
 # --- end to end: producer -> loom -> workflow -> emitted event ----------------------------------
-
-
-class Traced(BaseModel):
-    entity: str
-
-
-@workflow.defn
-class TracedWorkflow:
-    """Emits one event per routed event; finishes after ``stop``."""
-
-    def __init__(self) -> None:
-        self.pending: list[dict[str, Any]] = []
-
-    @workflow.run
-    async def run(self) -> int:
-        emitted = 0
-        while True:
-            await workflow.wait_condition(lambda: bool(self.pending))
-            payload = self.pending.pop(0)
-            if payload["type"] == "test.stop":
-                return emitted
-            await emit("test.traced.next", {"cause": payload["id"]})
-            emitted += 1
-
-    @workflow.signal(name=EVENT_SIGNAL)
-    def on_event(self, payload: dict[str, Any]) -> None:
-        self.pending.append(payload)
 
 
 @pytest.fixture
