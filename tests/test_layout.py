@@ -194,3 +194,59 @@ def test_tests_build_workers_through_the_kit_and_say_why_they_leave_the_sandbox(
         for problem in unexplained_runners(path)
     ]
     assert not found, "\n".join(found)
+
+
+def rewritten_by_pytest(path: Path) -> bool:
+    """Whether pytest's assertion rewriting imports ``path`` (test modules and conftest)."""
+    return path.name == "conftest.py" or (path.name.startswith("test_") and path.suffix == ".py")
+
+
+def workflow_classes(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """(line, name) of every class decorated ``@workflow.defn`` or ``@workflow.defn(...)``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for decorator in node.decorator_list:
+                target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                if isinstance(target, ast.Attribute) and target.attr == "defn" and (
+                    isinstance(target.value, ast.Name) and target.value.id == "workflow"
+                ):
+                    yield node.lineno, node.name
+
+
+def test_the_workflow_finder_finds_both_decorator_forms() -> None:
+    source = (
+        "@workflow.defn\nclass A: ...\n"
+        "@workflow.defn(name='b', sandboxed=True)\nclass B: ...\n"
+        "@activity.defn\ndef c(): ...\n"
+        "class D: ...\n"
+    )
+    assert sorted(workflow_classes(ast.parse(source))) == [(2, "A"), (4, "B")]
+    assert rewritten_by_pytest(Path("tests/test_x.py")) and rewritten_by_pytest(Path("conftest.py"))
+    assert not rewritten_by_pytest(Path("tests/flows/x_flows.py"))
+
+
+def test_no_workflow_lives_in_a_module_that_pytest_rewrites() -> None:
+    """The sandbox re-imports a workflow's module on every run, from the worker's threads.
+
+    A test module is imported through pytest's assertion rewriting, which (with no bytecode
+    written) parses the module again each time: CPython 3.11's AST conversion is not safe
+    across threads, and under load a run failed with "AST constructor recursion depth mismatch".
+    Workflows the tests use live in ``tests/flows/`` (or ``tests/sandbox/``), plain modules.
+    """
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: workflow {name} (move it to a module in tests/flows/)"
+        for path in sorted(TESTS.rglob("*.py")) if rewritten_by_pytest(path)
+        for line, name in workflow_classes(ast.parse(path.read_text(), str(path)))
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_workflow_modules_never_import_a_module_that_pytest_rewrites() -> None:
+    """A plain module that imported a test module would bring the rewritten import back."""
+    found = [
+        f"{path.relative_to(ROOT)}: imports {name}"
+        for path in sorted(TESTS.rglob("*.py")) if not rewritten_by_pytest(path)
+        for name in imported(path)
+        if any(part.startswith("test_") or part == "conftest" for part in name.split("."))
+    ]
+    assert not found, "\n".join(found)
