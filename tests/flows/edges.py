@@ -46,8 +46,17 @@ class LongIdentities(LoomWorkflow):
         for payload in payloads:
             self.inbox.handle(payload)
 
+    @workflow.query
+    def taken(self) -> int:
+        """Events taken over all runs, repeats included (the sender paces itself on it)."""
+        state = getattr(self, "state", None)
+        if state is None:
+            return 0
+        return int(state.processed + state.duplicates + self.inbox.duplicates_this_run)
+
     @workflow.run
     async def run(self, state: LongInput) -> LongResult:
+        self.state = state
         self.inbox.restore(state.inbox)
         while True:
             event = await self.inbox.next()
