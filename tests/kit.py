@@ -127,6 +127,18 @@ def check_loop(loom: Any) -> None:
         raise LoopDiedError(f"the loop died: {loom.error!r}") from loom.error
 
 
+async def query_when_ready(handle: Any, query: Any, *args: Any) -> Any:
+    """``handle.query(query, args=args)``, for :func:`eventually`: a run that just continued as new
+    answers no query before its first workflow task (the server waits for it a while, then
+    says FAILED_PRECONDITION, "not ready"); that is "not yet", any other error raises."""
+    try:
+        return await handle.query(query, args=list(args))
+    except RPCError as exc:
+        if exc.status is not RPCStatusCode.FAILED_PRECONDITION:
+            raise
+        raise AssertionError(f"not ready: {exc}") from exc
+
+
 async def workflow_started(
     client: Client, workflow_id: str, timeout: float = 30
 ) -> WorkflowExecutionDescription:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,12 +17,13 @@ from flows.collecting import (
     SuggestedCollectWorkflow,
 )
 from flows.workflow_flows import Amount, InstalledInboxWorkflow, WaitWorkflow
+from kit import eventually, query_when_ready
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bridge._ids import identity_digest
 from bridge.dev import EmbeddedTemporal
-from bridge.events import EVENT_SIGNAL, Event
+from bridge.events import EVENT_SEEN_QUERY, EVENT_SIGNAL, Event
 from bridge.testing import loom_worker
 from bridge.workflow import DEFAULT_SEEN_LIMIT, Inbox, InboxState, event_data
 from bridge.workflow.memory import DIGEST_JSON_BYTES
@@ -285,6 +287,10 @@ async def test_inbox_dedups_3000_signals_in_order_across_continue_as_new(
     assert history_runs == results[0].runs
 
 
+#: Signals the sender of the suggestion test lets run ahead of the workflow.
+AHEAD = 10
+
+
 @pytest.mark.temporal
 async def test_inbox_continues_as_new_when_temporal_suggests_it() -> None:
     # Own server: it suggests continue-as-new once a run's history has 60 events (the default
@@ -304,14 +310,25 @@ async def test_inbox_continues_as_new_when_temporal_suggests_it() -> None:
                 SuggestedCollectWorkflow.run, CollectInput(), id=wid, task_queue=task_queue,
                 start_signal=EVENT_SIGNAL, start_signal_args=[stream[0].to_payload()],
             )
-            for event in stream[1:]:
+
+            def seen(event: Event) -> Callable[[], Awaitable[bool]]:
+                return lambda: query_when_ready(handle, EVENT_SEEN_QUERY, event.source, event.id)
+
+            for n, event in enumerate(stream[1:], start=1):
+                # Paced: at most AHEAD signals before the workflow saw an earlier one, so every
+                # run takes signals while its history grows. Unpaced, a worker that fell
+                # behind could find the whole stream queued and take it in two runs.
+                if n > AHEAD:
+                    await eventually(seen(stream[n - AHEAD]), timeout=30, interval=0.02,
+                                     what=f"the workflow saw {stream[n - AHEAD].id}")
                 await handle.signal(EVENT_SIGNAL, event.to_payload())
             result = await asyncio.wait_for(handle.result(), 60)
         assert result.processed == [e.id for e in events] + ["end"]
         history_runs = 0
         async for _ in client.list_workflows(f"WorkflowId = '{wid}'"):
             history_runs += 1
-        # 166 signals in runs of at most ~60 history events: the suggestion ended runs.
+        # 166 signals in runs of at most ~60 history events (a workflow task at least every
+        # AHEAD signals adds 3 of them): the suggestion ended runs.
         assert history_runs == result.runs >= 3
 
 

@@ -20,10 +20,17 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from flows.edges import BATCH_SIGNAL, LongIdentities, LongInput, LongResult, QuoteBook
-from kit import LoomProcess, committed_offsets, eventually, loom_settings, metric_value
+from kit import (
+    LoomProcess,
+    committed_offsets,
+    eventually,
+    loom_settings,
+    metric_value,
+    query_when_ready,
+)
 from recorder import publish
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from bridge.actions import UpdateWithStart
@@ -83,16 +90,6 @@ async def test_25000_events_with_long_identities_continue_as_new_within_the_blob
             start_signal=BATCH_SIGNAL, start_signal_args=[stream[:batch]],
         )
 
-        async def taken() -> int:
-            try:
-                return int(await handle.query(LongIdentities.taken))
-            except RPCError as exc:
-                # A run just continued as new answers no query before its first workflow
-                # task (the server waits for it a while, then says "not ready"): not yet.
-                if exc.status != RPCStatusCode.FAILED_PRECONDITION:
-                    raise
-                raise AssertionError(f"not ready: {exc}") from exc
-
         def caught_up(sent: int) -> Callable[[int], bool]:
             return lambda taken: taken >= sent - WINDOW
 
@@ -101,7 +98,8 @@ async def test_25000_events_with_long_identities_continue_as_new_within_the_blob
             # under the carry limit and every run continues as new at its backstop. Unpaced,
             # a loaded worker found most of the stream queued, could not carry it, and took
             # it in 3 runs (a CI run under a CPU hog).
-            await eventually(taken, timeout=60, until=caught_up(start),
+            await eventually(lambda: query_when_ready(handle, LongIdentities.taken),
+                             timeout=60, until=caught_up(start),
                              what="the workflow takes what was sent", interval=0.02)
             await handle.signal(BATCH_SIGNAL, stream[start : start + batch])
         result = await asyncio.wait_for(handle.result(), 120)
