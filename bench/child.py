@@ -56,6 +56,11 @@ from bridge.sidecar.loop import Loom, _Job, running
 from bridge.sidecar.metrics import Metrics, metric_total
 from bridge.telemetry.tracing import header_hook
 
+#: The consumer groups of every path: the embedded broker holds a new group's first join for
+#: half the session timeout (15 s at the loom's default of 30 s, 5 s at aiokafka's 10 s); the
+#: measured window opens at the first record, so a shorter timeout only shortens the wait.
+SESSION_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS = 6_000, 1_000
+
 
 def emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
@@ -177,7 +182,8 @@ async def run_faststream(cfg: dict[str, Any]) -> None:
     cpu0 = t0 = 0.0
 
     @broker.subscriber(cfg["topic"], group_id=f"faststream-{cfg['phase']}",
-                       auto_offset_reset="earliest")
+                       auto_offset_reset="earliest", session_timeout_ms=SESSION_TIMEOUT_MS,
+                       heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS)
     async def handle(body: dict[str, Any], msg: KafkaMessage) -> None:
         nonlocal done, cpu0, t0
         if done == 0:
@@ -210,6 +216,8 @@ async def run_naive(cfg: dict[str, Any]) -> None:
         group_id=f"naive-{cfg['phase']}",
         auto_offset_reset="earliest",
         enable_auto_commit=True,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
     )
     await consumer.start()
     emit("ready")
@@ -285,6 +293,7 @@ async def run_loom(cfg: dict[str, Any]) -> None:
         "kafka": {
             "bootstrap": cfg["bootstrap"], "topics": [cfg["topic"]],
             "deadletter_topic": cfg["deadletter_topic"], "group_id": f"loom-{cfg['phase']}",
+            "session_timeout_ms": SESSION_TIMEOUT_MS, "heartbeat_interval_ms": HEARTBEAT_INTERVAL_MS,
             **({} if cfg.get("max_uncommitted") is None
                else {"max_uncommitted": cfg["max_uncommitted"]}),
         },
