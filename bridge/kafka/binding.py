@@ -89,21 +89,7 @@ def event_to_sdk(event: Event) -> Any:
 def event_from_sdk(event: Any) -> Event:
     """Build an :class:`~bridge.events.Event` from a ``cloudevents`` SDK (2.x) ``CloudEvent``."""
     attrs = dict(event.get_attributes())
-    core = {name: attrs.pop(name) for name in list(attrs) if name in CORE_ATTRIBUTES}
-    time, time_text = _plain_time(core.get("time"))
-    return Event(
-        id=str(core["id"]),
-        source=str(core["source"]),
-        type=str(core["type"]),
-        specversion=str(core.get("specversion", "1.0")),
-        data=event.get_data(),
-        subject=core.get("subject"),
-        time=time,
-        datacontenttype=core.get("datacontenttype"),
-        dataschema=core.get("dataschema"),
-        extensions=attrs,
-        time_text=time_text,
-    )
+    return _event(attrs, event.get_data(), attrs.pop("time", None))
 
 
 # --- decode ----------------------------------------------------------------------------------
