@@ -147,24 +147,17 @@ def render(figures: dict[str, Any], run: dict[str, Any], console: Console) -> No
         f"{run['cpu_us_per_event']:,.0f} µs CPU per event (under py-spy), "
         f"{figures['samples']:,} samples"
     )
-    table = Table(title="frames by self time (share of all samples)")
-    table.add_column("frame")
-    table.add_column("self %", justify="right")
-    for name, share in figures["self"]:
-        table.add_row(name, f"{share:.1f}")
-    console.print(table)
-    areas = Table(title="self time by area")
-    areas.add_column("area")
-    areas.add_column("%", justify="right")
-    for name, share in figures["areas"]:
-        areas.add_row(name, f"{share:.1f}")
-    console.print(areas)
-    inclusive = Table(title="bridge functions, total time (self + callees)")
-    inclusive.add_column("frame")
-    inclusive.add_column("total %", justify="right")
-    for name, share in figures["bridge_inclusive"]:
-        inclusive.add_row(name, f"{share:.1f}")
-    console.print(inclusive)
+    for title, what, share_column, key in (
+        ("frames by self time (share of all samples)", "frame", "self %", "self"),
+        ("self time by area", "area", "%", "areas"),
+        ("bridge functions, total time (self + callees)", "frame", "total %", "bridge_inclusive"),
+    ):
+        table = Table(title=title)
+        table.add_column(what)
+        table.add_column(share_column, justify="right")
+        for name, share in figures[key]:
+            table.add_row(name, f"{share:.1f}")
+        console.print(table)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
