@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, overload
 
@@ -127,16 +127,24 @@ def check_loop(loom: Any) -> None:
         raise LoopDiedError(f"the loop died: {loom.error!r}") from loom.error
 
 
+@contextlib.contextmanager
+def not_yet_on(status: RPCStatusCode, what: str) -> Iterator[None]:
+    """Inside a probe of :func:`eventually`: Temporal's ``status`` means "not yet" (an
+    ``AssertionError`` saying ``what``); any other error raises."""
+    try:
+        yield
+    except RPCError as exc:
+        if exc.status is not status:
+            raise
+        raise AssertionError(f"{what}: {exc}") from None
+
+
 async def query_when_ready(handle: Any, query: Any, *args: Any) -> Any:
     """``handle.query(query, args=args)``, for :func:`eventually`: a run that just continued as new
     answers no query before its first workflow task (the server waits for it a while, then
     says FAILED_PRECONDITION, "not ready"); that is "not yet", any other error raises."""
-    try:
+    with not_yet_on(RPCStatusCode.FAILED_PRECONDITION, "not ready"):
         return await handle.query(query, args=list(args))
-    except RPCError as exc:
-        if exc.status is not RPCStatusCode.FAILED_PRECONDITION:
-            raise
-        raise AssertionError(f"not ready: {exc}") from exc
 
 
 async def workflow_started(
@@ -145,12 +153,8 @@ async def workflow_started(
     """Until ``workflow_id`` exists (its latest run's description); other errors raise at once."""
 
     async def describe() -> WorkflowExecutionDescription:
-        try:
+        with not_yet_on(RPCStatusCode.NOT_FOUND, f"{workflow_id} not started yet"):
             return await client.get_workflow_handle(workflow_id).describe()
-        except RPCError as exc:
-            if exc.status is RPCStatusCode.NOT_FOUND:
-                raise AssertionError(f"{workflow_id} not started yet") from None
-            raise
 
     return await eventually(describe, timeout=timeout, interval=0.1, what=f"{workflow_id} started")
 
